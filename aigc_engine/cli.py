@@ -1,0 +1,190 @@
+"""The `aigc` command line: models, sample, eval, train, export.
+
+Bad input of any kind ends with one line on stderr, `aigc: error: ...`, and exit
+status 1 (2 for unparseable arguments), never a traceback. AIGC_DEBUG=1 shows the
+traceback of unexpected errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+from .errors import AigcError
+
+IMAGE_TRAIN_FAMILIES = ("gan", "dcgan", "vae")
+
+
+def _cmd_models(args: argparse.Namespace) -> None:
+    from .registry import embedded_artifacts
+
+    artifacts = embedded_artifacts()
+    if args.json:
+        print(json.dumps([{"name": a.path.stem, "family": a.family, "description": a.description,
+                           "config": a.config, "provenance": a.provenance, "bytes": a.size_bytes}
+                          for a in artifacts], indent=2))
+        return
+    if not artifacts:
+        print("no embedded models installed")
+    for a in artifacts:
+        size = f"{a.size_bytes / 2**20:.1f} MB"
+        print(f"{a.path.stem:<16} {a.family:<6} {size:>8}  {a.description}")
+
+
+def _cmd_sample(args: argparse.Namespace) -> None:
+    from . import memory
+    from .images import ImageGenerator
+    from .png import check_writable, save_grid
+
+    check_writable(args.output)
+    generator = ImageGenerator.load(args.model, device=args.device)
+    if args.n >= 1:  # the grid is a second copy of the images
+        memory.check_fits(f"a grid of n={args.n} images", 2 * args.n * math.prod(generator.image_shape))
+    started = time.perf_counter()
+    if args.interpolate:
+        images = generator.interpolate(args.interpolate[0], args.interpolate[1], args.n, args.truncation,
+                                       args.batch_size)
+    else:
+        images = generator.sample(args.n, args.seed, args.truncation, args.batch_size)
+    elapsed = time.perf_counter() - started
+    save_grid(images, args.output, nrow=args.nrow)
+    print(f"wrote {len(images)} images ({'×'.join(map(str, generator.image_shape))}) to {args.output} "
+          f"in {elapsed:.2f} s", file=sys.stderr)
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from .images import ImageGenerator
+    from .quality import DigitClassifier, evaluate_model
+
+    classifier = DigitClassifier()
+    generator = ImageGenerator.load(args.model)
+    rows = [(args.model, evaluate_model(generator, args.n, args.seed, args.truncation, classifier)),
+            ("real held-out digits", classifier.heldout_report().as_dict())]
+    if args.json:
+        print(json.dumps(dict(rows), indent=2))
+        return
+    print(f"{'':<22} {'n':>6} {'Fréchet ↓':>10} {'classes':>8} {'entropy':>8} {'confidence':>11}")
+    for name, r in rows:
+        print(f"{name:<22} {r['n']:>6} {r['frechet_distance']:>10.2f} {r['classes_present']:>5}/10 "
+              f"{r['class_entropy_bits']:>8.3f} {r['mean_confidence']:>11.3f}")
+
+
+def _training_module():
+    try:
+        import aigc_export.train as train
+    except ImportError as error:
+        raise AigcError(f"training needs the 'train' extra ({error.name} is missing): "
+                        "pip install 'aigc-engine[train]'") from None
+    return train
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    train = _training_module()
+    if args.family == "classifier":
+        summary = train.train_classifier(args.out, steps=args.steps, seed=args.seed, progress=not args.quiet)
+    else:
+        options = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
+                                     ("latent_dim", args.latent_dim)) if v is not None}
+        summary = train.train_image_model(args.family, data=args.data, out=args.out, seed=args.seed,
+                                          image_size=args.image_size, channels=args.channels,
+                                          checkpoint_dir=args.checkpoint_dir, resume=args.resume,
+                                          progress=not args.quiet, **options)
+    print(json.dumps(summary, indent=2, default=str))
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    _training_module()
+    from aigc_export.onnx_export import export_checkpoint
+
+    export_checkpoint(args.checkpoint, args.out)
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+def _seed(text: str) -> int:
+    from .ops import check_seed
+
+    try:
+        return check_seed(int(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error) if "seed" in str(error) else f"not an integer: {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aigc", description="Train, export and sample classic generative models.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("models", help="list the embedded models")
+    p.add_argument("--json", action="store_true", help="print the full metadata as JSON")
+    p.set_defaults(run=_cmd_models)
+
+    p = commands.add_parser("sample", help="sample images from an image model into a PNG grid")
+    p.add_argument("model", help="an embedded model name (see `aigc models`) or a path to a .onnx file")
+    p.add_argument("-n", type=int, default=64, help="how many images (default 64)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
+    p.add_argument("--truncation", type=float, default=None,
+                   help="redraw latent elements with |z| above this (> 0; default off)")
+    p.add_argument("--interpolate", nargs=2, type=_seed, metavar=("SEED_A", "SEED_B"),
+                   help="n images morphing from sample 0 of SEED_A to sample 0 of SEED_B")
+    p.add_argument("--nrow", type=int, default=None, help="images per grid row (default ⌈√n⌉)")
+    p.add_argument("--batch-size", type=int, default=128, help="images per generator call (default 128)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("-o", "--output", default="samples.png", help="PNG file to write (default samples.png)")
+    p.set_defaults(run=_cmd_sample)
+
+    p = commands.add_parser("eval", help="measure a digit model with the shipped classifier")
+    p.add_argument("model")
+    p.add_argument("-n", type=int, default=5000, help="how many generated digits (default 5000)")
+    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--truncation", type=float, default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_cmd_eval)
+
+    p = commands.add_parser("train", help="train a model and export it (needs the 'train' extra)")
+    p.add_argument("family", choices=IMAGE_TRAIN_FAMILIES + ("classifier",))
+    p.add_argument("--data", default="mnist", help="mnist (MNIST 5k, default), digits (sklearn) or a folder of images")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: the family's)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--latent-dim", type=int, default=None)
+    p.add_argument("--image-size", type=int, default=28)
+    p.add_argument("--channels", type=int, default=1, choices=(1, 3))
+    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--checkpoint-dir", default=None)
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--out", required=True,
+                   help="the .onnx file to write (for `classifier`: the folder for it and its reference statistics)")
+    p.set_defaults(run=_cmd_train)
+
+    p = commands.add_parser("export", help="export a training checkpoint to ONNX")
+    p.add_argument("checkpoint")
+    p.add_argument("--out", required=True)
+    p.set_defaults(run=_cmd_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except KeyboardInterrupt:
+        print("aigc: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as error:  # AigcError is a ValueError
+        print(f"aigc: error: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:  # noqa: BLE001 — the last line of defence: no traceback for users
+        if os.environ.get("AIGC_DEBUG"):
+            raise
+        print(f"aigc: error: unexpected {type(error).__name__}: {error} (AIGC_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""PNG output: a grid of uint8 images written as one PNG file, with no imaging library.
+
+Images come as (n, H, W, C) uint8 with C = 1 (grey) or 3 (RGB). The file is written to
+a temporary name beside the target and renamed into place, so a failure never leaves
+a half-written PNG behind.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from .errors import AigcError
+
+_COLOR_TYPES = {1: 0, 3: 2, 4: 6}  # channels → PNG colour type (grey, RGB, RGBA)
+
+
+def make_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2, pad_value: int = 0) -> np.ndarray:
+    """(n, H, W, C) uint8 → one (rows·(H+p)+p, nrow·(W+p)+p, C) image; nrow defaults to ⌈√n⌉."""
+    if images.ndim != 4 or images.dtype != np.uint8 or images.shape[0] == 0:
+        raise AigcError(f"images: expected a non-empty uint8 (n, H, W, C) array, got {images.dtype} {images.shape}")
+    n, h, w, c = images.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
+    if nrow < 1:
+        raise AigcError(f"nrow: expected >= 1, got {nrow}")
+    rows = math.ceil(n / nrow)
+    grid = np.full((rows * (h + padding) + padding, nrow * (w + padding) + padding, c), pad_value, np.uint8)
+    for i in range(n):
+        top = padding + (i // nrow) * (h + padding)
+        left = padding + (i % nrow) * (w + padding)
+        grid[top:top + h, left:left + w] = images[i]
+    return grid
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """(H, W, C) uint8, C in {1, 3, 4} → PNG bytes (8-bit, no filter, zlib level 6)."""
+    if image.ndim != 3 or image.dtype != np.uint8 or image.shape[2] not in _COLOR_TYPES:
+        raise AigcError(f"image: expected uint8 (H, W, 1|3|4), got {image.dtype} {image.shape}")
+    height, width, channels = image.shape
+    rows = np.zeros((height, 1 + width * channels), np.uint8)  # filter byte 0 on each row
+    rows[:, 1:] = image.reshape(height, width * channels)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, _COLOR_TYPES[channels], 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) +
+            chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + chunk(b"IEND", b""))
+
+
+def check_writable(path: str | Path) -> Path:
+    """Fail before any work if `path` cannot be written (missing folder, no permission)."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise AigcError(f"output '{path}' is a directory")
+    if not folder.is_dir():
+        raise AigcError(f"output '{path}': folder '{folder}' does not exist")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise AigcError(f"output '{path}': permission denied")
+    return path
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    path = check_writable(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def save_grid(images: np.ndarray, path: str | Path, nrow: int | None = None, padding: int = 2) -> Path:
+    """Write (n, H, W, C) uint8 images as one PNG grid at `path`; returns the path."""
+    write_atomic(path, encode_png(make_grid(images, nrow, padding)))
+    return Path(path)

@@ -1,0 +1,37 @@
+"""Model names: the embedded models that ship inside the package, or paths on disk.
+
+Embedded models live in aigc_engine/models/ as NAME.onnx; `aigc models` lists them.
+The digit classifier there is a measuring instrument (aigc eval), not a generator.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .artifact import Artifact, read_artifact
+from .errors import UnknownModelError
+
+MODELS_DIR = Path(__file__).parent / "models"
+INSTRUMENTS = ("digits-classifier",)
+
+
+def embedded_names() -> list[str]:
+    """Names of the embedded generative models, sorted."""
+    return sorted(p.stem for p in MODELS_DIR.glob("*.onnx") if p.stem not in INSTRUMENTS)
+
+
+def resolve(name_or_path: str | Path) -> Path:
+    """An embedded model's name, or a path to a model file, → the file's path."""
+    embedded = MODELS_DIR / f"{name_or_path}.onnx"
+    if isinstance(name_or_path, str) and "/" not in name_or_path and embedded.is_file():
+        return embedded
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    names = ", ".join(embedded_names()) or "none installed"
+    raise UnknownModelError(f"unknown model '{name_or_path}': not an embedded model ({names}) "
+                            f"nor an existing file")
+
+
+def embedded_artifacts() -> list[Artifact]:
+    return [read_artifact(MODELS_DIR / f"{name}.onnx") for name in embedded_names()]

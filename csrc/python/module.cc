@@ -1,0 +1,103 @@
+// pybind11 bindings of aigc_engine._C: argument checks and device dispatch, no math.
+// Every kernel call releases the GIL; outputs are allocated by the caller (aigc_engine/ops.py).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cmath>
+#include <string>
+
+#include "aigc/latent.h"
+#include "python/array_checks.h"
+
+namespace py = pybind11;
+using aigc::python::checked_data;
+
+namespace {
+
+bool on_cuda(const std::string& device) {
+  if (device == "cpu") return false;
+  if (device != "cuda") throw py::value_error("device: expected 'cpu' or 'cuda', got '" + device + "'");
+#ifdef AIGC_WITH_CUDA
+  if (aigc::cuda_device_count() == 0) throw py::value_error("device='cuda': no CUDA device is visible");
+  return true;
+#else
+  throw py::value_error("device='cuda': this build of aigc_engine has no CUDA support");
+#endif
+}
+
+void sample_latent(py::array out, uint64_t seed, uint64_t first_index, double truncation,
+                   const std::string& device) {
+  if (!(truncation > 0.0)) {
+    throw py::value_error("truncation: expected > 0 (or None for off), got " + std::to_string(truncation));
+  }
+  aigc::LatentParams p{};
+  p.out = checked_data<float>(out, "out", "float32", {"n", "dim"}, {-1, -1}, true);
+  p.n = out.shape(0);
+  p.dim = out.shape(1);
+  p.seed = seed;
+  p.first_index = first_index;
+  p.truncation = truncation;
+  const bool cuda = on_cuda(device);
+  py::gil_scoped_release release;
+#ifdef AIGC_WITH_CUDA
+  if (cuda) return aigc::sample_latent_cuda(p);
+#endif
+  (void)cuda;
+  aigc::sample_latent_cpu(p);
+}
+
+void slerp(py::array a, py::array b, py::array t, py::array out) {
+  aigc::SlerpParams p{};
+  p.a = checked_data<float>(a, "a", "float32", {"dim"}, {-1}, false);
+  p.dim = a.shape(0);
+  p.b = checked_data<float>(b, "b", "float32", {"dim"}, {p.dim}, false);
+  p.t = checked_data<float>(t, "t", "float32", {"n"}, {-1}, false);
+  p.n = t.shape(0);
+  p.out = checked_data<float>(out, "out", "float32", {"n", "dim"}, {p.n, p.dim}, true);
+  py::gil_scoped_release release;
+  aigc::slerp_cpu(p);
+}
+
+int64_t images_to_uint8(py::array images, py::array out, const std::string& device) {
+  aigc::ToUint8Params p{};
+  p.images = checked_data<float>(images, "images", "float32", {"n", "channels", "height", "width"},
+                                 {-1, -1, -1, -1}, false);
+  p.n = images.shape(0);
+  p.channels = images.shape(1);
+  p.height = images.shape(2);
+  p.width = images.shape(3);
+  p.out = checked_data<uint8_t>(out, "out", "uint8", {"n", "height", "width", "channels"},
+                                {p.n, p.height, p.width, p.channels}, true);
+  const bool cuda = on_cuda(device);
+  py::gil_scoped_release release;
+#ifdef AIGC_WITH_CUDA
+  if (cuda) return aigc::images_to_uint8_cuda(p);
+#endif
+  (void)cuda;
+  return aigc::images_to_uint8_cpu(p);
+}
+
+int cuda_device_count() {
+#ifdef AIGC_WITH_CUDA
+  return aigc::cuda_device_count();
+#else
+  return 0;
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "aigc_engine native kernels (see aigc_engine.ops for the documented Python face)";
+#ifdef AIGC_WITH_CUDA
+  m.attr("cuda_compiled") = true;
+#else
+  m.attr("cuda_compiled") = false;
+#endif
+  m.attr("max_resample_rounds") = aigc::kMaxResampleRounds;
+  m.def("cuda_device_count", &cuda_device_count);
+  m.def("sample_latent", &sample_latent, py::arg("out"), py::arg("seed"), py::arg("first_index"),
+        py::arg("truncation"), py::arg("device") = "cpu");
+  m.def("slerp", &slerp, py::arg("a"), py::arg("b"), py::arg("t"), py::arg("out"));
+  m.def("images_to_uint8", &images_to_uint8, py::arg("images"), py::arg("out"), py::arg("device") = "cpu");
+}
