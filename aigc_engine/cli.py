@@ -113,8 +113,15 @@ def _seed(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error) if "seed" in str(error) else f"not an integer: {text!r}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line too."""
+
+    def error(self, message: str):
+        self.exit(2, f"aigc: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aigc", description="Train, export and sample classic generative models.")
+    parser = _Parser(prog="aigc", description="Train, export and sample classic generative models.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser("models", help="list the embedded models")

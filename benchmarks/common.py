@@ -1,0 +1,70 @@
+"""What every script in benchmarks/ shares: the --quick / --json flags, timing by the
+median of repeated runs, the machine description, and a measured fp32 GEMM peak for
+the share-of-roofline column.
+
+JSON: {"machine": {...}, "records": [{"bench", "system", "params", "value", "unit"}]}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="a reduced set of the same comparisons (< 60 s)")
+    p.add_argument("--json", metavar="PATH", help="write the raw measurements here")
+    p.add_argument("--threads", type=int, default=2, help="threads for every system (default 2)")
+    return p
+
+
+def median_seconds(fn, repeats: int, min_seconds: float = 0.0) -> float:
+    """Median wall time of fn() over `repeats` runs (more while under min_seconds), after one warm-up."""
+    fn()
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < repeats or time.perf_counter() - started < min_seconds:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def gemm_peak_flops(threads: int, size: int = 1024) -> float:
+    """fp32 FLOP/s of a square numpy matmul (OpenBLAS): this machine's practical peak."""
+    a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
+    seconds = median_seconds(lambda: a @ a, repeats=5)
+    return 2 * size**3 / seconds
+
+
+def machine(threads: int) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "python": platform.python_version()}
+
+
+@dataclass
+class Records:
+    machine: dict
+    records: list = field(default_factory=list)
+
+    def add(self, bench: str, system: str, params: dict, value: float, unit: str) -> None:
+        self.records.append({"bench": bench, "system": system, "params": params, "value": value, "unit": unit})
+
+    def write(self, path: str | None) -> None:
+        if path:
+            with open(path, "w") as f:
+                json.dump({"machine": self.machine, "records": self.records}, f, indent=2)
+            print(f"wrote {path}")

@@ -1,0 +1,127 @@
+"""Images/s of the embedded image models: PyTorch eager vs plain onnxruntime vs aigc_engine.
+
+Every system does the whole job a user asks for — draw the latents, run the generator,
+turn its output into uint8 (n, H, W, C) pixels — at batch 1, 64 and 256, with the same
+thread count. PyTorch runs the same architecture as the exported graph (freshly
+initialised: speed does not depend on the weights' values); onnxruntime and aigc_engine
+run the same .onnx file. Ratios are aigc_engine over each peer; the last column is the
+share of the measured fp32 GEMM peak reached by aigc_engine.
+
+    python benchmarks/images.py [--quick] [--json results.json]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from common import Records, gemm_peak_flops, machine, median_seconds, parser
+
+from aigc_engine import ImageGenerator
+from aigc_engine.registry import MODELS_DIR, embedded_names
+
+BATCHES = (1, 64, 256)
+
+
+def graph_flops_per_image(path) -> float:
+    """Multiply-adds ×2 of the MatMul/Gemm/Conv/ConvTranspose nodes for one image."""
+    model = onnx.load(str(path))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    model = onnx.shape_inference.infer_shapes(model)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)}
+    weights = {t.name: list(t.dims) for t in model.graph.initializer}
+    flops = 0.0
+    for node in model.graph.node:
+        w = weights.get(node.input[1]) if len(node.input) > 1 else None
+        if w is None:
+            continue
+        if node.op_type in ("MatMul", "Gemm"):
+            flops += 2 * np.prod(w)
+        elif node.op_type == "Conv":
+            flops += 2 * np.prod(w) * np.prod(shapes[node.output[0]][2:])
+        elif node.op_type == "ConvTranspose":
+            flops += 2 * np.prod(w) * np.prod(shapes[node.input[0]][2:])
+    return float(flops)
+
+
+def torch_system(name: str, threads: int):
+    try:
+        import torch
+        from aigc_export.models import build_model
+    except ImportError as error:
+        print(f"  PyTorch eager: skipped ({error.name} is not installed)")
+        return None
+    torch.set_num_threads(threads)
+    generator = ImageGenerator.load(name)
+    module = build_model(generator.family, generator.artifact.config).export_module().eval()
+    seed = torch.Generator().manual_seed(0)
+
+    def run(batch: int) -> np.ndarray:
+        with torch.inference_mode():
+            z = torch.randn(batch, generator.latent_dim, generator=seed)
+            images = module(z)
+            pixels = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+            return pixels.contiguous().numpy()
+    return run
+
+
+def onnxruntime_system(path, latent_dim: int, threads: int):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+
+    def run(batch: int) -> np.ndarray:
+        z = rng.standard_normal((batch, latent_dim), dtype=np.float32)
+        (images,) = session.run(["images"], {"z": z})
+        return np.clip(np.rint((images + 1) * 127.5), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    return run
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    os.environ["AIGC_NUM_THREADS"] = str(args.threads)
+    records = Records(machine(args.threads))
+    names = embedded_names()
+    if not names:
+        sys.exit("no embedded image models are installed")
+    batches = (1, 64) if args.quick else BATCHES
+    repeats, min_seconds = (3, 0.3) if args.quick else (7, 1.0)
+    peak = gemm_peak_flops(args.threads)
+    records.machine["gemm_fp32_peak_gflops"] = peak / 1e9
+    print(f"fp32 GEMM peak (numpy matmul, {args.threads} threads): {peak / 1e9:.0f} GFLOP/s")
+    header = (f"{'model':<14} {'batch':>5} {'torch img/s':>12} {'ort img/s':>10} {'aigc img/s':>11} "
+              f"{'vs torch':>9} {'vs ort':>7} {'% peak':>7}")
+    print(header)
+    print("-" * len(header))
+    for name in names:
+        path = MODELS_DIR / f"{name}.onnx"
+        ours = ImageGenerator.load(name)
+        flops = graph_flops_per_image(path)
+        systems = {"aigc_engine": lambda b, g=ours: g.sample(b, seed=0, batch_size=b),
+                   "onnxruntime": onnxruntime_system(path, ours.latent_dim, args.threads),
+                   "pytorch-eager": torch_system(name, args.threads)}
+        for batch in batches:
+            rate = {}
+            for system, run in systems.items():
+                if run is None:
+                    continue
+                seconds = median_seconds(lambda: run(batch), repeats, min_seconds)
+                rate[system] = batch / seconds
+                records.add("images", system, {"model": name, "batch": batch, "threads": args.threads},
+                            rate[system], "images/s")
+            vs_torch = f"{rate['aigc_engine'] / rate['pytorch-eager']:.2f}x" if "pytorch-eager" in rate else "-"
+            torch_rate = f"{rate['pytorch-eager']:.0f}" if "pytorch-eager" in rate else "-"
+            print(f"{name:<14} {batch:>5} {torch_rate:>12} {rate['onnxruntime']:>10.0f} {rate['aigc_engine']:>11.0f} "
+                  f"{vs_torch:>9} {rate['aigc_engine'] / rate['onnxruntime']:>6.2f}x "
+                  f"{100 * rate['aigc_engine'] * flops / peak:>6.1f}%")
+    records.write(args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+# Sample quality of an exported image model, measured at export time by the runtime's
+# own `aigc_engine.quality.evaluate_model` (Fréchet distance on the shipped digit
+# classifier's features, class coverage, confidence). A thin wrapper: it returns None
+# when that module or its classifier is not there, or when the model does not make
+# digit-shaped images, so training never depends on it.
+from __future__ import annotations
+
+import json
+import os
+
+import onnx
+
+
+def measure_quality(onnx_path: str | os.PathLike, n: int = 1000, seed: int = 0) -> dict | None:
+    """Quality metrics of `n` samples from the model at onnx_path, as plain JSON values, or None."""
+    try:
+        from aigc_engine.quality import DIGIT_SHAPE, evaluate_model
+    except ImportError:
+        return None
+    meta = {p.key: p.value for p in onnx.load(onnx_path, load_external_data=False).metadata_props}
+    config = json.loads(meta["aigc.config"])
+    if (config["channels"], config["height"], config["width"]) != tuple(DIGIT_SHAPE):
+        return None
+    try:
+        metrics = evaluate_model(str(onnx_path), n, seed)
+    except FileNotFoundError:
+        return None
+    # numpy scalars and arrays → floats and lists, so the dict goes into JSON metadata as is
+    return json.loads(json.dumps(metrics, default=lambda value: value.tolist()))

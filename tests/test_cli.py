@@ -1,0 +1,88 @@
+"""The `aigc` command end to end on the embedded models: PNG grids of the right size and
+content, and one-line errors (no traceback, nothing written) for every kind of bad input."""
+
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aigc_engine import ImageGenerator
+from aigc_engine.png import make_grid
+from aigc_engine.registry import embedded_names
+from onnx_models import write_generator
+
+IMAGE_MODELS = ["digits-gan", "digits-dcgan", "digits-vae"]
+
+
+def aigc(*args, cwd=None):
+    return subprocess.run(["aigc", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_the_three_digit_models_ship():
+    assert set(IMAGE_MODELS) <= set(embedded_names())
+    result = aigc("models")
+    assert result.returncode == 0
+    for name in IMAGE_MODELS:
+        assert name in result.stdout
+
+
+@pytest.mark.parametrize("name", IMAGE_MODELS)
+def test_sample_writes_the_grid_of_the_python_api(tmp_path, name):
+    out = tmp_path / "grid.png"
+    result = aigc("sample", name, "-n", 16, "--seed", 3, "-o", out)
+    assert result.returncode == 0, result.stderr
+    image = Image.open(out)
+    assert image.format == "PNG" and image.size == (4 * 30 + 2, 4 * 30 + 2)
+    expected = make_grid(ImageGenerator.load(name).sample(16, seed=3))
+    np.testing.assert_array_equal(np.asarray(image), expected[..., 0])
+
+
+def test_truncation_and_interpolation(tmp_path):
+    assert aigc("sample", "digits-dcgan", "-n", 8, "--truncation", 0.7, "-o", tmp_path / "t.png").returncode == 0
+    result = aigc("sample", "digits-vae", "-n", 10, "--interpolate", 1, 2, "--nrow", 10, "-o", tmp_path / "i.png")
+    assert result.returncode == 0, result.stderr
+    assert Image.open(tmp_path / "i.png").size == (10 * 30 + 2, 30 + 2)
+
+
+def test_eval_prints_the_quality_table():
+    result = aigc("eval", "digits-gan", "-n", 500)
+    assert result.returncode == 0, result.stderr
+    assert "digits-gan" in result.stdout and "real held-out digits" in result.stdout
+
+
+@pytest.fixture
+def bad_files(tmp_path):
+    (tmp_path / "text.onnx").write_text("not a model\n")
+    write_generator(tmp_path / "bare.onnx", metadata={"aigc.family": None})
+    write_generator(tmp_path / "future.onnx", format_version="9")
+    (tmp_path / "folder").mkdir()
+    return tmp_path
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sample", "digits-nope"], "unknown model 'digits-nope'"),
+    (["sample", "{dir}/text.onnx"], "not an ONNX model"),
+    (["sample", "{dir}/bare.onnx"], "no 'aigc.family' metadata"),
+    (["sample", "{dir}/future.onnx"], "newer than this aigc-engine reads"),
+    (["sample", "digits-gan", "-n", "0"], "n: expected an integer >= 1, got 0"),
+    (["sample", "digits-gan", "-n", "-4"], "n: expected an integer >= 1"),
+    (["sample", "digits-gan", "-n", "10000000000000"], "GiB of memory"),
+    (["sample", "digits-gan", "--truncation", "0"], "truncation: expected > 0"),
+    (["sample", "digits-gan", "--truncation", "-1"], "truncation: expected > 0"),
+    (["sample", "digits-gan", "--seed", "-1"], "seed"),
+    (["sample", "digits-gan", "-n", "ten"], "invalid int value"),
+    (["sample", "digits-gan", "-o", "{dir}/missing/out.png"], "does not exist"),
+    (["sample", "digits-gan", "-o", "{dir}/folder"], "is a directory"),
+    (["eval", "digits-gan", "-n", "0"], "n: expected an integer >= 1"),
+])
+def test_bad_input_gets_one_line_and_writes_nothing(bad_files, args, message):
+    before = sorted(p.name for p in bad_files.rglob("*"))
+    out = ["-o", bad_files / "out.png"] if args[0] == "sample" and "-o" not in args else []
+    result = aigc(*[a.format(dir=bad_files) for a in args], *out, cwd=bad_files)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("aigc: error:"), result.stderr
+    assert message in lines[0]
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in bad_files.rglob("*")) == before

@@ -1,0 +1,145 @@
+# Training with aigc_export: a few steps of each family on each kind of data source
+# (MNIST 5k, sklearn digits, a folder of PNGs the test writes), then the exported file
+# runs in onnxruntime; seeding makes runs repeatable; checkpoints resume exactly; bad
+# sources fail with a clear error. Step counts are tiny: these test plumbing, not quality.
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+from onnx import numpy_helper  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import aigc_export  # noqa: E402
+from aigc_export import onnx_export  # noqa: E402
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """Seven small images of mixed size, mode and format, some in a subfolder."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "pics"
+    (folder / "more").mkdir(parents=True)
+    for i in range(7):
+        size = (20 + i, 24)
+        pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        image = Image.fromarray(pixels).convert("L" if i % 2 else "RGB")
+        image.save(folder / ("more" if i > 3 else "") / f"img{i}.{'png' if i % 3 else 'bmp'}")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def _weights(path):
+    return {t.name: numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer}
+
+
+def _train(family, tmp_path, data="mnist", steps=4, **kwargs):
+    kwargs = {"batch_size": 16, "progress": False, "quality_n": 0, **kwargs}
+    return aigc_export.train_image_model(family, data, steps, tmp_path / f"{family}.onnx", **kwargs)
+
+
+@pytest.mark.parametrize("family", ["gan", "dcgan", "vae"])
+@pytest.mark.parametrize("source", ["mnist", "digits", "folder"])
+def test_few_steps_train_and_export(family, source, tmp_path, image_folder):
+    options = {"image_size": 16, "channels": 3} if source == "folder" else {}
+    data = str(image_folder) if source == "folder" else source
+    summary = _train(family, tmp_path, data, **options)
+    assert summary["steps"] == 4 and summary["resumed_from"] is None
+    assert summary["final_losses"] and all(np.isfinite(v) for v in summary["final_losses"].values())
+
+    session = ort.InferenceSession(summary["out"], providers=["CPUExecutionProvider"])
+    latent = session.get_inputs()[0].shape[1]
+    (images,) = session.run(None, {"z": np.zeros((3, latent), np.float32)})
+    size, channels = options.get("image_size", 28), options.get("channels", 1)
+    assert images.shape == (3, channels, size, size) and np.isfinite(images).all()
+    meta = {p.key: p.value for p in onnx.load(summary["out"]).metadata_props}
+    provenance = json.loads(meta["aigc.provenance"])
+    assert provenance["steps"] == 4 and provenance["final_losses"] == summary["final_losses"]
+    assert provenance["dataset"] == (str(image_folder.resolve()) if source == "folder" else source)
+
+
+def test_same_seed_same_weights(tmp_path):
+    first = _train("dcgan", tmp_path / "a", steps=3)
+    second = _train("dcgan", tmp_path / "b", steps=3)
+    other = _train("dcgan", tmp_path / "c", steps=3, seed=1)
+    a, b, c = _weights(first["out"]), _weights(second["out"]), _weights(other["out"])
+    assert a.keys() == b.keys()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not all(np.array_equal(a[k], c[k]) for k in a)
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight = _train("vae", tmp_path / "straight", steps=6)
+    first = _train("vae", tmp_path / "resumed", steps=4, checkpoint_every=2)
+    assert first["checkpoint"].endswith("vae.ckpt/checkpoint.pt")
+    resumed = _train("vae", tmp_path / "resumed", steps=6, resume=True)
+    assert resumed["resumed_from"] == 4 and resumed["steps"] == 6
+    a, b = _weights(straight["out"]), _weights(resumed["out"])
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert resumed["final_losses"] == straight["final_losses"]
+
+    again = aigc_export.export_checkpoint(tmp_path / "resumed" / "vae.ckpt", tmp_path / "again.onnx", quality_n=0)
+    assert again["steps"] == 6
+    with pytest.raises(ValueError, match="cannot resume.*seed"):
+        _train("vae", tmp_path / "resumed", steps=8, resume=True, seed=3)
+
+
+def test_quality_lands_in_provenance(tmp_path, monkeypatch):
+    monkeypatch.setattr(onnx_export, "measure_quality", lambda path, n: {"fid": 3.5, "n": n})
+    summary = _train("gan", tmp_path, steps=2, quality_n=50)
+    assert summary["quality"] == {"fid": 3.5, "n": 50}
+    meta = {p.key: p.value for p in onnx.load(summary["out"]).metadata_props}
+    assert json.loads(meta["aigc.provenance"])["quality"] == {"fid": 3.5, "n": 50}
+
+
+def test_bad_sources_name_themselves(tmp_path):
+    with pytest.raises(ValueError, match=r"'cifar'.*'mnist', 'digits'"):
+        _train("gan", tmp_path, "cifar")
+    with pytest.raises(ValueError, match="unknown image family 'lstm'"):
+        _train("lstm", tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="empty.*holds no images"):
+        aigc_export.load_images(str(empty))
+    with pytest.raises(ValueError, match="channels"):
+        aigc_export.load_images("mnist", channels=2)
+
+
+def test_data_sources_and_split(image_folder):
+    mnist = aigc_export.load_images("mnist")
+    assert mnist.images.shape == (5000, 1, 28, 28) and mnist.images.dtype == np.float32
+    assert mnist.images.min() == -1.0 and mnist.images.max() == 1.0
+    train, heldout = aigc_export.split_heldout(mnist)
+    assert (len(train), len(heldout)) == (4000, 1000)
+    assert np.bincount(heldout.labels).tolist() == [100] * 10
+    again, _ = aigc_export.split_heldout(aigc_export.load_images("mnist"))
+    assert np.array_equal(train.images, again.images)
+
+    digits = aigc_export.load_images("digits", image_size=12, channels=3)
+    assert digits.images.shape == (1797, 3, 12, 12) and digits.labels is not None
+    folder = aigc_export.load_images(str(image_folder), image_size=10)
+    assert folder.images.shape == (7, 1, 10, 10) and folder.labels is None
+    assert -1.0 <= folder.images.min() and folder.images.max() <= 1.0
+
+
+def test_train_classifier_writes_model_and_reference(tmp_path):
+    summary = aigc_export.train_classifier(tmp_path, steps=5, progress=False)
+    reference = np.load(tmp_path / "digits-reference.npz")
+    f = summary["feature_dim"]
+    assert reference["mu"].shape == (f,) and reference["mu"].dtype == np.float64
+    assert reference["sigma"].shape == (f, f) and reference["sigma"].dtype == np.float64
+    assert reference["heldout_features"].shape == (1000, f) and reference["heldout_features"].dtype == np.float32
+    assert reference["heldout_logits"].shape == (1000, 10)
+    assert np.allclose(reference["sigma"], reference["sigma"].T)
+
+    session = ort.InferenceSession(summary["classifier"], providers=["CPUExecutionProvider"])
+    _, heldout = aigc_export.split_heldout(aigc_export.load_images("mnist"))
+    logits, features = session.run(None, {"images": heldout.images[:50]})
+    np.testing.assert_allclose(features, reference["heldout_features"][:50], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(logits, reference["heldout_logits"][:50], rtol=0, atol=1e-4)
+    meta = {p.key: p.value for p in onnx.load(summary["classifier"]).metadata_props}
+    assert meta["aigc.family"] == "classifier"
+    assert json.loads(meta["aigc.config"])["heldout_accuracy"] == round(summary["heldout_accuracy"], 4)
