@@ -89,6 +89,11 @@ class ImageGenerator:
         c, h, w = self.image_shape
         memory.check_fits(f"n={n} images of {c}×{h}×{w}",
                           n * c * h * w + min(n, batch_size) * c * h * w * 4)
+        return self._decode(z, batch_size)
+
+    def _decode(self, z: np.ndarray, batch_size: int) -> np.ndarray:
+        n = z.shape[0]
+        c, h, w = self.image_shape
         out = np.empty((n, h, w, c), dtype=np.uint8)
         for start in range(0, n, batch_size):
             stop = min(n, start + batch_size)
@@ -100,9 +105,13 @@ class ImageGenerator:
                batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
         """n images of `seed`: uint8 (n, H, W, C). Image i is the same whatever n or batch_size."""
         n = _check_count("n", n)
+        batch_size = _check_count("batch_size", batch_size)
         c, h, w = self.image_shape
-        memory.check_fits(f"n={n} images of {c}×{h}×{w}", n * (c * h * w + self.latent_dim * 4))
-        return self.decode(self.latents(n, seed, truncation), batch_size)
+        # One memory check for the whole request (each costs a read of /proc/meminfo).
+        memory.check_fits(f"n={n} images of {c}×{h}×{w}",
+                          n * (c * h * w + self.latent_dim * 4) + min(n, batch_size) * c * h * w * 4)
+        z = ops.sample_latent(n, self.latent_dim, seed, truncation=truncation, device=self.device)
+        return self._decode(z, batch_size)
 
     def interpolate(self, seed_a: int, seed_b: int, n: int = 8, truncation: float | None = None,
                     batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:

@@ -58,7 +58,7 @@ def torch_system(name: str, threads: int):
         return None
     torch.set_num_threads(threads)
     generator = ImageGenerator.load(name)
-    module = build_model(generator.family, generator.artifact.config).export_module().eval()
+    module = build_model(generator.family, generator.artifact.config).export_module.eval()
     seed = torch.Generator().manual_seed(0)
 
     def run(batch: int) -> np.ndarray:
