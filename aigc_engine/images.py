@@ -66,6 +66,9 @@ class ImageGenerator:
         """float32 (n, latent_dim): samples first_index … first_index + n - 1 of `seed`."""
         n = _check_count("n", n)
         memory.check_fits(f"n={n} latents", n * self.latent_dim * 4)
+        return self._draw(n, seed, truncation, first_index)
+
+    def _draw(self, n: int, seed: int, truncation: float | None, first_index: int = 0) -> np.ndarray:
         return ops.sample_latent(n, self.latent_dim, seed, first_index=first_index,
                                  truncation=truncation, device=self.device)
 
@@ -85,11 +88,15 @@ class ImageGenerator:
         if z.dtype != np.float32 or z.ndim != 2 or z.shape[1] != self.latent_dim or z.shape[0] < 1:
             raise AigcError(f"z: expected float32 (n, {self.latent_dim}) with n >= 1, got {z.dtype} {z.shape}")
         batch_size = _check_count("batch_size", batch_size)
-        n = z.shape[0]
+        self._check_memory(z.shape[0], batch_size, latent_bytes=0)
+        return self._decode(z, batch_size)
+
+    def _check_memory(self, n: int, batch_size: int, latent_bytes: int) -> None:
+        """The uint8 output, one chunk of the graph's float32 output, and the latents if drawn here.
+        Checked once per request: each check reads /proc/meminfo."""
         c, h, w = self.image_shape
         memory.check_fits(f"n={n} images of {c}×{h}×{w}",
-                          n * c * h * w + min(n, batch_size) * c * h * w * 4)
-        return self._decode(z, batch_size)
+                          n * c * h * w + min(n, batch_size) * c * h * w * 4 + latent_bytes)
 
     def _decode(self, z: np.ndarray, batch_size: int) -> np.ndarray:
         n = z.shape[0]
@@ -106,12 +113,8 @@ class ImageGenerator:
         """n images of `seed`: uint8 (n, H, W, C). Image i is the same whatever n or batch_size."""
         n = _check_count("n", n)
         batch_size = _check_count("batch_size", batch_size)
-        c, h, w = self.image_shape
-        # One memory check for the whole request (each costs a read of /proc/meminfo).
-        memory.check_fits(f"n={n} images of {c}×{h}×{w}",
-                          n * (c * h * w + self.latent_dim * 4) + min(n, batch_size) * c * h * w * 4)
-        z = ops.sample_latent(n, self.latent_dim, seed, truncation=truncation, device=self.device)
-        return self._decode(z, batch_size)
+        self._check_memory(n, batch_size, latent_bytes=n * self.latent_dim * 4)
+        return self._decode(self._draw(n, seed, truncation), batch_size)
 
     def interpolate(self, seed_a: int, seed_b: int, n: int = 8, truncation: float | None = None,
                     batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:

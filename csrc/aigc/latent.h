@@ -51,7 +51,7 @@ AIGC_HOST_DEVICE float latent_element(uint64_t seed, uint64_t index, int64_t j, 
   const int lane = static_cast<int>(j % 4);
   for (uint64_t round = 0; round < kMaxResampleRounds; ++round) {
     const Philox4x64Out r = philox4x64(group, index, round, 0, seed, kLatentStream);
-    const float z = static_cast<float>(normal_lane(r, lane));
+    const float z = normal_lane(r, lane);
     if (fabsf(z) <= truncation) return z;
   }
   const Philox4x64Out r = philox4x64(group, index, kMaxResampleRounds, 0, seed, kLatentStream);

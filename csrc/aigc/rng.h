@@ -59,17 +59,30 @@ AIGC_HOST_DEVICE double uniform_from_bits(uint64_t bits) {
   return static_cast<double>(bits >> 11) * (1.0 / 9007199254740992.0);
 }
 
-// Box-Muller on a pair of 64-bit words: lane 0 is the cosine branch, lane 1 the sine
+// Box-Muller on a pair of 64-bit words: out[0] is the cosine branch, out[1] the sine
 // branch. 1 - u lies in (0, 1], so the logarithm is finite (u = 0 gives radius 0).
-AIGC_HOST_DEVICE double normal_from_pair(uint64_t radius_bits, uint64_t angle_bits, int lane) {
+AIGC_HOST_DEVICE void normal_pair(uint64_t radius_bits, uint64_t angle_bits, double out[2]) {
   const double radius = sqrt(-2.0 * log(1.0 - uniform_from_bits(radius_bits)));
   const double angle = 6.283185307179586 * uniform_from_bits(angle_bits);
-  return radius * (lane == 0 ? cos(angle) : sin(angle));
+  out[0] = radius * cos(angle);
+  out[1] = radius * sin(angle);
 }
 
 // One philox call gives four normals: lanes 0,1 from words (0,1), lanes 2,3 from (2,3).
-AIGC_HOST_DEVICE double normal_lane(const Philox4x64Out& r, int lane) {
-  return lane < 2 ? normal_from_pair(r.v[0], r.v[1], lane) : normal_from_pair(r.v[2], r.v[3], lane - 2);
+AIGC_HOST_DEVICE void normal_quad(const Philox4x64Out& r, float out[4]) {
+  for (int pair = 0; pair < 2; ++pair) {
+    double z[2];
+    normal_pair(r.v[2 * pair], r.v[2 * pair + 1], z);
+    out[2 * pair] = static_cast<float>(z[0]);
+    out[2 * pair + 1] = static_cast<float>(z[1]);
+  }
+}
+
+// The one lane of normal_quad a single element needs (the GPU computes one per thread).
+AIGC_HOST_DEVICE float normal_lane(const Philox4x64Out& r, int lane) {
+  double z[2];
+  normal_pair(r.v[lane < 2 ? 0 : 2], r.v[lane < 2 ? 1 : 3], z);
+  return static_cast<float>(z[lane % 2]);
 }
 
 }  // namespace aigc

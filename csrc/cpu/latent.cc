@@ -17,12 +17,7 @@ void sample_latent_cpu(const LatentParams& p) {
     for (int64_t group = 0; group * 4 < p.dim; ++group) {
       const Philox4x64Out r = philox4x64(static_cast<uint64_t>(group), index, 0, 0, p.seed, kLatentStream);
       float z[4];
-      for (int pair = 0; pair < 2; ++pair) {
-        const double radius = std::sqrt(-2.0 * std::log(1.0 - uniform_from_bits(r.v[2 * pair])));
-        const double angle = 6.283185307179586 * uniform_from_bits(r.v[2 * pair + 1]);
-        z[2 * pair] = static_cast<float>(radius * std::cos(angle));
-        z[2 * pair + 1] = static_cast<float>(radius * std::sin(angle));
-      }
+      normal_quad(r, z);
       for (int lane = 0; lane < 4 && group * 4 + lane < p.dim; ++lane) {
         const int64_t j = group * 4 + lane;
         out[j] = std::fabs(z[lane]) <= p.truncation ? z[lane] : latent_element(p.seed, index, j, p.truncation);
