@@ -11,7 +11,11 @@ import math
 
 import numpy as np
 
-from . import _C
+try:
+    from . import _C
+except ImportError as error:  # e.g. Python started inside the source folder, which has no _C
+    raise ImportError(f"aigc_engine._C, the native extension, is not built beside {__file__}: "
+                      "install with `pip install .` and run from outside the source folder") from error
 from .errors import AigcError
 
 MAX_SEED = 2**64 - 1

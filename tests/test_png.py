@@ -14,6 +14,9 @@ from aigc_engine.png import make_grid
 def test_png_round_trip(tmp_path, channels, mode):
     images = np.random.default_rng(0).integers(0, 256, (5, 7, 9, channels), dtype=np.uint8)
     path = save_grid(images, tmp_path / "grid.png", nrow=2, padding=1)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # like open(), not mkstemp's 0600
     decoded = np.asarray(Image.open(path))
     assert Image.open(path).mode == mode
     expected = make_grid(images, nrow=2, padding=1)
