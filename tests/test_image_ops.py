@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import isa
 import reference
 from aigc_engine import ops
 
@@ -16,7 +17,25 @@ def test_images_to_uint8_matches_numpy(n, c, h, w, seed):
     images = np.random.default_rng(seed).uniform(-1.3, 1.3, (n, c, h, w)).astype(np.float32)
     # The exact rounding boundaries: x where (x + 1) * 127.5 lands on .5.
     images.flat[0] = np.float32(-1 + 0.5 / 127.5)
+    expected = reference.images_to_uint8(images)
+    for name in isa.SUPPORTED:
+        with isa.forced(name):
+            np.testing.assert_array_equal(ops.images_to_uint8(images), expected, err_msg=name)
+
+
+def test_images_to_uint8_many_images_over_threads():
+    images = np.random.default_rng(0).uniform(-1.1, 1.1, (37, 1, 28, 28)).astype(np.float32)
+    images[29, 0, 5, 5] = np.nan
+    for name in isa.SUPPORTED:
+        with isa.forced(name), pytest.raises(ValueError, match="1 non-finite"):
+            ops.images_to_uint8(images)
+    images[29, 0, 5, 5] = 0.25
     np.testing.assert_array_equal(ops.images_to_uint8(images), reference.images_to_uint8(images))
+
+
+def test_forcing_an_unknown_isa_is_a_clear_error():
+    with isa.forced("sse9"), pytest.raises(ValueError, match="AIGC_FORCE_ISA: expected generic, avx2 or avx512"):
+        ops.images_to_uint8(np.zeros((1, 1, 2, 2), np.float32))
 
 
 def test_images_to_uint8_extremes():

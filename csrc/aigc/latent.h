@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "aigc/isa.h"
 #include "aigc/rng.h"
 
 namespace aigc {
@@ -59,10 +60,13 @@ AIGC_HOST_DEVICE float latent_element(uint64_t seed, uint64_t index, int64_t j, 
   return fminf(fmaxf(z, static_cast<float>(-truncation)), static_cast<float>(truncation));
 }
 
+// Threaded over rows; the dispatchers live in cpu/dispatch.cc.
 void sample_latent_cpu(const LatentParams& p);
 void slerp_cpu(const SlerpParams& p);
 // Returns how many input values were not finite (they are written as 0).
 int64_t images_to_uint8_cpu(const ToUint8Params& p);
+// Rows [first, last) of sample_latent_cpu (no ISA variants: its cost is libm's log/sincos).
+void sample_latent_rows(const LatentParams& p, int64_t first, int64_t last);
 
 #ifdef AIGC_WITH_CUDA
 // Host arrays in and out; device memory is managed inside. Throw std::runtime_error.
@@ -72,3 +76,6 @@ int64_t images_to_uint8_cuda(const ToUint8Params& p);
 #endif
 
 }  // namespace aigc
+
+// Images [first, last) of images_to_uint8_cpu, one version per ISA (cpu/images.cc).
+AIGC_ISA_DECLARE(int64_t, images_to_uint8, (const ToUint8Params& p, int64_t first, int64_t last))

@@ -1,17 +1,15 @@
 // CPU latent sampling and spherical interpolation (see aigc/latent.h for the layouts).
-// The draws are cheap next to the generator graph (100 normals per image against
-// ~1.5 M multiply-adds), so one thread suffices; each element is independent anyway.
 #include <cmath>
 
 #include "aigc/latent.h"
 
 namespace aigc {
 
-void sample_latent_cpu(const LatentParams& p) {
+void sample_latent_rows(const LatentParams& p, int64_t first, int64_t last) {
   // Round 0 of a group of four elements from one Philox call, two logarithms and two
   // sine/cosine pairs (per element it would be four of each: the sampler was then slower
   // than numpy's ziggurat). Only elements the truncation rejects take the per-element path.
-  for (int64_t row = 0; row < p.n; ++row) {
+  for (int64_t row = first; row < last; ++row) {
     const uint64_t index = p.first_index + static_cast<uint64_t>(row);
     float* out = p.out + row * p.dim;
     for (int64_t group = 0; group * 4 < p.dim; ++group) {

@@ -6,8 +6,10 @@
 #include <cmath>
 #include <string>
 
+#include "aigc/isa.h"
 #include "aigc/latent.h"
 #include "python/array_checks.h"
+#include "runtime/thread_pool.h"
 
 namespace py = pybind11;
 using aigc::python::checked_data;
@@ -96,6 +98,11 @@ PYBIND11_MODULE(_C, m) {
 #endif
   m.attr("max_resample_rounds") = aigc::kMaxResampleRounds;
   m.def("cuda_device_count", &cuda_device_count);
+  m.def("cpu_isa", [] { return std::string(aigc::isa_name(aigc::cpu_isa())); });
+  m.def("active_isa", [] { return std::string(aigc::isa_name(aigc::active_isa())); });
+  m.def("cpu_has_avx512_bf16", &aigc::cpu_has_avx512_bf16);
+  m.def("cpu_has_avx512_vnni", &aigc::cpu_has_avx512_vnni);
+  m.def("num_threads", &aigc::num_threads);
   m.def("sample_latent", &sample_latent, py::arg("out"), py::arg("seed"), py::arg("first_index"),
         py::arg("truncation"), py::arg("device") = "cpu");
   m.def("slerp", &slerp, py::arg("a"), py::arg("b"), py::arg("t"), py::arg("out"));

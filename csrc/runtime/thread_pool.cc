@@ -1,0 +1,129 @@
+// See thread_pool.h. A call from inside a worker (a kernel calling a kernel) runs serially
+// rather than waiting on the pool it occupies; concurrent callers take turns.
+#include "runtime/thread_pool.h"
+
+#include <condition_variable>
+#include <cstdlib>
+#include <exception>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace aigc {
+namespace {
+
+int threads_from_env() {
+  const char* value = std::getenv("AIGC_NUM_THREADS");
+  if (value == nullptr || *value == '\0') {
+    const unsigned hardware = std::thread::hardware_concurrency();
+    return hardware > 0 ? static_cast<int>(hardware) : 1;
+  }
+  char* end = nullptr;
+  const long parsed = std::strtol(value, &end, 10);
+  if (*end != '\0' || parsed < 1 || parsed > 1024) {
+    throw std::invalid_argument(std::string("AIGC_NUM_THREADS: expected a positive integer, got '") + value + "'");
+  }
+  return static_cast<int>(parsed);
+}
+
+thread_local bool in_worker = false;
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(int size) : size_(size) {
+    for (int i = 1; i < size; ++i) workers_.emplace_back([this, i] { work(i); });
+  }
+
+  ~ThreadPool() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    for (std::thread& worker : workers_) worker.join();
+  }
+
+  int size() const { return size_; }
+
+  void run(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
+    std::lock_guard<std::mutex> turn(caller_mutex_);
+    const int parts = static_cast<int>(std::min<int64_t>(n, size_));
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      job_ = &fn;
+      n_ = n;
+      parts_ = parts;
+      pending_ = parts - 1;
+      error_ = nullptr;
+      ++generation_;
+    }
+    wake_.notify_all();
+    run_part(0);
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [this] { return pending_ == 0; });
+    job_ = nullptr;
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  void run_part(int part) {
+    const int64_t begin = n_ * part / parts_, end = n_ * (part + 1) / parts_;
+    try {
+      if (begin < end) (*job_)(begin, end);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!error_) error_ = std::current_exception();
+    }
+  }
+
+  void work(int index) {
+    in_worker = true;
+    uint64_t seen = 0;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+        if (stopping_) return;
+        seen = generation_;
+        if (index >= parts_) continue;
+      }
+      run_part(index);
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (--pending_ == 0) done_.notify_one();
+    }
+  }
+
+  const int size_;
+  std::vector<std::thread> workers_;
+  std::mutex caller_mutex_;  // one parallel_for at a time
+  std::mutex mutex_;
+  std::condition_variable wake_, done_;
+  const std::function<void(int64_t, int64_t)>* job_ = nullptr;
+  int64_t n_ = 0;
+  int parts_ = 0;
+  int pending_ = 0;
+  uint64_t generation_ = 0;
+  bool stopping_ = false;
+  std::exception_ptr error_;
+};
+
+ThreadPool& pool() {
+  // Leaked on purpose: joining threads from a static destructor at interpreter exit can
+  // deadlock; the process ends them.
+  static ThreadPool* instance = new ThreadPool(threads_from_env());
+  return *instance;
+}
+
+}  // namespace
+
+int num_threads() { return pool().size(); }
+
+void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  if (in_worker || n == 1 || pool().size() == 1) return fn(0, n);
+  pool().run(n, fn);
+}
+
+}  // namespace aigc
