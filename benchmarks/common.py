@@ -39,6 +39,25 @@ def median_seconds(fn, repeats: int, min_seconds: float = 0.0) -> float:
     return statistics.median(times)
 
 
+def interleaved_medians(fns: dict, rounds: int, block_seconds: float) -> dict:
+    """Median wall time of each fn in fns. Each round runs every fn for a block of about
+    block_seconds (after one untimed call), so that a slow spell of the machine hits all
+    alike, while the thread pools of different runtimes, which keep spinning for a while
+    after their last call, do not steal cores from each other on every call."""
+    times: dict = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            fn()
+            started = time.perf_counter()
+            while True:
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+                if t0 - started >= block_seconds:
+                    break
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def gemm_peak_flops(threads: int, size: int = 1024) -> float:
     """fp32 FLOP/s of a square numpy matmul (OpenBLAS): this machine's practical peak."""
     a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)

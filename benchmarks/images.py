@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from common import Records, gemm_peak_flops, machine, median_seconds, parser
+from common import Records, gemm_peak_flops, interleaved_medians, machine, parser
 
 from aigc_engine import ImageGenerator
 from aigc_engine.registry import MODELS_DIR, embedded_names
@@ -91,7 +91,7 @@ def main() -> None:
     if not names:
         sys.exit("no embedded image models are installed")
     batches = (1, 64) if args.quick else BATCHES
-    repeats, min_seconds = (3, 0.3) if args.quick else (7, 1.0)
+    rounds, block_seconds = (2, 0.2) if args.quick else (5, 0.5)
     peak = gemm_peak_flops(args.threads)
     records.machine["gemm_fp32_peak_gflops"] = peak / 1e9
     print(f"fp32 GEMM peak (numpy matmul, {args.threads} threads): {peak / 1e9:.0f} GFLOP/s")
@@ -107,14 +107,12 @@ def main() -> None:
                    "onnxruntime": onnxruntime_system(path, ours.latent_dim, args.threads),
                    "pytorch-eager": torch_system(name, args.threads)}
         for batch in batches:
-            rate = {}
-            for system, run in systems.items():
-                if run is None:
-                    continue
-                seconds = median_seconds(lambda: run(batch), repeats, min_seconds)
-                rate[system] = batch / seconds
+            runs = {system: (lambda run=run: run(batch)) for system, run in systems.items() if run is not None}
+            rate = {system: batch / seconds
+                    for system, seconds in interleaved_medians(runs, rounds, block_seconds).items()}
+            for system, value in rate.items():
                 records.add("images", system, {"model": name, "batch": batch, "threads": args.threads},
-                            rate[system], "images/s")
+                            value, "images/s")
             vs_torch = f"{rate['aigc_engine'] / rate['pytorch-eager']:.2f}x" if "pytorch-eager" in rate else "-"
             torch_rate = f"{rate['pytorch-eager']:.0f}" if "pytorch-eager" in rate else "-"
             print(f"{name:<14} {batch:>5} {torch_rate:>12} {rate['onnxruntime']:>10.0f} {rate['aigc_engine']:>11.0f} "

@@ -65,8 +65,8 @@ void sample_latent_cpu(const LatentParams& p);
 void slerp_cpu(const SlerpParams& p);
 // Returns how many input values were not finite (they are written as 0).
 int64_t images_to_uint8_cpu(const ToUint8Params& p);
-// Rows [first, last) of sample_latent_cpu (no ISA variants: its cost is libm's log/sincos).
-void sample_latent_rows(const LatentParams& p, int64_t first, int64_t last);
+// Rows [first, last) of sample_latent_cpu, the Box-Muller step in the build for `isa`.
+void sample_latent_rows(const LatentParams& p, int64_t first, int64_t last, Isa isa);
 
 #ifdef AIGC_WITH_CUDA
 // Host arrays in and out; device memory is managed inside. Throw std::runtime_error.
@@ -79,3 +79,6 @@ int64_t images_to_uint8_cuda(const ToUint8Params& p);
 
 // Images [first, last) of images_to_uint8_cpu, one version per ISA (cpu/images.cc).
 AIGC_ISA_DECLARE(int64_t, images_to_uint8, (const ToUint8Params& p, int64_t first, int64_t last))
+// rng.h's normal_pair over n pairs of 64-bit words, vectorised (cpu/normals.cc).
+AIGC_ISA_DECLARE(void, box_muller, (const uint64_t* radius_bits, const uint64_t* angle_bits, int64_t n,
+                                    float* cos_out, float* sin_out))

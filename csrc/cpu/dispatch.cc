@@ -9,7 +9,8 @@
 namespace aigc {
 
 void sample_latent_cpu(const LatentParams& p) {
-  parallel_for(p.n, [&](int64_t first, int64_t last) { sample_latent_rows(p, first, last); });
+  const Isa isa = active_isa();
+  parallel_for(p.n, [&](int64_t first, int64_t last) { sample_latent_rows(p, first, last, isa); });
 }
 
 int64_t images_to_uint8_cpu(const ToUint8Params& p) {

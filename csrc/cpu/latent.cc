@@ -1,25 +1,32 @@
 // CPU latent sampling and spherical interpolation (see aigc/latent.h for the layouts).
 #include <cmath>
+#include <vector>
 
 #include "aigc/latent.h"
 
 namespace aigc {
 
-void sample_latent_rows(const LatentParams& p, int64_t first, int64_t last) {
-  // Round 0 of a group of four elements from one Philox call, two logarithms and two
-  // sine/cosine pairs (per element it would be four of each: the sampler was then slower
-  // than numpy's ziggurat). Only elements the truncation rejects take the per-element path.
+void sample_latent_rows(const LatentParams& p, int64_t first, int64_t last, Isa isa) {
+  // Round 0 of every element from one Philox call per group of four (words 0,1 give lanes
+  // 0,1 and words 2,3 lanes 2,3), Box-Muller for the whole row at once; only elements the
+  // truncation rejects take the per-element path.
+  const int64_t groups = (p.dim + 3) / 4;
+  std::vector<uint64_t> radius_bits(2 * groups), angle_bits(2 * groups);
+  std::vector<float> cosines(2 * groups), sines(2 * groups);
   for (int64_t row = first; row < last; ++row) {
     const uint64_t index = p.first_index + static_cast<uint64_t>(row);
-    float* out = p.out + row * p.dim;
-    for (int64_t group = 0; group * 4 < p.dim; ++group) {
+    for (int64_t group = 0; group < groups; ++group) {
       const Philox4x64Out r = philox4x64(static_cast<uint64_t>(group), index, 0, 0, p.seed, kLatentStream);
-      float z[4];
-      normal_quad(r, z);
-      for (int lane = 0; lane < 4 && group * 4 + lane < p.dim; ++lane) {
-        const int64_t j = group * 4 + lane;
-        out[j] = std::fabs(z[lane]) <= p.truncation ? z[lane] : latent_element(p.seed, index, j, p.truncation);
-      }
+      radius_bits[2 * group] = r.v[0];
+      angle_bits[2 * group] = r.v[1];
+      radius_bits[2 * group + 1] = r.v[2];
+      angle_bits[2 * group + 1] = r.v[3];
+    }
+    AIGC_ISA_CALL(isa, box_muller, radius_bits.data(), angle_bits.data(), 2 * groups, cosines.data(), sines.data());
+    float* out = p.out + row * p.dim;
+    for (int64_t j = 0; j < p.dim; ++j) {
+      const float z = j % 2 == 0 ? cosines[j / 2] : sines[j / 2];
+      out[j] = std::fabs(z) <= p.truncation ? z : latent_element(p.seed, index, j, p.truncation);
     }
   }
 }
