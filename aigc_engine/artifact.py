@@ -18,8 +18,11 @@ from .errors import ModelFileError
 
 FORMAT_VERSION = 1
 IMAGE_FAMILIES = ("gan", "dcgan", "vae")
-FAMILIES = IMAGE_FAMILIES + ("classifier",)
+TEXT_FAMILIES = ("gpt", "lstm")
+FAMILIES = IMAGE_FAMILIES + TEXT_FAMILIES + ("classifier",)
 IMAGE_CONFIG_KEYS = ("latent_dim", "channels", "height", "width")
+TEXT_CONFIG_KEYS = {"gpt": ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "eos_token_id"),
+                    "lstm": ("vocab_size", "n_embd", "hidden_size", "n_layer", "eos_token_id")}
 
 
 @dataclass
@@ -30,6 +33,7 @@ class Artifact:
     config: dict
     provenance: dict = field(default_factory=dict)
     description: str = ""
+    tokenizer_json: str = ""  # text families: the tokenizer, as `tokenizers` JSON
 
     @property
     def size_bytes(self) -> int:
@@ -59,9 +63,12 @@ def read_artifact(path: str | Path, families: tuple[str, ...] = FAMILIES) -> Art
     config = _json_metadata(path, meta, "aigc.config", required=True)
     artifact = Artifact(path, model, family, config,
                         provenance=_json_metadata(path, meta, "aigc.provenance", required=False) or {},
-                        description=meta.get("aigc.description", ""))
+                        description=meta.get("aigc.description", ""),
+                        tokenizer_json=meta.get("aigc.tokenizer", ""))
     if family in IMAGE_FAMILIES:
         _check_image_graph(artifact)
+    if family in TEXT_FAMILIES:
+        _check_text_model(artifact)
     return artifact
 
 
@@ -91,6 +98,14 @@ def _json_metadata(path: Path, meta: dict, key: str, required: bool) -> dict | N
     if not isinstance(value, dict):
         raise ModelFileError(f"{path}: '{key}' metadata must be a JSON object")
     return value
+
+
+def _positive_ints(artifact: Artifact, keys) -> None:
+    for key in keys:
+        value = artifact.config.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "eos_token_id" else 1):
+            raise ModelFileError(f"{artifact.path}: 'aigc.config' needs a {'non-negative' if key == 'eos_token_id' else 'positive'} "
+                                 f"integer '{key}', got {value!r}")
 
 
 def _dims(value_info: onnx.ValueInfoProto) -> list:
@@ -127,3 +142,38 @@ def _check_image_graph(artifact: Artifact) -> None:
     if len(image_dims) != 4 or image_dims[1:] != expected:
         raise ModelFileError(f"{path}: output 'images' has shape {image_dims}, but the config says "
                              f"(N, {', '.join(map(str, expected))})")
+
+
+def _check_text_model(artifact: Artifact) -> None:
+    """The tokenizer is there; inputs, outputs and weights agree with the config."""
+    path, config, family = artifact.path, artifact.config, artifact.family
+    _positive_ints(artifact, TEXT_CONFIG_KEYS[family])
+    if not artifact.tokenizer_json:
+        raise ModelFileError(f"{path}: a {family} model needs its tokenizer in the 'aigc.tokenizer' metadata")
+    graph = artifact.model.graph
+    inputs = {i.name: i for i in graph.input}
+    outputs = {o.name for o in graph.output}
+    if family == "gpt":
+        if config["n_embd"] % config["n_head"]:
+            raise ModelFileError(f"{path}: n_embd {config['n_embd']} is not divisible by n_head {config['n_head']}")
+        kv = [f"{io}.{i}.{kind}" for io in ("past", "present") for i in range(config["n_layer"])
+              for kind in ("key", "value")]
+        need_in = {"input_ids", "position_ids", "attention_mask"} | {n for n in kv if n.startswith("past")}
+        need_out = {"logits"} | {n for n in kv if n.startswith("present")}
+    else:
+        need_in, need_out = {"input_ids", "past.h", "past.c"}, {"logits", "present.h", "present.c"}
+    missing = sorted(need_in - set(inputs)) + sorted(need_out - outputs)
+    if missing:
+        raise ModelFileError(f"{path}: the {family} graph lacks {', '.join(missing)} (for n_layer="
+                             f"{config['n_layer']})")
+    weights = {t.name: list(t.dims) for t in graph.initializer}
+    expected = {"transformer.wte.weight": [config["vocab_size"], config["n_embd"]],
+                "transformer.wpe.weight": [config["n_positions"], config["n_embd"]]} if family == "gpt" else {}
+    for name, shape in expected.items():
+        if name in weights and weights[name] != shape:
+            raise ModelFileError(f"{path}: weight {name} has shape {weights[name]}, but the config says {shape}")
+    state = inputs["past.0.key" if family == "gpt" else "past.h"]
+    last = _dims(state)[-1]
+    width = config["n_embd"] // config["n_head"] if family == "gpt" else config["hidden_size"]
+    if isinstance(last, int) and last != width:
+        raise ModelFileError(f"{path}: input {state.name} has width {last}, but the config says {width}")

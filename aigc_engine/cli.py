@@ -1,4 +1,4 @@
-"""The `aigc` command line: models, sample, eval, train, export.
+"""The `aigc` command line: models, sample, eval, generate, train, export.
 
 Bad input of any kind ends with one line on stderr, `aigc: error: ...`, and exit
 status 1 (2 for unparseable arguments), never a traceback. AIGC_DEBUG=1 shows the
@@ -71,6 +71,43 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     for name, r in rows:
         print(f"{name:<22} {r['n']:>6} {r['frechet_distance']:>10.2f} {r['classes_present']:>5}/10 "
               f"{r['class_entropy_bits']:>8.3f} {r['mean_confidence']:>11.3f}")
+
+
+def _cmd_generate(args: argparse.Namespace) -> None:
+    from .sampling import SamplingParams
+    from .text import TextGenerator
+
+    if args.n < 1:
+        raise AigcError(f"-n: expected an integer >= 1, got {args.n}")
+    prompts = [sys.stdin.read() if p == "-" else p for p in args.prompt]
+    generator = TextGenerator.load(args.model, backend=args.backend)
+    first_seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(7), "little")
+    def params(i: int) -> SamplingParams:
+        return SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                              top_p=args.top_p, min_p=args.min_p, repetition_penalty=args.repetition_penalty,
+                              seed=first_seed + i, stop=tuple(args.stop), truncate_prompt=args.truncate_prompt)
+    jobs = [(prompt, params(i)) for prompt in prompts for i in range(args.n)]
+    if len(jobs) == 1:  # one sample: streamed as it is produced
+        prompt, p = jobs[0]
+        pieces = generator.stream(prompt, p)
+        print(f"[seed {p.seed}]", file=sys.stderr)
+        sys.stdout.write(prompt)
+        for piece in pieces:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        return
+    completions = generator.generate([prompt for prompt, _ in jobs], [p for _, p in jobs])
+    failed = 0
+    for (prompt, p), completion in zip(jobs, completions):
+        if completion.error:
+            failed += 1
+            print(f"aigc: error: prompt {prompt[:40]!r}: {completion.error}", file=sys.stderr)
+            continue
+        print(f"----- [seed {p.seed}, {len(completion.token_ids)} tokens, {completion.finish_reason}]", file=sys.stderr)
+        print(prompt + completion.text, flush=True)
+    if failed:
+        raise AigcError(f"{failed} of {len(jobs)} prompts failed (see above)")
 
 
 def _training_module():
@@ -149,6 +186,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truncation", type=float, default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_cmd_eval)
+
+    p = commands.add_parser("generate", help="generate text from a text model, streamed to stdout")
+    p.add_argument("model", help="an embedded text model (see `aigc models`) or a path to a .onnx file")
+    p.add_argument("-p", "--prompt", action="append", required=True,
+                   help="the prompt (repeat for several; '-' reads it from stdin)")
+    p.add_argument("-n", type=int, default=1, help="samples per prompt, with seeds SEED, SEED+1, ... (default 1)")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="default 128")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (default 0 = off)")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus mass in (0, 1] (default 0.95)")
+    p.add_argument("--min-p", type=float, default=0.0, help="drop tokens below min-p × the top one (default 0)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 0, 1 = off (default 1)")
+    p.add_argument("--seed", type=_seed, default=None, help="random seed (default: a fresh one, printed)")
+    p.add_argument("--stop", action="append", default=[], help="a string that ends the text (repeatable)")
+    p.add_argument("--truncate-prompt", action="store_true", help="drop the oldest prompt tokens that do not fit")
+    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime",))
+    p.set_defaults(run=_cmd_generate)
 
     p = commands.add_parser("train", help="train a model and export it (needs the 'train' extra)")
     p.add_argument("family", choices=IMAGE_TRAIN_FAMILIES + ("classifier",))

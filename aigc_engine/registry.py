@@ -15,9 +15,13 @@ MODELS_DIR = Path(__file__).parent / "models"
 INSTRUMENTS = ("digits-classifier",)
 
 
-def embedded_names() -> list[str]:
-    """Names of the embedded generative models, sorted."""
-    return sorted(p.stem for p in MODELS_DIR.glob("*.onnx") if p.stem not in INSTRUMENTS)
+def embedded_names(families: tuple[str, ...] | None = None) -> list[str]:
+    """Names of the embedded generative models, sorted; only those of `families` if given
+    (that reads each file's metadata)."""
+    names = sorted(p.stem for p in MODELS_DIR.glob("*.onnx") if p.stem not in INSTRUMENTS)
+    if families is None:
+        return names
+    return [name for name in names if read_artifact(MODELS_DIR / f"{name}.onnx").family in families]
 
 
 def resolve(name_or_path: str | Path) -> Path:

@@ -22,6 +22,7 @@ import onnxruntime as ort
 from common import Records, gemm_peak_flops, interleaved_medians, machine, parser
 
 from aigc_engine import ImageGenerator
+from aigc_engine.artifact import IMAGE_FAMILIES
 from aigc_engine.registry import MODELS_DIR, embedded_names
 
 BATCHES = (1, 64, 256)
@@ -87,7 +88,7 @@ def main() -> None:
     args = parser(__doc__.splitlines()[0]).parse_args()
     os.environ["AIGC_NUM_THREADS"] = str(args.threads)
     records = Records(machine(args.threads))
-    names = embedded_names()
+    names = embedded_names(IMAGE_FAMILIES)
     if not names:
         sys.exit("no embedded image models are installed")
     batches = (1, 64) if args.quick else BATCHES

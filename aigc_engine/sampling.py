@@ -1,0 +1,104 @@
+"""SamplingParams: how one request picks its tokens, and the results it gets back.
+
+One typed field per knob, each with its range and its "off" value; every value is
+checked when the object is made, so a bad parameter fails at the caller's line with a
+message naming the field, before any work starts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .errors import AigcError
+
+MAX_LOGPROBS = 20
+
+
+def _number(name: str, value, low: float, high: float, low_open: bool = False, high_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise AigcError(f"{name}: expected a finite number, got {value!r}")
+    below = value <= low if low_open else value < low
+    above = value >= high if high_open else value > high
+    if below or above:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise AigcError(f"{name}: expected a value in {interval}, got {value!r}")
+    return float(value)
+
+
+def _integer(name: str, value, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise AigcError(f"{name}: expected an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise AigcError(f"{name}: expected an integer {bound}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int = 64          # >= 1
+    temperature: float = 1.0          # >= 0; 0 = greedy (argmax)
+    top_k: int = 0                    # >= 0; 0 = off
+    top_p: float = 1.0                # (0, 1]; 1 = off
+    min_p: float = 0.0                # [0, 1]; 0 = off (drop tokens below min_p × the top probability)
+    repetition_penalty: float = 1.0   # (0, 10]; 1 = off (HF rule, over prompt and generated tokens)
+    presence_penalty: float = 0.0     # [-2, 2]; 0 = off (OpenAI rule, over generated tokens)
+    frequency_penalty: float = 0.0    # [-2, 2]; 0 = off (OpenAI rule, over generated tokens)
+    seed: int | None = None           # [0, 2**64); None = a fresh random seed per request
+    stop: tuple[str, ...] = ()        # strings that end the text (not included in it)
+    logprobs: int | None = None       # None = off; n in [0, 20]: the chosen token's and the top n
+    logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit, [-100, 100]
+    ignore_eos: bool = False          # keep going past the end-of-text token
+    truncate_prompt: bool = False     # drop the oldest prompt tokens that do not fit the context
+
+    def __post_init__(self) -> None:
+        _integer("max_new_tokens", self.max_new_tokens, 1)
+        _number("temperature", self.temperature, 0.0, 100.0)
+        _integer("top_k", self.top_k, 0)
+        _number("top_p", self.top_p, 0.0, 1.0, low_open=True)
+        _number("min_p", self.min_p, 0.0, 1.0)
+        _number("repetition_penalty", self.repetition_penalty, 0.0, 10.0, low_open=True)
+        _number("presence_penalty", self.presence_penalty, -2.0, 2.0)
+        _number("frequency_penalty", self.frequency_penalty, -2.0, 2.0)
+        if self.seed is not None:
+            _integer("seed", self.seed, 0, 2**64 - 1)
+        stop = (self.stop,) if isinstance(self.stop, str) else self.stop
+        if not isinstance(stop, (tuple, list)) or not all(isinstance(s, str) and s for s in stop):
+            raise AigcError(f"stop: expected a non-empty string or a list of them, got {self.stop!r}")
+        object.__setattr__(self, "stop", tuple(stop))
+        if self.logprobs is not None:
+            _integer("logprobs", self.logprobs, 0, MAX_LOGPROBS)
+        if not isinstance(self.logit_bias, dict):
+            raise AigcError(f"logit_bias: expected a dict of token id -> bias, got {self.logit_bias!r}")
+        for token, bias in self.logit_bias.items():
+            _integer("logit_bias token id", token, 0)
+            _number(f"logit_bias[{token}]", bias, -100.0, 100.0)
+        for name in ("ignore_eos", "truncate_prompt"):
+            if not isinstance(getattr(self, name), bool):
+                raise AigcError(f"{name}: expected True or False, got {getattr(self, name)!r}")
+
+
+@dataclass
+class TokenLogprob:
+    """One generated token: its log-probability under the model's raw distribution, and
+    the `n` most likely tokens at that step (when SamplingParams.logprobs = n > 0)."""
+    token_id: int
+    text: str
+    logprob: float
+    top: list[tuple[int, str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Completion:
+    """The result of one prompt. finish_reason: 'stop' (end-of-text token or a stop
+    string), 'length' (max_new_tokens) or 'error' (then `error` says why; the other
+    prompts of the call are unaffected)."""
+    prompt: str
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    finish_reason: str = ""
+    prompt_tokens: int = 0
+    logprobs: list[TokenLogprob] | None = None
+    seed: int | None = None
+    error: str | None = None
