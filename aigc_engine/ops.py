@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+import scipy_openblas32  # noqa: F401  (loads the OpenBLAS that _C links to)
+
 try:
     from . import _C
 except ImportError as error:  # e.g. Python started inside the source folder, which has no _C

@@ -64,10 +64,11 @@ class TextGenerator:
 
     # Public API ---------------------------------------------------------------------
 
-    def generate(self, prompts: str | Sequence[str],
+    def generate(self, prompts: str | Sequence[str] | Sequence[Sequence[int]],
                  params: SamplingParams | Sequence[SamplingParams] | None = None) -> list[Completion]:
-        """One Completion per prompt, in order. A prompt that cannot run (empty, too long,
-        not UTF-8...) gets finish_reason 'error' and its message; the others run."""
+        """One Completion per prompt, in order; a prompt is a string or a list of token ids.
+        A prompt that cannot run (empty, too long, not UTF-8...) gets finish_reason 'error'
+        and its message; the others run."""
         requests = self._requests(prompts, params)
         runnable = [r for r in requests if r.completion.error is None]
         for start in range(0, len(runnable), self.max_batch_size):
@@ -92,7 +93,8 @@ class TextGenerator:
     # Internals ----------------------------------------------------------------------
 
     def _requests(self, prompts, params) -> list[Request]:
-        if isinstance(prompts, str):
+        if isinstance(prompts, str) or (isinstance(prompts, Sequence) and prompts
+                                        and isinstance(prompts[0], (int, np.integer))):
             prompts = [prompts]
         if not isinstance(prompts, Sequence) or not prompts:
             raise AigcError(f"prompts: expected a string or a non-empty list of strings, got {prompts!r}")
@@ -109,9 +111,13 @@ class TextGenerator:
 
     def _request(self, prompt, params: SamplingParams) -> Request:
         seed = params.seed if params.seed is not None else secrets.randbits(64)
-        completion = Completion(prompt=prompt if isinstance(prompt, str) else repr(prompt), seed=seed)
+        completion = Completion(prompt=prompt if isinstance(prompt, str) else "", seed=seed)
         try:
-            ids = self.tokenizer.encode(prompt)
+            if isinstance(prompt, (list, tuple, np.ndarray)):
+                ids = self._check_token_ids(prompt)
+                completion.prompt = self.tokenizer.decode(ids)
+            else:
+                ids = self.tokenizer.encode(prompt)
             ids = self._fit_context(ids, params)
             for token in params.logit_bias:
                 if token >= self.tokenizer.vocab_size:
@@ -123,6 +129,15 @@ class TextGenerator:
             return Request(completion, [], params, seed, self.tokenizer, self.eos_token_id)
         completion.prompt_tokens = len(ids)
         return Request(completion, ids, params, seed, self.tokenizer, self.eos_token_id)
+
+    def _check_token_ids(self, prompt) -> list[int]:
+        ids = np.asarray(prompt)
+        vocab = self.artifact.config["vocab_size"]
+        if ids.ndim != 1 or ids.size == 0 or ids.dtype.kind not in "iu":
+            raise AigcError(f"prompt: token ids must be a non-empty list of integers, got {prompt!r:.60}")
+        if ids.min() < 0 or ids.max() >= vocab:
+            raise AigcError(f"prompt: token ids must lie in [0, {vocab}), got {int(ids.min())}..{int(ids.max())}")
+        return ids.tolist()
 
     def _fit_context(self, ids: list[int], params: SamplingParams) -> list[int]:
         context = self.context_length

@@ -1,0 +1,51 @@
+// The projections of the native GPT decoder: y (m, n) = x (m, k) · W (k, n) + bias (n).
+// W is stored in the dtype chosen at load: float32 (multiplied by OpenBLAS), bfloat16 or
+// int8 with one scale per output channel (own kernels, cpu/linear.cc). The low-precision
+// weights are repacked into panels of kPanel columns, (n / kPanel, k, kPanel), so a
+// kernel streams each weight once, contiguously, whatever m is.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "aigc/isa.h"
+
+namespace aigc {
+
+enum class WeightDtype { kFloat32, kBFloat16, kInt8 };
+
+constexpr int64_t kPanel = 64;
+
+struct Linear {
+  int64_t k = 0, n = 0;
+  WeightDtype dtype = WeightDtype::kFloat32;
+  std::vector<float> w_f32;      // (k, n)                       float32
+  std::vector<uint16_t> w_bf16;  // (panels, k, kPanel)          bfloat16 bits
+  std::vector<int8_t> w_i8;      // (panels, k, kPanel)          int8
+  std::vector<float> scale;      // (panels * kPanel,)           int8: W ≈ w_i8 · scale[column]
+  std::vector<float> bias;       // (n,) or empty
+};
+
+// W's element (r, c) is w[r * row_stride + c * col_stride], so a transposed source (the
+// tied embedding as the LM head) needs no copy. bias may be null.
+Linear make_linear(const float* w, int64_t row_stride, int64_t col_stride, const float* bias, int64_t k,
+                   int64_t n, WeightDtype dtype);
+// Threaded over column panels (OpenBLAS, single-threaded, inside each thread's slice for float32).
+void linear_forward(const Linear& layer, const float* x, int64_t m, float* y);
+
+uint16_t float_to_bf16(float value);  // round to nearest even; NaN stays NaN
+
+struct LinearPanelParams {
+  const float* x;        // (m, k)
+  int64_t m, k, n;
+  const void* panels;    // the layer's w_bf16 or w_i8
+  const float* scale;    // int8 only
+  const float* bias;     // may be null
+  float* y;              // (m, n)
+};
+
+}  // namespace aigc
+
+// Panels [first, last) of y, one version per ISA (cpu/linear.cc).
+AIGC_ISA_DECLARE(void, linear_bf16_panels, (const LinearPanelParams& p, int64_t first, int64_t last))
+AIGC_ISA_DECLARE(void, linear_int8_panels, (const LinearPanelParams& p, int64_t first, int64_t last))

@@ -1,0 +1,107 @@
+// See aigc/linear.h: weights converted once at load, then each call split over the
+// thread pool by columns, so every thread reads its own share of the weights.
+#include <cblas.h>
+
+#include <cmath>
+#include <cstring>
+#include <mutex>
+#include <stdexcept>
+
+#include "aigc/linear.h"
+#include "runtime/thread_pool.h"
+
+namespace aigc {
+namespace {
+
+int64_t panel_count(int64_t n) { return (n + kPanel - 1) / kPanel; }
+
+// OpenBLAS runs single-threaded inside our pool's threads (two pools would fight for cores).
+void init_openblas() {
+  static std::once_flag once;
+  std::call_once(once, [] { scipy_openblas_set_num_threads(1); });
+}
+
+}  // namespace
+
+uint16_t float_to_bf16(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  if (std::isnan(value)) return static_cast<uint16_t>((bits >> 16) | 0x40);
+  bits += 0x7FFF + ((bits >> 16) & 1);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+Linear make_linear(const float* w, int64_t row_stride, int64_t col_stride, const float* bias, int64_t k,
+                   int64_t n, WeightDtype dtype) {
+  if (k < 1 || n < 1) throw std::invalid_argument("linear: k and n must be >= 1");
+  Linear layer;
+  layer.k = k;
+  layer.n = n;
+  layer.dtype = dtype;
+  if (bias) layer.bias.assign(bias, bias + n);
+  auto at = [&](int64_t r, int64_t c) { return w[r * row_stride + c * col_stride]; };
+  if (dtype == WeightDtype::kFloat32) {
+    layer.w_f32.resize(k * n);
+    for (int64_t r = 0; r < k; ++r)
+      for (int64_t c = 0; c < n; ++c) layer.w_f32[r * n + c] = at(r, c);
+    return layer;
+  }
+  const int64_t panels = panel_count(n);
+  if (dtype == WeightDtype::kBFloat16) {
+    layer.w_bf16.assign(panels * k * kPanel, 0);
+    for (int64_t c = 0; c < n; ++c)
+      for (int64_t r = 0; r < k; ++r) layer.w_bf16[((c / kPanel) * k + r) * kPanel + c % kPanel] = float_to_bf16(at(r, c));
+    return layer;
+  }
+  // int8, symmetric, one scale per output column: the largest |w| of the column maps to 127.
+  layer.w_i8.assign(panels * k * kPanel, 0);
+  layer.scale.assign(panels * kPanel, 0.0f);
+  for (int64_t c = 0; c < n; ++c) {
+    float largest = 0.0f;
+    for (int64_t r = 0; r < k; ++r) largest = std::fmax(largest, std::fabs(at(r, c)));
+    const float scale = largest > 0.0f ? largest / 127.0f : 1.0f;
+    layer.scale[c] = scale;
+    for (int64_t r = 0; r < k; ++r) {
+      const float q = std::nearbyint(at(r, c) / scale);
+      layer.w_i8[((c / kPanel) * k + r) * kPanel + c % kPanel] = static_cast<int8_t>(std::fmax(-127.0f, std::fmin(127.0f, q)));
+    }
+  }
+  return layer;
+}
+
+void linear_forward(const Linear& layer, const float* x, int64_t m, float* y) {
+  if (m <= 0) return;
+  const int64_t panels = panel_count(layer.n);
+  if (layer.dtype == WeightDtype::kFloat32) {
+    init_openblas();
+    parallel_for(panels, [&](int64_t first, int64_t last) {
+      const int64_t c0 = first * kPanel, c1 = std::min(layer.n, last * kPanel);
+      scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m), static_cast<int>(c1 - c0),
+                  static_cast<int>(layer.k), 1.0f, x, static_cast<int>(layer.k), layer.w_f32.data() + c0,
+                  static_cast<int>(layer.n), 0.0f, y + c0, static_cast<int>(layer.n));
+      if (!layer.bias.empty()) {
+        for (int64_t r = 0; r < m; ++r)
+          for (int64_t c = c0; c < c1; ++c) y[r * layer.n + c] += layer.bias[c];
+      }
+    });
+    return;
+  }
+  LinearPanelParams p{};
+  p.x = x;
+  p.m = m;
+  p.k = layer.k;
+  p.n = layer.n;
+  p.bias = layer.bias.empty() ? nullptr : layer.bias.data();
+  p.y = y;
+  const Isa isa = active_isa();
+  if (layer.dtype == WeightDtype::kBFloat16) {
+    p.panels = layer.w_bf16.data();
+    parallel_for(panels, [&](int64_t first, int64_t last) { AIGC_ISA_CALL(isa, linear_bf16_panels, p, first, last); });
+  } else {
+    p.panels = layer.w_i8.data();
+    p.scale = layer.scale.data();
+    parallel_for(panels, [&](int64_t first, int64_t last) { AIGC_ISA_CALL(isa, linear_int8_panels, p, first, last); });
+  }
+}
+
+}  // namespace aigc

@@ -1,0 +1,71 @@
+"""The decoder's projections (float32 via OpenBLAS, bf16 and int8 weight-only kernels)
+against float64 numpy with the same weight rounding, under every ISA build."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import isa
+from aigc_engine import _C
+
+
+def bf16_round(w: np.ndarray) -> np.ndarray:
+    """float32 → bfloat16 (round to nearest even) → float32, in numpy."""
+    bits = w.astype(np.float32).view(np.uint32).astype(np.uint64)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16 << 16
+    return bits.astype(np.uint32).view(np.float32)
+
+
+def int8_round(w: np.ndarray) -> np.ndarray:
+    """Symmetric per-output-column int8: the largest |w| of a column maps to 127."""
+    largest = np.abs(w).max(axis=0)
+    scale = np.where(largest > 0, largest / np.float32(127), np.float32(1)).astype(np.float32)
+    return np.clip(np.rint(w / scale), -127, 127) * scale.astype(np.float64)
+
+
+ROUNDING = {"float32": lambda w: w.astype(np.float64), "bfloat16": bf16_round, "int8": int8_round}
+
+
+@settings(max_examples=30, deadline=None)
+@given(m=st.integers(1, 9), k=st.integers(1, 200), n=st.integers(1, 150), bias=st.booleans(),
+       dtype=st.sampled_from(sorted(ROUNDING)), seed=st.integers(0, 2**31))
+def test_linear_matches_numpy(m, k, n, bias, dtype, seed):
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32) if bias else None
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    expected = x.astype(np.float64) @ ROUNDING[dtype](w) + (0 if b is None else b)
+    # float32 accumulation over k terms: the error bound of a naive sum, k·eps·Σ|x·w|.
+    bound = k * np.finfo(np.float32).eps * (np.abs(x) @ np.abs(ROUNDING[dtype](w))) + 1e-6
+    layer = _C.Linear(w, b, dtype)
+    for name in isa.SUPPORTED:
+        out = np.empty((m, n), np.float32)
+        with isa.forced(name):
+            layer.forward(x, out)
+        assert np.all(np.abs(out - expected) <= bound), (name, np.abs(out - expected).max())
+
+
+def test_quantised_layers_stay_close_to_float32():
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((768, 256)) * 0.02).astype(np.float32)
+    x = rng.standard_normal((4, 768)).astype(np.float32)
+    exact = x @ w
+    for dtype, tolerance in (("bfloat16", 0.01), ("int8", 0.03)):
+        out = np.empty_like(exact)
+        _C.Linear(w, None, dtype).forward(x, out)
+        assert np.linalg.norm(out - exact) / np.linalg.norm(exact) < tolerance
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: _C.Linear(np.zeros((3, 4), np.float64)), r"weight: expected C-contiguous float32 \(k, n\), got float64"),
+    (lambda: _C.Linear(np.zeros((3, 4), np.float32), np.zeros(5, np.float32)), r"bias: expected C-contiguous float32 \(4,\)"),
+    (lambda: _C.Linear(np.zeros((3, 4), np.float32), None, "fp8"), "dtype: expected 'float32', 'bfloat16' or 'int8'"),
+    (lambda: _C.Linear(np.zeros((3, 4), np.float32)).forward(np.zeros((2, 5), np.float32), np.zeros((2, 4), np.float32)),
+     r"x: expected C-contiguous float32 \(m, 3\)"),
+    (lambda: _C.Linear(np.zeros((3, 4), np.float32)).forward(np.zeros((2, 3), np.float32), np.zeros((2, 5), np.float32)),
+     r"out: expected C-contiguous float32 \(2, 4\)"),
+])
+def test_bad_arguments_raise(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
