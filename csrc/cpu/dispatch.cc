@@ -4,6 +4,7 @@
 
 #include "aigc/isa.h"
 #include "aigc/latent.h"
+#include "aigc/norm.h"
 #include "runtime/thread_pool.h"
 
 namespace aigc {
@@ -20,6 +21,17 @@ int64_t images_to_uint8_cpu(const ToUint8Params& p) {
     nonfinite += AIGC_ISA_CALL(isa, images_to_uint8, p, first, last);
   });
   return nonfinite;
+}
+
+void add_layer_norm(const LayerNormParams& p) {
+  const Isa isa = active_isa();
+  parallel_for(p.rows, [&](int64_t first, int64_t last) { AIGC_ISA_CALL(isa, add_layer_norm_rows, p, first, last); },
+               16384 / (p.dim > 0 ? p.dim : 1));
+}
+
+void gelu_tanh(float* x, int64_t n) {
+  const Isa isa = active_isa();
+  parallel_for(n, [&](int64_t first, int64_t last) { AIGC_ISA_CALL(isa, gelu_tanh_range, x, first, last); }, 16384);
 }
 
 }  // namespace aigc

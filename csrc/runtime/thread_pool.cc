@@ -2,6 +2,7 @@
 // rather than waiting on the pool it occupies; concurrent callers take turns.
 #include "runtime/thread_pool.h"
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
@@ -47,9 +48,8 @@ class ThreadPool {
 
   int size() const { return size_; }
 
-  void run(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
+  void run(int64_t n, int parts, const std::function<void(int64_t, int64_t)>& fn) {
     std::lock_guard<std::mutex> turn(caller_mutex_);
-    const int parts = static_cast<int>(std::min<int64_t>(n, size_));
     {
       std::lock_guard<std::mutex> lock(mutex_);
       job_ = &fn;
@@ -120,10 +120,11 @@ ThreadPool& pool() {
 
 int num_threads() { return pool().size(); }
 
-void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
+void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain) {
   if (n <= 0) return;
-  if (in_worker || n == 1 || pool().size() == 1) return fn(0, n);
-  pool().run(n, fn);
+  const int64_t parts = std::min<int64_t>(pool().size(), (n + std::max<int64_t>(grain, 1) - 1) / std::max<int64_t>(grain, 1));
+  if (in_worker || parts <= 1) return fn(0, n);
+  pool().run(n, static_cast<int>(parts), fn);
 }
 
 }  // namespace aigc

@@ -1,12 +1,13 @@
-// pybind11 face of aigc/linear.h: a Linear layer built from float32 weights (k, n) in the
-// chosen storage dtype, and its forward pass. For tests and benchmarks; the native
-// decoder uses the C++ class directly.
+// pybind11 face of the GPT block's kernels (aigc/linear.h, aigc/norm.h): a Linear layer
+// built from float32 weights (k, n) in the chosen storage dtype, the residual + layer
+// norm, and GELU. For tests and benchmarks; the native decoder calls the C++ directly.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <string>
 
 #include "aigc/linear.h"
+#include "aigc/norm.h"
 #include "python/array_checks.h"
 
 namespace py = pybind11;
@@ -21,7 +22,7 @@ WeightDtype parse_weight_dtype(const std::string& name) {
   throw py::value_error("dtype: expected 'float32', 'bfloat16' or 'int8', got '" + name + "'");
 }
 
-void bind_linear(py::module_& m) {
+void bind_block_ops(py::module_& m) {
   py::class_<Linear>(m, "Linear")
       .def(py::init([](py::array weight, py::object bias, const std::string& dtype) {
              const WeightDtype kind = parse_weight_dtype(dtype);
@@ -44,6 +45,30 @@ void bind_linear(py::module_& m) {
              py::gil_scoped_release release;
              linear_forward(layer, xs, rows, ys);
            }, py::arg("x"), py::arg("out"));
+
+  m.def("add_layer_norm", [](py::array h, py::object delta, py::array weight, py::array bias, py::array y, float eps) {
+    LayerNormParams p{};
+    p.h = checked_data<float>(h, "h", "float32", {"rows", "dim"}, {-1, -1}, !delta.is_none());
+    p.rows = h.shape(0);
+    p.dim = h.shape(1);
+    if (!delta.is_none()) {
+      p.delta = checked_data<float>(delta.cast<py::array>(), "delta", "float32", {"rows", "dim"}, {p.rows, p.dim}, false);
+    }
+    p.weight = checked_data<float>(weight, "weight", "float32", {"dim"}, {p.dim}, false);
+    p.bias = checked_data<float>(bias, "bias", "float32", {"dim"}, {p.dim}, false);
+    p.y = checked_data<float>(y, "y", "float32", {"rows", "dim"}, {p.rows, p.dim}, true);
+    if (!(eps > 0.0f)) throw py::value_error("eps: expected > 0");
+    p.eps = eps;
+    py::gil_scoped_release release;
+    add_layer_norm(p);
+  }, py::arg("h"), py::arg("delta"), py::arg("weight"), py::arg("bias"), py::arg("y"), py::arg("eps"));
+
+  m.def("gelu_tanh", [](py::array x) {
+    float* data = checked_data<float>(x, "x", "float32", {"n"}, {-1}, true);
+    const int64_t n = x.shape(0);
+    py::gil_scoped_release release;
+    gelu_tanh(data, n);
+  }, py::arg("x"));
 }
 
 }  // namespace aigc::python
