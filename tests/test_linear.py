@@ -40,10 +40,25 @@ def test_linear_matches_numpy(m, k, n, bias, dtype, seed):
     bound = k * np.finfo(np.float32).eps * (np.abs(x) @ np.abs(ROUNDING[dtype](w))) + 1e-6
     layer = _C.Linear(w, b, dtype)
     for name in isa.SUPPORTED:
-        out = np.empty((m, n), np.float32)
-        with isa.forced(name):
-            layer.forward(x, out)
-        assert np.all(np.abs(out - expected) <= bound), (name, np.abs(out - expected).max())
+        for blas in (False, True):
+            out = np.empty((m, n), np.float32)
+            with isa.forced(name):
+                layer.forward(x, out, blas=blas)
+            assert np.all(np.abs(out - expected) <= bound), (name, blas, np.abs(out - expected).max())
+
+
+@pytest.mark.parametrize("dtype", sorted(ROUNDING))
+def test_a_row_does_not_depend_on_the_other_rows(dtype):
+    """The determinism contract: a request's numbers are the same whatever shares its batch."""
+    rng = np.random.default_rng(1)
+    layer = _C.Linear(rng.standard_normal((300, 200)).astype(np.float32), rng.standard_normal(200).astype(np.float32), dtype)
+    x = rng.standard_normal((37, 300)).astype(np.float32)
+    full = np.empty((37, 200), np.float32)
+    layer.forward(x, full)
+    for m in (1, 2, 3, 5, 8, 13):
+        part = np.empty((m, 200), np.float32)
+        layer.forward(x[-m:].copy(), part)
+        np.testing.assert_array_equal(part, full[-m:])
 
 
 def test_quantised_layers_stay_close_to_float32():

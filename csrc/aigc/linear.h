@@ -1,8 +1,12 @@
 // The projections of the native GPT decoder: y (m, n) = x (m, k) · W (k, n) + bias (n).
-// W is stored in the dtype chosen at load: float32 (multiplied by OpenBLAS), bfloat16 or
-// int8 with one scale per output channel (own kernels, cpu/linear.cc). The low-precision
-// weights are repacked into panels of kPanel columns, (n / kPanel, k, kPanel), so a
-// kernel streams each weight once, contiguously, whatever m is.
+// W is stored in the dtype chosen at load — float32, bfloat16, or int8 with one scale per
+// output column — repacked into panels of kPanel columns, (n / kPanel, k, kPanel), so
+// that a kernel streams each weight once, contiguously, whatever m is.
+// Two ways to multiply: linear_forward (own kernels, cpu/linear.cc) computes every row
+// of y with the same operations whatever m is, so a request's numbers never depend on
+// what shares its batch; linear_forward_blas (float32 only: OpenBLAS, panel by panel,
+// 1.75× faster per core at m = 256) may round a row differently for a different m, so
+// the decoder uses it only where m is fixed by the request itself (its prompt).
 #pragma once
 
 #include <cstdint>
@@ -19,7 +23,7 @@ constexpr int64_t kPanel = 64;
 struct Linear {
   int64_t k = 0, n = 0;
   WeightDtype dtype = WeightDtype::kFloat32;
-  std::vector<float> w_f32;      // (k, n)                       float32
+  std::vector<float> w_f32;      // (panels, k, kPanel)          float32
   std::vector<uint16_t> w_bf16;  // (panels, k, kPanel)          bfloat16 bits
   std::vector<int8_t> w_i8;      // (panels, k, kPanel)          int8
   std::vector<float> scale;      // (panels * kPanel,)           int8: W ≈ w_i8 · scale[column]
@@ -30,15 +34,16 @@ struct Linear {
 // tied embedding as the LM head) needs no copy. bias may be null.
 Linear make_linear(const float* w, int64_t row_stride, int64_t col_stride, const float* bias, int64_t k,
                    int64_t n, WeightDtype dtype);
-// Threaded over column panels (OpenBLAS, single-threaded, inside each thread's slice for float32).
+// Both threaded over column panels.
 void linear_forward(const Linear& layer, const float* x, int64_t m, float* y);
+void linear_forward_blas(const Linear& layer, const float* x, int64_t m, float* y);
 
 uint16_t float_to_bf16(float value);  // round to nearest even; NaN stays NaN
 
 struct LinearPanelParams {
   const float* x;        // (m, k)
   int64_t m, k, n;
-  const void* panels;    // the layer's w_bf16 or w_i8
+  const void* panels;    // the layer's w_f32, w_bf16 or w_i8
   const float* scale;    // int8 only
   const float* bias;     // may be null
   float* y;              // (m, n)
@@ -47,5 +52,6 @@ struct LinearPanelParams {
 }  // namespace aigc
 
 // Panels [first, last) of y, one version per ISA (cpu/linear.cc).
+AIGC_ISA_DECLARE(void, linear_f32_panels, (const LinearPanelParams& p, int64_t first, int64_t last))
 AIGC_ISA_DECLARE(void, linear_bf16_panels, (const LinearPanelParams& p, int64_t first, int64_t last))
 AIGC_ISA_DECLARE(void, linear_int8_panels, (const LinearPanelParams& p, int64_t first, int64_t last))

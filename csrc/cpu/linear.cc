@@ -1,6 +1,6 @@
-// bfloat16 and int8 weight-only projections over column panels (layout: aigc/linear.h):
-// each panel of kPanel = 64 columns is streamed once per block of up to 4 rows of x,
-// converted to float32 in registers and multiply-added in float32. int8 columns are
+// float32, bfloat16 and int8 weight projections over column panels (aigc/linear.h): each
+// panel of kPanel = 64 columns is streamed once per block of up to 4 rows of x, converted
+// to float32 in registers and multiply-added in float32, k in order for every row. int8 columns are
 // scaled once at the end (the scale is constant along k). With AVX-512 a block keeps
 // 4 rows × 4 vectors = 16 accumulators, enough to hide the FMA latency; at m = 1 the
 // kernel is bound by the weight bytes it reads, which is the point of bf16 and int8.
@@ -33,6 +33,10 @@ void store_block(const LinearPanelParams& p, const float* acc, int rows, int64_t
 }
 
 #if defined(__AVX512F__)
+
+inline void load_panel_row(const float* src, __m512 w[4]) {
+  for (int j = 0; j < 4; ++j) w[j] = _mm512_loadu_ps(src + 16 * j);
+}
 
 inline void load_panel_row(const uint16_t* src, __m512 w[4]) {
   for (int j = 0; j < 4; ++j) {
@@ -76,6 +80,7 @@ inline float to_float(uint16_t bits) {
   return value;
 }
 inline float to_float(int8_t value) { return static_cast<float>(value); }
+inline float to_float(float value) { return value; }
 
 template <typename W, int R>
 void block(const LinearPanelParams& p, const W* panel, int64_t row0, int64_t col0) {
@@ -112,6 +117,7 @@ void panels(const LinearPanelParams& p, int64_t first, int64_t last) {
 
 }  // namespace
 
+void linear_f32_panels(const LinearPanelParams& p, int64_t first, int64_t last) { panels<float>(p, first, last); }
 void linear_bf16_panels(const LinearPanelParams& p, int64_t first, int64_t last) { panels<uint16_t>(p, first, last); }
 void linear_int8_panels(const LinearPanelParams& p, int64_t first, int64_t last) { panels<int8_t>(p, first, last); }
 

@@ -38,13 +38,13 @@ void bind_block_ops(py::module_& m) {
            py::arg("weight"), py::arg("bias") = py::none(), py::arg("dtype") = "float32")
       .def_readonly("k", &Linear::k)
       .def_readonly("n", &Linear::n)
-      .def("forward", [](const Linear& layer, py::array x, py::array out) {
+      .def("forward", [](const Linear& layer, py::array x, py::array out, bool blas) {
              const float* xs = checked_data<float>(x, "x", "float32", {"m", "k"}, {-1, layer.k}, false);
              const int64_t rows = x.shape(0);
              float* ys = checked_data<float>(out, "out", "float32", {"m", "n"}, {rows, layer.n}, true);
              py::gil_scoped_release release;
-             linear_forward(layer, xs, rows, ys);
-           }, py::arg("x"), py::arg("out"));
+             (blas ? linear_forward_blas : linear_forward)(layer, xs, rows, ys);
+           }, py::arg("x"), py::arg("out"), py::arg("blas") = false);
 
   m.def("add_layer_norm", [](py::array h, py::object delta, py::array weight, py::array bias, py::array y, float eps) {
     LayerNormParams p{};

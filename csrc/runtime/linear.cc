@@ -40,13 +40,13 @@ Linear make_linear(const float* w, int64_t row_stride, int64_t col_stride, const
   layer.dtype = dtype;
   if (bias) layer.bias.assign(bias, bias + n);
   auto at = [&](int64_t r, int64_t c) { return w[r * row_stride + c * col_stride]; };
+  const int64_t panels = panel_count(n);
   if (dtype == WeightDtype::kFloat32) {
-    layer.w_f32.resize(k * n);
-    for (int64_t r = 0; r < k; ++r)
-      for (int64_t c = 0; c < n; ++c) layer.w_f32[r * n + c] = at(r, c);
+    layer.w_f32.assign(panels * k * kPanel, 0.0f);
+    for (int64_t c = 0; c < n; ++c)
+      for (int64_t r = 0; r < k; ++r) layer.w_f32[((c / kPanel) * k + r) * kPanel + c % kPanel] = at(r, c);
     return layer;
   }
-  const int64_t panels = panel_count(n);
   if (dtype == WeightDtype::kBFloat16) {
     layer.w_bf16.assign(panels * k * kPanel, 0);
     for (int64_t c = 0; c < n; ++c)
@@ -71,21 +71,6 @@ Linear make_linear(const float* w, int64_t row_stride, int64_t col_stride, const
 
 void linear_forward(const Linear& layer, const float* x, int64_t m, float* y) {
   if (m <= 0) return;
-  const int64_t panels = panel_count(layer.n);
-  if (layer.dtype == WeightDtype::kFloat32) {
-    init_openblas();
-    parallel_for(panels, [&](int64_t first, int64_t last) {
-      const int64_t c0 = first * kPanel, c1 = std::min(layer.n, last * kPanel);
-      scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m), static_cast<int>(c1 - c0),
-                  static_cast<int>(layer.k), 1.0f, x, static_cast<int>(layer.k), layer.w_f32.data() + c0,
-                  static_cast<int>(layer.n), 0.0f, y + c0, static_cast<int>(layer.n));
-      if (!layer.bias.empty()) {
-        for (int64_t r = 0; r < m; ++r)
-          for (int64_t c = c0; c < c1; ++c) y[r * layer.n + c] += layer.bias[c];
-      }
-    });
-    return;
-  }
   LinearPanelParams p{};
   p.x = x;
   p.m = m;
@@ -94,14 +79,39 @@ void linear_forward(const Linear& layer, const float* x, int64_t m, float* y) {
   p.bias = layer.bias.empty() ? nullptr : layer.bias.data();
   p.y = y;
   const Isa isa = active_isa();
-  if (layer.dtype == WeightDtype::kBFloat16) {
-    p.panels = layer.w_bf16.data();
-    parallel_for(panels, [&](int64_t first, int64_t last) { AIGC_ISA_CALL(isa, linear_bf16_panels, p, first, last); });
-  } else {
-    p.panels = layer.w_i8.data();
-    p.scale = layer.scale.data();
-    parallel_for(panels, [&](int64_t first, int64_t last) { AIGC_ISA_CALL(isa, linear_int8_panels, p, first, last); });
+  const int64_t panels = panel_count(layer.n);
+  switch (layer.dtype) {
+    case WeightDtype::kFloat32:
+      p.panels = layer.w_f32.data();
+      return parallel_for(panels, [&](int64_t first, int64_t last) { AIGC_ISA_CALL(isa, linear_f32_panels, p, first, last); });
+    case WeightDtype::kBFloat16:
+      p.panels = layer.w_bf16.data();
+      return parallel_for(panels, [&](int64_t first, int64_t last) { AIGC_ISA_CALL(isa, linear_bf16_panels, p, first, last); });
+    case WeightDtype::kInt8:
+      p.panels = layer.w_i8.data();
+      p.scale = layer.scale.data();
+      return parallel_for(panels, [&](int64_t first, int64_t last) { AIGC_ISA_CALL(isa, linear_int8_panels, p, first, last); });
   }
+}
+
+void linear_forward_blas(const Linear& layer, const float* x, int64_t m, float* y) {
+  if (layer.dtype != WeightDtype::kFloat32) return linear_forward(layer, x, m, y);
+  if (m <= 0) return;
+  init_openblas();
+  parallel_for(panel_count(layer.n), [&](int64_t first, int64_t last) {
+    for (int64_t panel = first; panel < last; ++panel) {
+      const int64_t c0 = panel * kPanel, width = std::min(kPanel, layer.n - c0);
+      // A panel is a (k, kPanel) row-major matrix; its padding columns are never written.
+      scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m), static_cast<int>(width),
+                        static_cast<int>(layer.k), 1.0f, x, static_cast<int>(layer.k),
+                        layer.w_f32.data() + panel * layer.k * kPanel, static_cast<int>(kPanel), 0.0f, y + c0,
+                        static_cast<int>(layer.n));
+      if (!layer.bias.empty()) {
+        for (int64_t r = 0; r < m; ++r)
+          for (int64_t c = c0; c < c0 + width; ++c) y[r * layer.n + c] += layer.bias[c];
+      }
+    }
+  });
 }
 
 }  // namespace aigc
