@@ -1,0 +1,83 @@
+// pybind11 face of the native decoder (runtime/gpt.h, runtime/kv_cache.h): the model is
+// built from a dict of float32 numpy weights keyed by GPT-2 name; forward takes the packed
+// step as numpy arrays, checked here, and runs with the GIL released.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+
+#include "python/array_checks.h"
+#include "runtime/gpt.h"
+#include "runtime/kv_cache.h"
+
+namespace py = pybind11;
+
+namespace aigc::python {
+
+WeightDtype parse_weight_dtype(const std::string& name);
+
+namespace {
+
+int64_t config_int(const py::dict& config, const char* key) {
+  if (!config.contains(key)) throw py::value_error(std::string("config: missing '") + key + "'");
+  return config[key].cast<int64_t>();
+}
+
+GptModel make_model(const py::dict& config, const py::dict& weights, const std::string& dtype) {
+  GptConfig c{};
+  c.vocab_size = config_int(config, "vocab_size");
+  c.n_positions = config_int(config, "n_positions");
+  c.n_embd = config_int(config, "n_embd");
+  c.n_layer = config_int(config, "n_layer");
+  c.n_head = config_int(config, "n_head");
+  c.eps = config.contains("layer_norm_epsilon") ? config["layer_norm_epsilon"].cast<float>() : 1e-5f;
+  WeightLookup lookup = [&](const std::string& name, const std::vector<int64_t>& shape) -> const float* {
+    if (!weights.contains(name)) throw py::value_error("weights: missing '" + name + "'");
+    py::array array = weights[name.c_str()].cast<py::array>();
+    std::vector<const char*> dims(shape.size(), "?");
+    std::vector<py::ssize_t> expected(shape.begin(), shape.end());
+    return checked_data<float>(array, name.c_str(), "float32", dims, expected, false);
+  };
+  return GptModel(c, lookup, parse_weight_dtype(dtype));
+}
+
+}  // namespace
+
+void bind_decoder(py::module_& m) {
+  py::class_<KvCache>(m, "KvCache")
+      .def(py::init<int64_t, int64_t, int64_t, int64_t, int64_t>(), py::arg("n_layer"), py::arg("n_head"),
+           py::arg("head_dim"), py::arg("block_size"), py::arg("num_blocks"))
+      .def_property_readonly("block_size", &KvCache::block_size)
+      .def_property_readonly("num_blocks", &KvCache::num_blocks)
+      .def_property_readonly("free_blocks", &KvCache::free_blocks)
+      .def("allocate", &KvCache::allocate, py::arg("count"))
+      .def("release", &KvCache::release, py::arg("blocks"));
+
+  py::class_<GptModel>(m, "GptModel")
+      .def(py::init(&make_model), py::arg("config"), py::arg("weights"), py::arg("dtype") = "float32")
+      .def_property_readonly("weight_bytes", &GptModel::weight_bytes)
+      .def("forward",
+           [](GptModel& model, py::array tokens, py::array positions, py::array cu_seqlens, py::array context_lens,
+              py::array is_prompt, py::array block_table, KvCache& cache, py::array logits) {
+             StepBatch b{};
+             b.tokens = checked_data<int64_t>(tokens, "tokens", "int64", {"num_tokens"}, {-1}, false);
+             b.num_tokens = tokens.shape(0);
+             b.positions = checked_data<int64_t>(positions, "positions", "int64", {"num_tokens"}, {b.num_tokens}, false);
+             b.cu_seqlens = checked_data<int32_t>(cu_seqlens, "cu_seqlens", "int32", {"num_seqs + 1"}, {-1}, false);
+             b.num_seqs = cu_seqlens.shape(0) - 1;
+             b.context_lens = checked_data<int32_t>(context_lens, "context_lens", "int32", {"num_seqs"}, {b.num_seqs}, false);
+             b.is_prompt = checked_data<uint8_t>(is_prompt, "is_prompt", "uint8", {"num_seqs"}, {b.num_seqs}, false);
+             b.block_table = checked_data<int32_t>(block_table, "block_table", "int32", {"num_seqs", "max_blocks"},
+                                                   {b.num_seqs, -1}, false);
+             b.max_blocks = block_table.shape(1);
+             float* out = checked_data<float>(logits, "logits", "float32", {"num_seqs", "vocab"},
+                                              {b.num_seqs, model.config().vocab_size}, true);
+             py::gil_scoped_release release;
+             model.forward(b, cache, out);
+           },
+           py::arg("tokens"), py::arg("positions"), py::arg("cu_seqlens"), py::arg("context_lens"),
+           py::arg("is_prompt"), py::arg("block_table"), py::arg("cache"), py::arg("logits"));
+}
+
+}  // namespace aigc::python

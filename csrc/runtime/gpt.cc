@@ -1,0 +1,213 @@
+// See gpt.h. Per layer: x = LN1(h); qkv = x·c_attn; keys/values → cache; attention;
+// h += attn·c_proj; x = LN2(h); h += GELU(x·c_fc)·c_proj — the residual adds fused into
+// the next layer norm. Only the last token of each sequence goes through the LM head.
+#include "runtime/gpt.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "aigc/norm.h"
+#include "runtime/thread_pool.h"
+
+namespace aigc {
+namespace {
+
+std::vector<float> copy_weight(const WeightLookup& weight, const std::string& name, const std::vector<int64_t>& shape) {
+  const float* data = weight(name, shape);
+  int64_t count = 1;
+  for (int64_t d : shape) count *= d;
+  return std::vector<float>(data, data + count);
+}
+
+Linear linear_weight(const WeightLookup& weight, const std::string& prefix, int64_t k, int64_t n, WeightDtype dtype) {
+  // GPT-2's Conv1D layout: weight (in, out), so y = x · W + b.
+  return make_linear(weight(prefix + ".weight", {k, n}), n, 1, weight(prefix + ".bias", {n}), k, n, dtype);
+}
+
+}  // namespace
+
+GptModel::GptModel(const GptConfig& config, const WeightLookup& weight, WeightDtype dtype)
+    : config_(config), dtype_(dtype) {
+  const int64_t c = config.n_embd;
+  if (config.n_layer < 1 || config.n_head < 1 || c < 1 || c % config.n_head || config.vocab_size < 1 ||
+      config.n_positions < 1 || !(config.eps > 0.0f)) {
+    throw std::invalid_argument("GPT config: sizes must be >= 1, n_embd divisible by n_head, eps > 0");
+  }
+  wte_ = copy_weight(weight, "transformer.wte.weight", {config.vocab_size, c});
+  wpe_ = copy_weight(weight, "transformer.wpe.weight", {config.n_positions, c});
+  ln_f_weight_ = copy_weight(weight, "transformer.ln_f.weight", {c});
+  ln_f_bias_ = copy_weight(weight, "transformer.ln_f.bias", {c});
+  for (int64_t i = 0; i < config.n_layer; ++i) {
+    const std::string p = "transformer.h." + std::to_string(i) + ".";
+    Layer layer;
+    layer.ln_1_weight = copy_weight(weight, p + "ln_1.weight", {c});
+    layer.ln_1_bias = copy_weight(weight, p + "ln_1.bias", {c});
+    layer.ln_2_weight = copy_weight(weight, p + "ln_2.weight", {c});
+    layer.ln_2_bias = copy_weight(weight, p + "ln_2.bias", {c});
+    layer.c_attn = linear_weight(weight, p + "attn.c_attn", c, 3 * c, dtype);
+    layer.attn_proj = linear_weight(weight, p + "attn.c_proj", c, c, dtype);
+    layer.c_fc = linear_weight(weight, p + "mlp.c_fc", c, 4 * c, dtype);
+    layer.mlp_proj = linear_weight(weight, p + "mlp.c_proj", 4 * c, c, dtype);
+    layers_.push_back(std::move(layer));
+  }
+  // Tied head: logits = x · wteᵀ, read from wte (vocab, n_embd) with swapped strides.
+  lm_head_ = make_linear(wte_.data(), 1, c, nullptr, c, config.vocab_size, dtype);
+}
+
+int64_t GptModel::weight_bytes() const {
+  auto bytes = [](const Linear& l) {
+    return static_cast<int64_t>(l.w_f32.size() * 4 + l.w_bf16.size() * 2 + l.w_i8.size() + l.scale.size() * 4);
+  };
+  int64_t total = bytes(lm_head_) + static_cast<int64_t>(wpe_.size() + wte_.size()) * 4;
+  for (const Layer& l : layers_) total += bytes(l.c_attn) + bytes(l.attn_proj) + bytes(l.c_fc) + bytes(l.mlp_proj);
+  return total;
+}
+
+void GptModel::check(const StepBatch& b, const KvCache& cache) const {
+  auto fail = [](const std::string& message) { throw std::invalid_argument("step: " + message); };
+  if (b.num_seqs < 1 || b.num_tokens < 1) fail("no tokens");
+  if (cache.n_head() != config_.n_head || cache.head_dim() != config_.n_embd / config_.n_head) {
+    fail("the KV cache was made for another model shape");
+  }
+  if (b.cu_seqlens[0] != 0 || b.cu_seqlens[b.num_seqs] != b.num_tokens) fail("cu_seqlens must run from 0 to num_tokens");
+  bool prompts_started = false;
+  for (int64_t s = 0; s < b.num_seqs; ++s) {
+    const int64_t begin = b.cu_seqlens[s], end = b.cu_seqlens[s + 1], length = end - begin;
+    const int64_t context = b.context_lens[s];
+    if (length < 1) fail("sequence " + std::to_string(s) + " has no new token");
+    if (b.is_prompt[s]) {
+      prompts_started = true;
+      if (context != length) fail("prompt " + std::to_string(s) + " must fill its context exactly");
+    } else if (prompts_started || length != 1) {
+      fail("decoding sequences (one token each) must come before the prompts");
+    }
+    if (context > config_.n_positions) {
+      fail("sequence " + std::to_string(s) + " has " + std::to_string(context) + " tokens, over the context of " +
+           std::to_string(config_.n_positions));
+    }
+    const int64_t blocks = (context + cache.block_size() - 1) / cache.block_size();
+    if (blocks > b.max_blocks) fail("sequence " + std::to_string(s) + " needs more blocks than its table holds");
+    for (int64_t j = 0; j < blocks; ++j) cache.check_owned(b.block_table[s * b.max_blocks + j]);
+    for (int64_t t = begin; t < end; ++t) {
+      if (b.positions[t] != context - length + (t - begin)) fail("positions must be consecutive, ending at context - 1");
+      if (b.tokens[t] < 0 || b.tokens[t] >= config_.vocab_size) {
+        fail("token " + std::to_string(b.tokens[t]) + " is outside the vocabulary");
+      }
+    }
+  }
+}
+
+void GptModel::reserve(int64_t num_tokens, int64_t num_seqs) {
+  const int64_t c = config_.n_embd;
+  auto grow = [](std::vector<float>& buffer, int64_t size) {
+    if (static_cast<int64_t>(buffer.size()) < size) buffer.resize(size);
+  };
+  grow(h_, num_tokens * c);
+  grow(a_, num_tokens * c);
+  grow(qkv_, num_tokens * 3 * c);
+  grow(attn_, num_tokens * c);
+  grow(proj_, num_tokens * c);
+  grow(fc_, num_tokens * 4 * c);
+  grow(last_, num_seqs * c);
+}
+
+void GptModel::project(const Linear& layer, const StepBatch& b, const float* x, float* y) {
+  if (dtype_ != WeightDtype::kFloat32) return linear_forward(layer, x, b.num_tokens, y);
+  // float32: the decoding rows through the row-independent kernel, each prompt through
+  // OpenBLAS with m = its own length (see aigc/linear.h: both keep a request's numbers
+  // independent of the rest of the batch).
+  int64_t s = 0;
+  while (s < b.num_seqs && !b.is_prompt[s]) ++s;
+  linear_forward(layer, x, b.cu_seqlens[s], y);
+  for (; s < b.num_seqs; ++s) {
+    const int64_t begin = b.cu_seqlens[s], length = b.cu_seqlens[s + 1] - begin;
+    linear_forward_blas(layer, x + begin * layer.k, length, y + begin * layer.n);
+  }
+}
+
+void GptModel::write_cache(const StepBatch& b, KvCache& cache, int64_t layer) {
+  const int64_t c = config_.n_embd, bs = cache.block_size();
+  float* keys = cache.keys(layer);
+  float* values = cache.values(layer);
+  for (int64_t s = 0; s < b.num_seqs; ++s) {
+    for (int64_t t = b.cu_seqlens[s]; t < b.cu_seqlens[s + 1]; ++t) {
+      const int64_t pos = b.positions[t];
+      const int64_t slot = static_cast<int64_t>(b.block_table[s * b.max_blocks + pos / bs]) * bs + pos % bs;
+      std::memcpy(keys + slot * c, qkv_.data() + t * 3 * c + c, c * sizeof(float));
+      std::memcpy(values + slot * c, qkv_.data() + t * 3 * c + 2 * c, c * sizeof(float));
+    }
+  }
+}
+
+void GptModel::attend(const StepBatch& b, KvCache& cache, int64_t layer) {
+  const int64_t c = config_.n_embd, heads = config_.n_head, d = c / heads, bs = cache.block_size();
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const float* keys = cache.keys(layer);
+  const float* values = cache.values(layer);
+  parallel_for(b.num_seqs * heads, [&](int64_t first, int64_t last) {
+    std::vector<float> acc(d);
+    for (int64_t item = first; item < last; ++item) {
+      const int64_t s = item / heads, head = item % heads;
+      const int32_t* table = b.block_table + s * b.max_blocks;
+      for (int64_t t = b.cu_seqlens[s]; t < b.cu_seqlens[s + 1]; ++t) {
+        const float* q = qkv_.data() + t * 3 * c + head * d;
+        float running_max = -INFINITY, denominator = 0.0f;
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        for (int64_t j = 0; j <= b.positions[t]; ++j) {
+          const int64_t slot = static_cast<int64_t>(table[j / bs]) * bs + j % bs;
+          const float* k = keys + slot * c + head * d;
+          const float* v = values + slot * c + head * d;
+          float score = 0.0f;
+          for (int64_t i = 0; i < d; ++i) score += q[i] * k[i];
+          score *= scale;
+          const float new_max = std::fmax(running_max, score);
+          const float correction = std::exp(running_max - new_max), weight = std::exp(score - new_max);
+          denominator = denominator * correction + weight;
+          for (int64_t i = 0; i < d; ++i) acc[i] = acc[i] * correction + weight * v[i];
+          running_max = new_max;
+        }
+        float* out = attn_.data() + t * c + head * d;
+        for (int64_t i = 0; i < d; ++i) out[i] = acc[i] / denominator;
+      }
+    }
+  });
+}
+
+void GptModel::forward(const StepBatch& b, KvCache& cache, float* logits) {
+  check(b, cache);
+  reserve(b.num_tokens, b.num_seqs);
+  const int64_t c = config_.n_embd, t_count = b.num_tokens;
+  for (int64_t t = 0; t < t_count; ++t) {
+    const float* token = wte_.data() + b.tokens[t] * c;
+    const float* position = wpe_.data() + b.positions[t] * c;
+    for (int64_t i = 0; i < c; ++i) h_[t * c + i] = token[i] + position[i];
+  }
+  for (int64_t l = 0; l < config_.n_layer; ++l) {
+    Layer& layer = layers_[l];
+    // h += the previous layer's MLP output (none before layer 0), then LN1.
+    add_layer_norm({h_.data(), l ? proj_.data() : nullptr, layer.ln_1_weight.data(), layer.ln_1_bias.data(),
+                    a_.data(), t_count, c, config_.eps});
+    project(layer.c_attn, b, a_.data(), qkv_.data());
+    write_cache(b, cache, l);
+    attend(b, cache, l);
+    project(layer.attn_proj, b, attn_.data(), proj_.data());
+    add_layer_norm({h_.data(), proj_.data(), layer.ln_2_weight.data(), layer.ln_2_bias.data(), a_.data(), t_count, c,
+                    config_.eps});
+    project(layer.c_fc, b, a_.data(), fc_.data());
+    gelu_tanh(fc_.data(), t_count * 4 * c);
+    project(layer.mlp_proj, b, fc_.data(), proj_.data());
+  }
+  // The last token of each sequence: h + the last MLP output, final LN, the tied head.
+  for (int64_t s = 0; s < b.num_seqs; ++s) {
+    const int64_t t = b.cu_seqlens[s + 1] - 1;
+    for (int64_t i = 0; i < c; ++i) last_[s * c + i] = h_[t * c + i] + proj_[t * c + i];
+  }
+  add_layer_norm({last_.data(), nullptr, ln_f_weight_.data(), ln_f_bias_.data(), last_.data(), b.num_seqs, c,
+                  config_.eps});
+  linear_forward(lm_head_, last_.data(), b.num_seqs, logits);
+}
+
+}  // namespace aigc

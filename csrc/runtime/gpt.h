@@ -1,0 +1,72 @@
+// The native GPT decoder: GPT-2's forward pass (pre-LN blocks, learned positions, tanh
+// GELU, tied LM head) over one packed step — the new tokens of every running sequence,
+// whole prompts (prefill) and single tokens (decode) together — writing their keys and
+// values into the paged KV cache and returning the next-token logits of each sequence.
+// Weights come by GPT-2 name from the exported ONNX file's initializers, converted once
+// to the chosen dtype; buffers grow with the largest step seen, never shrink, so a
+// steady stream of steps allocates nothing.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "aigc/linear.h"
+#include "runtime/kv_cache.h"
+
+namespace aigc {
+
+struct GptConfig {
+  int64_t vocab_size, n_positions, n_embd, n_layer, n_head;
+  float eps;
+};
+
+// One step. Sequences that decode (one token, not a prompt) come first, then whole
+// prompts, each sequence's tokens contiguous.
+struct StepBatch {
+  const int64_t* tokens;        // (num_tokens,)
+  const int64_t* positions;     // (num_tokens,) position of each token in its sequence
+  int64_t num_tokens;
+  const int32_t* cu_seqlens;    // (num_seqs + 1,) token offsets of the sequences
+  const int32_t* context_lens;  // (num_seqs,) tokens in the cache after this step
+  const uint8_t* is_prompt;     // (num_seqs,) 1: the tokens are a whole prompt (positions 0..)
+  const int32_t* block_table;   // (num_seqs, max_blocks)
+  int64_t num_seqs, max_blocks;
+};
+
+// Looks a float32 weight up by GPT-2 name; throws if it is absent or not of `shape`.
+using WeightLookup = std::function<const float*(const std::string& name, const std::vector<int64_t>& shape)>;
+
+class GptModel {
+ public:
+  GptModel(const GptConfig& config, const WeightLookup& weight, WeightDtype dtype);
+
+  const GptConfig& config() const { return config_; }
+  // Validates the batch against the cache, then runs it; logits: (num_seqs, vocab_size).
+  void forward(const StepBatch& batch, KvCache& cache, float* logits);
+  // Bytes of weights as stored.
+  int64_t weight_bytes() const;
+
+ private:
+  struct Layer {
+    std::vector<float> ln_1_weight, ln_1_bias, ln_2_weight, ln_2_bias;
+    Linear c_attn, attn_proj, c_fc, mlp_proj;
+  };
+
+  void check(const StepBatch& batch, const KvCache& cache) const;
+  void project(const Linear& layer, const StepBatch& batch, const float* x, float* y);
+  void write_cache(const StepBatch& batch, KvCache& cache, int64_t layer);
+  void attend(const StepBatch& batch, KvCache& cache, int64_t layer);
+  void reserve(int64_t num_tokens, int64_t num_seqs);
+
+  GptConfig config_;
+  WeightDtype dtype_;
+  std::vector<float> wte_, wpe_, ln_f_weight_, ln_f_bias_;
+  std::vector<Layer> layers_;
+  Linear lm_head_;
+  // Step buffers: h residual stream, a normalised input, qkv, attention output, MLP.
+  std::vector<float> h_, a_, qkv_, attn_, proj_, fc_, last_;
+};
+
+}  // namespace aigc

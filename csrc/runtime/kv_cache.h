@@ -1,0 +1,41 @@
+// The KV cache of the native decoder: one pool of fixed-size blocks, allocated once for a
+// memory budget. A sequence owns a list of blocks (its block table); token t of it lives
+// in block table[t / block_size], slot t % block_size. Per layer, keys and values are
+// each (num_blocks, block_size, n_head, head_dim) float32 — the paged layout the
+// attention kernels read. allocate/release run between steps, never inside one.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace aigc {
+
+class KvCache {
+ public:
+  KvCache(int64_t n_layer, int64_t n_head, int64_t head_dim, int64_t block_size, int64_t num_blocks);
+
+  int64_t block_size() const { return block_size_; }
+  int64_t num_blocks() const { return num_blocks_; }
+  int64_t free_blocks() const { return static_cast<int64_t>(free_.size()); }
+  int64_t n_head() const { return n_head_; }
+  int64_t head_dim() const { return head_dim_; }
+  // Floats in one block of one layer's keys (or values).
+  int64_t block_floats() const { return block_size_ * n_head_ * head_dim_; }
+
+  // `count` free blocks (lowest ids first), or std::runtime_error when fewer are free.
+  std::vector<int32_t> allocate(int64_t count);
+  // Blocks back to the pool; a block that is not in use is an error (a double free).
+  void release(const std::vector<int32_t>& blocks);
+  void check_owned(int32_t block) const;
+
+  float* keys(int64_t layer) { return storage_.data() + (2 * layer) * num_blocks_ * block_floats(); }
+  float* values(int64_t layer) { return storage_.data() + (2 * layer + 1) * num_blocks_ * block_floats(); }
+
+ private:
+  int64_t n_layer_, n_head_, head_dim_, block_size_, num_blocks_;
+  std::vector<float> storage_;
+  std::vector<int32_t> free_;    // a stack: the most recently freed block is reused first
+  std::vector<uint8_t> in_use_;
+};
+
+}  // namespace aigc
