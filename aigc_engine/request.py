@@ -56,6 +56,10 @@ class Request:
         if len(self.generated) >= self.params.max_new_tokens:
             self._finish("length")
 
+    def fail(self, message: str) -> None:
+        self.completion.error = message
+        self.completion.finish_reason = "error"
+
     def take_stream_text(self) -> str:
         """The text produced since the last call that can no longer change."""
         text = self.completion.text

@@ -1,10 +1,14 @@
 """TextGenerator: prompts in, text out, from an exported GPT or LSTM language model.
 
-Each prompt is a request with its own SamplingParams. A call runs its requests as one
-batch (in groups of max_batch_size): one prefill, then one decode step at a time; a
-finished request leaves the batch at once. The next token of every row comes from the
-native sampler (aigc_engine.ops.sample), keyed by (the request's seed, its step), so a
-request's tokens do not depend on what else shares its batch.
+Each prompt is a request with its own SamplingParams. Two backends:
+- "native" (GPT models; the default for them): the C++ decoder with a paged KV cache
+  and continuous batching (scheduler.py) — requests join and leave at every step;
+- "onnxruntime" (GPT and LSTM): the exported graph, one batch per call (in groups of
+  max_batch_size): one prefill, then one decode step at a time, finished requests
+  leaving the batch at once.
+The next token of every row comes from the native sampler (aigc_engine.ops.sample),
+keyed by (the request's seed, its step), so a request's tokens do not depend on what
+else shares its batch.
 """
 
 from __future__ import annotations
@@ -17,21 +21,31 @@ import numpy as np
 from . import ops
 from .artifact import TEXT_FAMILIES, Artifact, read_artifact
 from .errors import AigcError
+from .native import DEFAULT_KV_CACHE_MB, NativeGpt
 from .registry import resolve
 from .request import Request
 from .sampling import Completion, SamplingParams
+from .scheduler import Scheduler
 from .text_backends import GptOnnx, LstmOnnx
 from .tokenizer import TextTokenizer
 
-BACKENDS = ("onnxruntime",)
+BACKENDS = {"gpt": ("native", "onnxruntime"), "lstm": ("onnxruntime",)}
 DEFAULT_MAX_BATCH_SIZE = 32
 
 
 class TextGenerator:
-    def __init__(self, artifact: Artifact, backend: str = "onnxruntime", device: str = "cpu",
-                 num_threads: int | None = None, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE):
-        if backend not in BACKENDS:
-            raise AigcError(f"backend: {artifact.family} models run on {', '.join(BACKENDS)}, got {backend!r}")
+    def __init__(self, artifact: Artifact, backend: str | None = None, device: str = "cpu",
+                 num_threads: int | None = None, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+                 dtype: str = "float32", kv_cache_mb: float = DEFAULT_KV_CACHE_MB):
+        backends = BACKENDS[artifact.family]
+        backend = backends[0] if backend is None else backend
+        if backend not in backends:
+            raise AigcError(f"backend: {artifact.family} models run on {', '.join(backends)}, got {backend!r}")
+        if backend == "onnxruntime" and dtype != "float32":
+            raise AigcError(f"dtype: the onnxruntime backend runs the file's float32 weights, got {dtype!r} "
+                            "(bfloat16 and int8 are the native backend's)")
+        if backend == "native" and device != "cpu":
+            raise AigcError(f"device: the native decoder runs on the CPU, got {device!r}")
         if device not in ops.DEVICES:
             raise AigcError(f"device: expected 'cpu' or 'cuda', got {device!r}")
         if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
@@ -42,13 +56,23 @@ class TextGenerator:
         self.max_batch_size = max_batch_size
         self.tokenizer = TextTokenizer.from_json(artifact.tokenizer_json, str(artifact.path))
         self.eos_token_id = artifact.config["eos_token_id"]
-        self._model = (GptOnnx if artifact.family == "gpt" else LstmOnnx)(artifact, device, num_threads)
+        if backend == "native":
+            self._model = NativeGpt(artifact, dtype, kv_cache_mb)
+            self.scheduler = Scheduler(self._model, self._sample_into, max_batch_size)
+        else:
+            self._model = (GptOnnx if artifact.family == "gpt" else LstmOnnx)(artifact, device, num_threads)
+            self.scheduler = None
 
     @classmethod
-    def load(cls, name_or_path: str, backend: str = "onnxruntime", device: str = "cpu",
-             num_threads: int | None = None, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> "TextGenerator":
-        """An embedded model by name (`aigc models`) or a path to an exported .onnx file."""
-        return cls(read_artifact(resolve(name_or_path), TEXT_FAMILIES), backend, device, num_threads, max_batch_size)
+    def load(cls, name_or_path: str, backend: str | None = None, device: str = "cpu",
+             num_threads: int | None = None, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+             dtype: str = "float32", kv_cache_mb: float = DEFAULT_KV_CACHE_MB) -> "TextGenerator":
+        """An embedded model by name (`aigc models`) or a path to an exported .onnx file.
+        backend: "native" (GPT only, the default for it) or "onnxruntime"; dtype: how the
+        native decoder stores the weights (float32, bfloat16, int8); kv_cache_mb: its KV
+        cache budget (requests wait, or are preempted and recomputed, when it is full)."""
+        return cls(read_artifact(resolve(name_or_path), TEXT_FAMILIES), backend, device, num_threads, max_batch_size,
+                   dtype, kv_cache_mb)
 
     @property
     def family(self) -> str:
@@ -70,10 +94,8 @@ class TextGenerator:
         A prompt that cannot run (empty, too long, not UTF-8...) gets finish_reason 'error'
         and its message; the others run."""
         requests = self._requests(prompts, params)
-        runnable = [r for r in requests if r.completion.error is None]
-        for start in range(0, len(runnable), self.max_batch_size):
-            for _ in self._run(runnable[start:start + self.max_batch_size]):
-                pass
+        for _ in self._run([r for r in requests if r.completion.error is None]):
+            pass
         return [r.completion for r in requests]
 
     def stream(self, prompt: str, params: SamplingParams | None = None) -> Iterator[str]:
@@ -88,6 +110,8 @@ class TextGenerator:
                 piece = request.take_stream_text()
                 if piece:
                     yield piece
+            if request.completion.error is not None:
+                raise AigcError(request.completion.error)
         return pieces()
 
     # Internals ----------------------------------------------------------------------
@@ -152,8 +176,22 @@ class TextGenerator:
                                                                      f"{max(room, 0)} prompt tokens)"))
 
     def _run(self, requests: list[Request]) -> Iterator[None]:
-        """Prefill the batch, then decode until every request has finished; yields after
-        each step so that stream() can hand out text as it comes."""
+        """Runs the requests to the end; yields after each step so that stream() can hand
+        out text as it comes."""
+        if self.scheduler is not None:
+            for request in requests:
+                self.scheduler.add(request)
+            while self.scheduler.busy:
+                self.scheduler.step()
+                yield
+            return
+        for start in range(0, len(requests), self.max_batch_size):
+            yield from self._run_static(requests[start:start + self.max_batch_size])
+
+    def _run_static(self, requests: list[Request]) -> Iterator[None]:
+        """onnxruntime: prefill the batch, then decode until every request has finished."""
+        if not requests:
+            return
         logits, state = self._model.start([r.prompt_ids for r in requests])
         active = requests
         while True:

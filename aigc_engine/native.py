@@ -1,0 +1,54 @@
+"""The native backend of GPT models: the C++ decoder (aigc_engine._C.GptModel) and its
+paged KV cache, loaded from the same ONNX file onnxruntime runs.
+
+The weights are the file's initializers, found by their GPT-2 names; the decoder
+converts them once to the chosen dtype (float32, bfloat16, or int8 weight-only with a
+scale per output channel). The KV cache is one pool of blocks sized by kv_cache_mb.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import numpy_helper
+
+from . import _C
+from .artifact import Artifact
+from .errors import AigcError, ModelFileError
+
+DTYPES = ("float32", "bfloat16", "int8")
+BLOCK_SIZE = 16  # tokens per KV block: small enough to waste little, large enough to stream
+DEFAULT_KV_CACHE_MB = 512
+
+
+class NativeGpt:
+    def __init__(self, artifact: Artifact, dtype: str = "float32", kv_cache_mb: float = DEFAULT_KV_CACHE_MB):
+        if dtype not in DTYPES:
+            raise AigcError(f"dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
+        if isinstance(kv_cache_mb, bool) or not isinstance(kv_cache_mb, (int, float)) or not kv_cache_mb > 0:
+            raise AigcError(f"kv_cache_mb: expected a number > 0, got {kv_cache_mb!r}")
+        config = artifact.config
+        self.config = config
+        self.dtype = dtype
+        self.context = config["n_positions"]
+        self.vocab_size = config["vocab_size"]
+        weights = {t.name: numpy_helper.to_array(t) for t in artifact.model.graph.initializer
+                   if t.name.startswith("transformer.")}
+        weights = {name: np.ascontiguousarray(w, dtype=np.float32) for name, w in weights.items()}
+        try:
+            self.model = _C.GptModel(config, weights, dtype)
+        except ValueError as error:
+            raise ModelFileError(f"{artifact.path}: cannot build the native decoder ({error})") from None
+        head_dim = config["n_embd"] // config["n_head"]
+        block_bytes = 2 * config["n_layer"] * BLOCK_SIZE * config["n_embd"] * 4
+        num_blocks = int(kv_cache_mb * 2**20 // block_bytes)
+        if num_blocks < 1:
+            raise AigcError(f"kv_cache_mb: {kv_cache_mb} MB holds no block of {BLOCK_SIZE} tokens "
+                            f"({block_bytes / 2**20:.2f} MB each for this model)")
+        self.cache = _C.KvCache(config["n_layer"], config["n_head"], head_dim, BLOCK_SIZE, num_blocks)
+
+    @property
+    def block_size(self) -> int:
+        return BLOCK_SIZE
+
+    def blocks_for(self, tokens: int) -> int:
+        return -(-tokens // BLOCK_SIZE)

@@ -1,0 +1,166 @@
+"""Continuous batching for the native decoder.
+
+Every step: running sequences that need room for their next token get a block (when the
+pool is empty the most recently admitted one is preempted: its blocks are freed and it
+waits again, to be recomputed later), waiting requests are admitted in arrival order
+while blocks and the step's token budget last, and one forward pass runs the new tokens
+of all of them — whole prompts and single decode tokens together. Then each sequence
+that is due samples its next token; finished requests leave and free their blocks.
+
+A preempted request is recomputed exactly: its prompt is prefilled again as before, then
+its generated tokens are fed back one per step (decode rows, as they were first
+computed), so its numbers — and so its tokens — do not change.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+
+from .native import NativeGpt
+from .request import Request
+
+DEFAULT_MAX_STEP_TOKENS = 4096
+
+
+class Sequence:
+    """A request's place in the KV cache."""
+
+    def __init__(self, request: Request):
+        self.request = request
+        self.blocks: list[int] = []
+        self.cached = 0  # tokens whose keys and values are in the cache
+
+    @property
+    def tokens(self) -> list[int]:
+        return self.request.prompt_ids + self.request.generated
+
+    @property
+    def due(self) -> bool:
+        """All known tokens are cached: the next step samples a new one."""
+        return self.cached == len(self.request.prompt_ids) + len(self.request.generated)
+
+
+class Scheduler:
+    def __init__(self, backend: NativeGpt, sample: Callable[[np.ndarray, list[Request]], None],
+                 max_batch_size: int, max_step_tokens: int = DEFAULT_MAX_STEP_TOKENS):
+        self.backend = backend
+        self._sample = sample
+        self.max_batch_size = max_batch_size
+        self.max_step_tokens = max_step_tokens
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self.preemptions = 0
+
+    def add(self, request: Request) -> None:
+        """Queue a request; one that could not fit even alone in the cache fails at once."""
+        tokens = len(request.prompt_ids) + request.params.max_new_tokens
+        needed = self.backend.blocks_for(tokens)
+        if needed > self.backend.cache.num_blocks:
+            request.fail(f"prompt: {len(request.prompt_ids)} tokens + max_new_tokens {request.params.max_new_tokens} "
+                         f"need {needed} KV-cache blocks, the cache holds {self.backend.cache.num_blocks} "
+                         f"(raise kv_cache_mb)")
+            return
+        self.waiting.append(Sequence(request))
+
+    def cancel(self, request: Request) -> None:
+        """Remove a request wherever it is and free its blocks at once."""
+        for queue in (self.running, self.waiting):
+            for seq in list(queue):
+                if seq.request is request:
+                    queue.remove(seq)
+                    self._free(seq)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def step(self) -> None:
+        """One forward pass over everything that can run now."""
+        self._make_room()
+        prompts = self._admit()
+        decoding = [seq for seq in self.running if seq not in prompts]
+        batch = decoding + prompts
+        if not batch:
+            return
+        logits = self._forward(decoding, prompts)
+        due = [i for i, seq in enumerate(batch) if seq.due]
+        if due:
+            self._sample(np.ascontiguousarray(logits[due]), [batch[i].request for i in due])
+        for seq in batch:
+            if seq.request.finished:
+                self.running.remove(seq)
+                self._free(seq)
+
+    # Internals ----------------------------------------------------------------------
+
+    def _make_room(self) -> None:
+        """Each running sequence gets the block its next token needs, preempting the
+        latest arrivals while the pool is empty."""
+        for seq in list(self.running):
+            if seq not in self.running:
+                continue  # preempted below, for an earlier sequence
+            while self.backend.blocks_for(seq.cached + 1) > len(seq.blocks):
+                if self.backend.cache.free_blocks == 0:
+                    victim = self.running[-1]
+                    self._preempt(victim)
+                    if victim is seq:
+                        break
+                    continue
+                seq.blocks += self.backend.cache.allocate(1)
+
+    def _preempt(self, seq: Sequence) -> None:
+        self.running.remove(seq)
+        self._free(seq)
+        seq.cached = 0
+        self.waiting.appendleft(seq)
+        self.preemptions += 1
+
+    def _admit(self) -> list[Sequence]:
+        admitted: list[Sequence] = []
+        budget = self.max_step_tokens - len(self.running)
+        while self.waiting and len(self.running) < self.max_batch_size:
+            seq = self.waiting[0]
+            prompt = len(seq.request.prompt_ids)
+            needed = self.backend.blocks_for(prompt + 1)
+            if needed > self.backend.cache.free_blocks or (prompt > budget and admitted):
+                break
+            self.waiting.popleft()
+            seq.blocks = self.backend.cache.allocate(needed)
+            self.running.append(seq)
+            admitted.append(seq)
+            budget -= prompt
+        return admitted
+
+    def _forward(self, decoding: list[Sequence], prompts: list[Sequence]) -> np.ndarray:
+        tokens, positions, lengths, contexts = [], [], [], []
+        for seq in decoding:  # the next known token (a replayed one after preemption, or the last sampled)
+            tokens.append(seq.tokens[seq.cached])
+            positions.append(seq.cached)
+            lengths.append(1)
+            contexts.append(seq.cached + 1)
+        for seq in prompts:
+            prompt = seq.request.prompt_ids
+            tokens += prompt
+            positions += range(len(prompt))
+            lengths.append(len(prompt))
+            contexts.append(len(prompt))
+        batch = decoding + prompts
+        table = np.zeros((len(batch), max(len(seq.blocks) for seq in batch)), np.int32)
+        for row, seq in enumerate(batch):
+            table[row, :len(seq.blocks)] = seq.blocks
+        logits = np.empty((len(batch), self.backend.vocab_size), np.float32)
+        self.backend.model.forward(
+            np.array(tokens, np.int64), np.array(positions, np.int64),
+            np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32), np.array(contexts, np.int32),
+            np.array([0] * len(decoding) + [1] * len(prompts), np.uint8), table, self.backend.cache, logits)
+        for seq, count in zip(batch, lengths):
+            seq.cached += count
+        return logits
+
+    def _free(self, seq: Sequence) -> None:
+        if seq.blocks:
+            self.backend.cache.release(seq.blocks)
+            seq.blocks = []
