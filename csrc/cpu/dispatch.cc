@@ -4,6 +4,7 @@
 
 #include "aigc/isa.h"
 #include "aigc/latent.h"
+#include "aigc/sampling.h"
 #include "runtime/thread_pool.h"
 
 namespace aigc {
@@ -19,6 +20,11 @@ int64_t images_to_uint8_cpu(const ToUint8Params& p) {
     nonfinite += AIGC_ISA_CALL(isa, images_to_uint8, p, first, last);
   });
   return nonfinite;
+}
+
+void sample_cpu(const SampleParams& p) {
+  const Isa isa = active_isa();
+  parallel_for(p.batch, [&](int64_t first, int64_t last) { AIGC_ISA_CALL(isa, sample_rows, p, first, last); });
 }
 
 }  // namespace aigc
