@@ -8,6 +8,7 @@ raises ValueError naming the argument). The GIL is released inside every kernel.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -89,3 +90,75 @@ def images_to_uint8(images: np.ndarray, *, device: str = "cpu", out: np.ndarray 
 def cuda_available() -> bool:
     """True when this build has CUDA kernels and a CUDA device is visible."""
     return bool(_C.cuda_compiled) and _C.cuda_device_count() > 0
+
+
+class SampleResult(NamedTuple):
+    """What ops.sample returns, one entry per row."""
+
+    tokens: np.ndarray        # int64 (batch,)
+    logprobs: np.ndarray      # float32 (batch,) raw log-softmax at the chosen token
+    top_ids: np.ndarray       # int64 (batch, n) the n most likely tokens, descending
+    top_logprobs: np.ndarray  # float32 (batch, n) their raw log-probabilities
+
+
+def _per_row(value, batch: int, dtype) -> np.ndarray:
+    """A Python number broadcast to every row; arrays pass through to the extension's checks."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return np.full(batch, value, dtype=dtype)
+    return value
+
+
+def sample(logits: np.ndarray, *, seeds: np.ndarray, steps: np.ndarray, temperature: np.ndarray,
+           top_k: np.ndarray, top_p: np.ndarray, min_p: np.ndarray, repetition_penalty: np.ndarray,
+           presence_penalty: np.ndarray, frequency_penalty: np.ndarray,
+           history: np.ndarray | None = None, history_offsets: np.ndarray | None = None,
+           prompt_lens: np.ndarray | None = None,
+           logit_bias: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+           num_logprobs: int = 0) -> SampleResult:
+    """The next token of every row of ``logits``, float32 (batch, vocab) C-contiguous (not modified).
+
+    Per-row parameters, each an array of length batch (a Python number is broadcast):
+
+    - ``seeds``, ``steps`` uint64: the row's draw is one uniform from Philox4x64-10 keyed
+      (seed, sampler stream) at counter (step, 0, 0, 0): a row's token depends only on its
+      own logits, parameters, seed and step, never on the rest of the batch;
+    - ``temperature`` float32 >= 0, 0 = greedy (argmax after bias and penalties, ties to the
+      lowest id); ``top_k`` int32 >= 0, 0 = off (> vocab means vocab); ``top_p`` float32 in
+      (0, 1], 1 = off (computed over the top_k survivors); ``min_p`` float32 in [0, 1], 0 = off;
+    - ``repetition_penalty`` float32 > 0, 1 = off (HF: logit < 0 -> logit * p, else logit / p,
+      over every distinct history token); ``presence_penalty`` / ``frequency_penalty`` float32,
+      0 = off (OpenAI: logit -= frequency * count + presence, over generated tokens only).
+
+    ``history`` int64 (total,): each row's prompt then generated tokens, rows concatenated,
+    ``history_offsets`` int64 (batch + 1,) CSR offsets into it, ``prompt_lens`` int64 (batch,)
+    how many of a row's history tokens are prompt (None: none are, all count as generated).
+    ``logit_bias``: (ids int64 (m,), values float32 (m,), offsets int64 (batch + 1,)), added
+    before the penalties; -inf bans a token.
+
+    Order: bias -> penalties -> greedy, or p = exp((logit - max) / temperature) -> top_k ->
+    top_p (the smallest most-probable set with mass >= top_p) -> min_p (drop p < min_p * max p)
+    -> inverse CDF of the kept mass, tokens by descending probability (ties: lower id first).
+    ``logprobs`` is the log-softmax of the raw logits (before bias, penalties and temperature)
+    at the chosen token; ``top_ids`` / ``top_logprobs`` the ``num_logprobs`` (0..20) largest.
+    NaN or +inf logits, or a row of all -inf, raise ValueError naming the row.
+    """
+    batch = logits.shape[0] if getattr(logits, "ndim", 0) == 2 else 0
+    if isinstance(num_logprobs, bool) or not isinstance(num_logprobs, (int, np.integer)):
+        raise AigcError(f"num_logprobs: expected an integer 0..{_C.max_logprobs}, got {num_logprobs!r}")
+    n = int(num_logprobs)
+    bias_ids, bias_values, bias_offsets = None, None, None
+    if logit_bias is not None:
+        if not isinstance(logit_bias, tuple) or len(logit_bias) != 3:
+            raise AigcError("logit_bias: expected (ids int64 (m,), values float32 (m,), offsets int64 (batch + 1,))")
+        bias_ids, bias_values, bias_offsets = logit_bias
+    tokens = np.empty(batch, np.int64)
+    logprobs = np.empty(batch, np.float32)
+    top_ids = np.empty((batch, max(n, 0)), np.int64)
+    top_logprobs = np.empty((batch, max(n, 0)), np.float32)
+    _C.sample(logits, _per_row(seeds, batch, np.uint64), _per_row(steps, batch, np.uint64),
+              _per_row(temperature, batch, np.float32), _per_row(top_k, batch, np.int32),
+              _per_row(top_p, batch, np.float32), _per_row(min_p, batch, np.float32),
+              _per_row(repetition_penalty, batch, np.float32), _per_row(presence_penalty, batch, np.float32),
+              _per_row(frequency_penalty, batch, np.float32), history, history_offsets, prompt_lens,
+              bias_ids, bias_values, bias_offsets, n, tokens, logprobs, top_ids, top_logprobs)
+    return SampleResult(tokens, logprobs, top_ids, top_logprobs)

@@ -56,3 +56,78 @@ def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     omega = math.acos(cosine)
     rows = [(math.sin((1 - s) * omega) * a64 + math.sin(s * omega) * b64) / math.sin(omega) for s in t]
     return np.array(rows, dtype=np.float32)
+
+
+# --- the sampler (csrc/cpu/sampling.cc) -------------------------------------------------
+
+SAMPLER_STREAM = 0x53414D504C45  # "SAMPLE", kSamplerStream in csrc/aigc/sampling.h
+
+
+def sampler_uniform(seed: int, step: int) -> float:
+    """The row's one uniform: word 0 of Philox at counter (step, 0, 0, 0), key (seed, SAMPLE)."""
+    return _uniform(philox_block((step, 0, 0, 0), (seed, SAMPLER_STREAM))[0])
+
+
+def penalised_logits(row: np.ndarray, *, history=(), prompt_len: int = 0, repetition_penalty=1.0,
+                     presence_penalty=0.0, frequency_penalty=0.0, bias=()) -> np.ndarray:
+    """One row after logit bias, then repetition, frequency and presence penalties (float32 steps)."""
+    x = row.astype(np.float32).copy()
+    for token, value in bias:
+        x[token] = x[token] + np.float32(value)
+    history = [int(t) for t in history]
+    generated = history[prompt_len:]
+    rep = np.float32(repetition_penalty)
+    for token in sorted(set(history)):
+        v = x[token]
+        if rep != 1:
+            v = v * rep if v < 0 else v / rep
+        count = generated.count(token)
+        if count:
+            v = v - np.float32(frequency_penalty) * np.float32(count)
+            v = v - np.float32(presence_penalty)
+        x[token] = v
+    return x
+
+
+def kept_distribution(logits: np.ndarray, temperature: float, top_k: int, top_p: float, min_p: float):
+    """Tokens kept by top_k -> top_p -> min_p in the sampling order, their probabilities
+    (float64, renormalised), and the smallest relative gap between a filter's quantity and
+    its cut (a case closer than float32 rounding to a cut is ambiguous)."""
+    e = logits.astype(np.float32)
+    finite = np.flatnonzero(e > -np.inf)
+    order = finite[np.lexsort((finite, -e[finite]))]  # descending logit, ties to the lower id
+    if 0 < top_k < len(e):
+        order = order[:top_k]
+    s = (e[order] - e[order].max()) / np.float32(temperature)  # float32, as the kernel
+    p = np.exp(s.astype(np.float64))
+    gap = np.inf
+    keep = len(order)
+    if top_p < 1:
+        cumulative = np.cumsum(p)
+        target = float(np.float32(top_p)) * cumulative[-1]
+        keep = min(int(np.flatnonzero(cumulative >= target)[0]) + 1, len(order))
+        gap = np.min(np.abs(cumulative - target)) / cumulative[-1]
+    if min_p > 0:
+        keep = min(keep, int(np.count_nonzero(p >= np.float32(min_p))))
+        gap = min(gap, np.min(np.abs(p - float(np.float32(min_p)))))
+    return order[:keep], p[:keep] / p[:keep].sum(), gap
+
+
+def sample_token(logits: np.ndarray, seed: int, step: int, temperature: float, top_k: int = 0,
+                 top_p: float = 1.0, min_p: float = 0.0):
+    """The token the sampler must pick from already penalised logits, and the relative
+    gap to the nearest decision boundary (filters and the draw)."""
+    if temperature == 0:
+        return int(np.argmax(logits)), np.inf
+    ids, probs, gap = kept_distribution(logits, temperature, top_k, top_p, min_p)
+    target = sampler_uniform(seed, step)
+    cumulative = np.cumsum(probs)
+    index = min(int(np.flatnonzero(cumulative > target)[0]) if cumulative[-1] > target else len(ids) - 1,
+                len(ids) - 1)
+    return int(ids[index]), min(gap, np.min(np.abs(cumulative - target)))
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float64)
+    m = x.max(axis=-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))

@@ -5,6 +5,7 @@
 #include "aigc/isa.h"
 #include "aigc/latent.h"
 #include "aigc/norm.h"
+#include "aigc/sampling.h"
 #include "runtime/thread_pool.h"
 
 namespace aigc {
@@ -32,6 +33,11 @@ void add_layer_norm(const LayerNormParams& p) {
 void gelu_tanh(float* x, int64_t n) {
   const Isa isa = active_isa();
   parallel_for(n, [&](int64_t first, int64_t last) { AIGC_ISA_CALL(isa, gelu_tanh_range, x, first, last); }, 16384);
+}
+
+void sample_cpu(const SampleParams& p) {
+  const Isa isa = active_isa();
+  parallel_for(p.batch, [&](int64_t first, int64_t last) { AIGC_ISA_CALL(isa, sample_rows, p, first, last); });
 }
 
 }  // namespace aigc

@@ -12,6 +12,8 @@
 #include "runtime/thread_pool.h"
 
 namespace py = pybind11;
+
+void bind_sampling(py::module_& m);  // python/sampling.cc
 using aigc::python::checked_data;
 
 namespace aigc::python {
@@ -114,4 +116,5 @@ PYBIND11_MODULE(_C, m) {
         py::arg("truncation"), py::arg("device") = "cpu");
   m.def("slerp", &slerp, py::arg("a"), py::arg("b"), py::arg("t"), py::arg("out"));
   m.def("images_to_uint8", &images_to_uint8, py::arg("images"), py::arg("out"), py::arg("device") = "cpu");
+  bind_sampling(m);
 }

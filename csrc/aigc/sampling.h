@@ -1,0 +1,53 @@
+// The batched sampler: one call picks the next token of every row of a (batch, vocab)
+// logits array, each row with its own parameters. Per row, in this order: logit bias ->
+// repetition (HF rule, all history tokens) / presence / frequency (OpenAI rule, generated
+// tokens only) penalties -> greedy when temperature == 0, else p = exp((l - max) / T) ->
+// top_k -> top_p -> min_p -> one uniform draw, inverse CDF over the kept tokens ordered by
+// descending probability (ties: lower id first). The uniform is Philox4x64-10 keyed
+// (seed, kSamplerStream) at counter (step, 0, 0, 0): a row's token depends only on that
+// row. logprobs are the log-softmax of the raw logits (before bias, penalties, temperature).
+#pragma once
+
+#include <cstdint>
+
+#include "aigc/isa.h"
+
+namespace aigc {
+
+constexpr uint64_t kSamplerStream = 0x53414d504c45ull;  // "SAMPLE"; see kLatentStream in rng.h
+constexpr int kMaxLogprobs = 20;
+
+struct SampleParams {
+  const float* logits;  // (batch, vocab), finite or -inf
+  int64_t batch;
+  int64_t vocab;
+  const uint64_t* seeds;               // (batch,)
+  const uint64_t* steps;               // (batch,)
+  const float* temperature;            // (batch,) >= 0, 0 = greedy
+  const int32_t* top_k;                // (batch,) >= 0, 0 or >= vocab = off
+  const float* top_p;                  // (batch,) in (0, 1], 1 = off
+  const float* min_p;                  // (batch,) in [0, 1], 0 = off
+  const float* repetition_penalty;     // (batch,) > 0, 1 = off
+  const float* presence_penalty;       // (batch,) 0 = off
+  const float* frequency_penalty;      // (batch,) 0 = off
+  const int64_t* history;              // (total,) ids in [0, vocab); null = no history
+  const int64_t* history_offsets;      // (batch + 1,) CSR, 0 .. total
+  const int64_t* prompt_lens;          // (batch,) prompt tokens at the start of each row's history
+  const int64_t* bias_ids;             // (m,) ids in [0, vocab); null = no bias
+  const float* bias_values;            // (m,) finite or -inf (a ban)
+  const int64_t* bias_offsets;         // (batch + 1,) CSR, 0 .. m
+  int num_logprobs;                    // 0 .. kMaxLogprobs, <= vocab
+  int64_t* tokens;                     // (batch,) out
+  float* logprobs;                     // (batch,) out
+  int64_t* top_ids;                    // (batch, num_logprobs) out
+  float* top_logprobs;                 // (batch, num_logprobs) out
+};
+
+// Threads over rows (cpu/dispatch.cc). Throws std::invalid_argument naming the row for
+// NaN or +inf logits, a row of all -inf, or a row whose every token a bias of -inf bans.
+void sample_cpu(const SampleParams& p);
+
+}  // namespace aigc
+
+// Rows [first, last) of sample_cpu, one version per ISA (cpu/sampling.cc).
+AIGC_ISA_DECLARE(void, sample_rows, (const SampleParams& p, int64_t first, int64_t last))

@@ -1,0 +1,19 @@
+// Thin float32 vector wrappers for the kernels compiled once per ISA (aigc/isa.h): the
+// flags of the build pick the implementation — 16 lanes of AVX-512, 8 of AVX2, or 8
+// plain floats in loops that the portable build's auto-vectoriser turns into SSE2.
+// Every version has the same API (namespace simd inside the ISA namespace, so no
+// inline function built with AVX-512 flags can leak into the generic build):
+//   F; kWidth; load, load_partial, store, set1, add, sub, mul, div, max, fmadd,
+//   reduce_max, reduce_add, mask_gt, mask_ge, mask_eq, mask_nan (lane bitmasks), exp.
+// exp follows Cephes' expf (range reduction by ln 2 in two parts, degree-6 polynomial,
+// ≤ 2 ulp on [-87, 88]; larger inputs are clamped to 88); inputs below -87 (results under 2^-126) give exactly 0, so a
+// banned token (-inf) never gets a probability.
+#pragma once
+
+#if defined(__AVX512F__)
+#include "cpu/simd/vec_avx512.h"
+#elif defined(__AVX2__)
+#include "cpu/simd/vec_avx2.h"
+#else
+#include "cpu/simd/vec_generic.h"
+#endif

@@ -1,0 +1,81 @@
+// Portable version of the wrappers in vec.h: 8 floats in plain loops, which the compiler
+// vectorises with whatever the baseline target has (SSE2 on x86-64). No fused
+// multiply-add (the build has -ffp-contract=off): fmadd rounds twice here.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+namespace aigc {
+namespace AIGC_ISA_NAMESPACE {
+namespace simd {
+
+constexpr int kWidth = 8;
+struct F {
+  float v[kWidth];
+};
+
+#define AIGC_LANES(EXPR)                        \
+  F r;                                          \
+  for (int i = 0; i < kWidth; ++i) r.v[i] = EXPR; \
+  return r
+
+inline F load(const float* p) { AIGC_LANES(p[i]); }
+inline F load_partial(const float* p, int n, float fill) { AIGC_LANES(i < n ? p[i] : fill); }
+inline void store(float* p, F a) { std::memcpy(p, a.v, sizeof a.v); }
+inline F set1(float x) { AIGC_LANES(x); }
+inline F add(F a, F b) { AIGC_LANES(a.v[i] + b.v[i]); }
+inline F sub(F a, F b) { AIGC_LANES(a.v[i] - b.v[i]); }
+inline F mul(F a, F b) { AIGC_LANES(a.v[i] * b.v[i]); }
+inline F div(F a, F b) { AIGC_LANES(a.v[i] / b.v[i]); }
+inline F max(F a, F b) { AIGC_LANES(a.v[i] > b.v[i] ? a.v[i] : b.v[i]); }
+inline F fmadd(F a, F b, F c) { AIGC_LANES(a.v[i] * b.v[i] + c.v[i]); }
+
+inline float reduce_max(F a) {
+  float m = a.v[0];
+  for (int i = 1; i < kWidth; ++i) m = a.v[i] > m ? a.v[i] : m;
+  return m;
+}
+inline float reduce_add(F a) {
+  float s = 0.0f;
+  for (int i = 0; i < kWidth; ++i) s += a.v[i];
+  return s;
+}
+
+#define AIGC_MASK(COND)                                     \
+  unsigned m = 0;                                           \
+  for (int i = 0; i < kWidth; ++i) m |= unsigned(COND) << i; \
+  return m
+
+inline unsigned mask_gt(F a, F b) { AIGC_MASK(a.v[i] > b.v[i]); }
+inline unsigned mask_ge(F a, F b) { AIGC_MASK(a.v[i] >= b.v[i]); }
+inline unsigned mask_eq(F a, F b) { AIGC_MASK(a.v[i] == b.v[i]); }
+inline unsigned mask_nan(F a) { AIGC_MASK(a.v[i] != a.v[i]); }
+
+inline float exp_lane(float x) {
+  if (!(x >= -87.0f)) return 0.0f;
+  x = x < 88.0f ? x : 88.0f;
+  // Round to nearest with the 1.5 * 2^23 trick (no SSE4.1 round in the baseline).
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  x = x - n * 0.693359375f;
+  x = x - n * -2.12194440e-4f;
+  float y = 1.9875691500e-4f;
+  y = y * x + 1.3981999507e-3f;
+  y = y * x + 8.3334519073e-3f;
+  y = y * x + 4.1665795894e-2f;
+  y = y * x + 1.6666665459e-1f;
+  y = y * x + 5.0000001201e-1f;
+  y = y * (x * x) + (x + 1.0f);
+  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return y * scale;
+}
+inline F exp(F a) { AIGC_LANES(exp_lane(a.v[i])); }
+
+#undef AIGC_LANES
+#undef AIGC_MASK
+
+}  // namespace simd
+}  // namespace AIGC_ISA_NAMESPACE
+}  // namespace aigc

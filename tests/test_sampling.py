@@ -1,0 +1,285 @@
+"""The batched sampler against the numpy reference (tests/reference.py), under every ISA build.
+
+The reference predicts the exact token of every (seed, step) — it draws the same uniform
+from numpy's own Philox — so exact token equality checks the kept sets of top_k / top_p /
+min_p and the penalties, except where a float32 rounding could flip a decision: such
+cases (a cumulative mass or a probability within 1e-5 of its cut) are skipped, and
+counted so that a test cannot pass by skipping everything.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+import isa
+import reference
+from aigc_engine import ops
+
+F32 = np.finfo(np.float32).eps
+AMBIGUOUS = 1e-5
+
+
+def params(batch, **overrides):
+    p = dict(seeds=np.arange(batch, dtype=np.uint64), steps=np.zeros(batch, np.uint64),
+             temperature=np.ones(batch, np.float32), top_k=np.zeros(batch, np.int32),
+             top_p=np.ones(batch, np.float32), min_p=np.zeros(batch, np.float32),
+             repetition_penalty=np.ones(batch, np.float32), presence_penalty=np.zeros(batch, np.float32),
+             frequency_penalty=np.zeros(batch, np.float32))
+    for key, value in overrides.items():
+        p[key] = np.full(batch, value, dtype=p[key].dtype) if np.isscalar(value) else value
+    return p
+
+
+def random_logits(rng, batch, vocab, scale=3.0):
+    return (rng.standard_normal((batch, vocab)) * scale).astype(np.float32)
+
+
+def logprob_tolerance(logits, values):
+    # The kernel computes x - (max + log(sum)), the sum in float32 blocks of 64 terms per lane
+    # (relative error <= 64 eps + 2 eps for exp), then one float32 rounding of the result.
+    return 70 * F32 + 4 * F32 * (np.abs(values) + np.abs(logits).max(axis=-1, keepdims=True))
+
+
+@settings(max_examples=25, deadline=None)
+@given(vocab=st.sampled_from([1, 2, 7, 33, 101, 1000]), batch=st.integers(1, 6), seed=st.integers(0, 2**32 - 1),
+       temperature=st.sampled_from([0.3, 0.8, 1.0, 2.5]), top_k=st.sampled_from([0, 1, 3, 10, 50, 2000]),
+       top_p=st.sampled_from([1.0, 0.95, 0.7, 0.3]), min_p=st.sampled_from([0.0, 0.05, 0.3]))
+def test_tokens_match_reference_filters(vocab, batch, seed, temperature, top_k, top_p, min_p):
+    rng = np.random.default_rng(seed)
+    logits = random_logits(rng, batch, vocab)
+    steps = rng.integers(0, 2**63, batch, dtype=np.uint64)
+    seeds = rng.integers(0, 2**64 - 1, batch, dtype=np.uint64)
+    kwargs = params(batch, seeds=seeds, steps=steps, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+    for name in isa.SUPPORTED:
+        with isa.forced(name):
+            result = ops.sample(logits, **kwargs)
+        for r in range(batch):
+            token, gap = reference.sample_token(logits[r], int(seeds[r]), int(steps[r]), temperature, top_k,
+                                                top_p, min_p)
+            if gap > AMBIGUOUS:
+                assert result.tokens[r] == token, (name, r)
+
+
+def test_exact_tokens_over_many_seeds_and_every_filter():
+    """Hundreds of draws per configuration: a kept set one token too large or small shifts
+    the inverse CDF and shows up as a different token for some seed."""
+    rng = np.random.default_rng(1)
+    vocab, batch = 257, 400
+    row = random_logits(rng, 1, vocab, 2.0)
+    logits = np.repeat(row, batch, axis=0)
+    checked = 0
+    for temperature, top_k, top_p, min_p in [(0.8, 50, 0.9, 0.0), (1.0, 0, 0.9, 0.0), (1.3, 0, 1.0, 0.02),
+                                             (0.7, 20, 1.0, 0.1), (1.0, 0, 1.0, 0.0), (2.0, 100, 0.5, 0.01)]:
+        kwargs = params(batch, steps=np.arange(batch, dtype=np.uint64), seeds=np.full(batch, 7, np.uint64),
+                        temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+        for name in isa.SUPPORTED:
+            with isa.forced(name):
+                tokens = ops.sample(logits, **kwargs).tokens
+            for r in range(batch):
+                token, gap = reference.sample_token(row[0], 7, r, temperature, top_k, top_p, min_p)
+                if gap > AMBIGUOUS:
+                    assert tokens[r] == token, (name, temperature, top_k, top_p, min_p, r)
+                    checked += 1
+    assert checked > 0.95 * 6 * batch * len(isa.SUPPORTED)
+
+
+def test_large_vocab_matches_reference():
+    rng = np.random.default_rng(2)
+    batch, vocab = 6, 50257
+    logits = random_logits(rng, batch, vocab)
+    kwargs = params(batch, seeds=rng.integers(0, 2**63, batch, dtype=np.uint64), temperature=0.8,
+                    top_k=np.array([50, 0, 0, 1000, 0, 40], np.int32),
+                    top_p=np.array([0.9, 0.9, 1.0, 0.95, 1.0, 1.0], np.float32),
+                    min_p=np.array([0, 0, 0, 0, 0.05, 0], np.float32))
+    for name in isa.SUPPORTED:
+        with isa.forced(name):
+            result = ops.sample(logits, **kwargs, num_logprobs=20)
+        for r in range(batch):
+            token, gap = reference.sample_token(logits[r], int(kwargs["seeds"][r]), 0, 0.8, int(kwargs["top_k"][r]),
+                                                float(kwargs["top_p"][r]), float(kwargs["min_p"][r]))
+            if gap > AMBIGUOUS:
+                assert result.tokens[r] == token, (name, r)
+        expected = reference.log_softmax(logits)
+        top = np.argsort(-logits, axis=1, kind="stable")[:, :20]
+        np.testing.assert_array_equal(result.top_ids, top)
+        np.testing.assert_allclose(result.top_logprobs, np.take_along_axis(expected, top, 1),
+                                   rtol=0, atol=logprob_tolerance(logits, expected).max())
+
+
+@settings(max_examples=25, deadline=None)
+@given(vocab=st.sampled_from([1, 3, 50, 999]), batch=st.integers(1, 5), seed=st.integers(0, 2**32 - 1),
+       repetition=st.sampled_from([1.0, 1.3, 0.7]), presence=st.sampled_from([0.0, 0.5, -1.0]),
+       frequency=st.sampled_from([0.0, 0.25, 2.0]), with_bias=st.booleans())
+def test_greedy_is_argmax_after_bias_and_penalties(vocab, batch, seed, repetition, presence, frequency, with_bias):
+    rng = np.random.default_rng(seed)
+    logits = random_logits(rng, batch, vocab)
+    # Histories favour the top tokens, so the penalties change the argmax.
+    lengths = rng.integers(0, 12, batch)
+    rows = [np.concatenate([np.argsort(-logits[r])[:3], rng.integers(0, vocab, n)])[: n + 3] for r, n in
+            enumerate(lengths)]
+    history = np.concatenate(rows).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum([len(h) for h in rows])]).astype(np.int64)
+    prompt_lens = np.array([rng.integers(0, len(h) + 1) for h in rows], np.int64)
+    bias_rows = [[(int(rng.integers(0, vocab)), float(rng.choice([-np.inf, -2.0, 3.0, 0.5])))
+                  for _ in range(rng.integers(0, 4))] if with_bias else [] for _ in range(batch)]
+    if with_bias:
+        ids = np.array([t for b in bias_rows for t, _ in b], np.int64)
+        values = np.array([v for b in bias_rows for _, v in b], np.float32)
+        bias = (ids, values, np.concatenate([[0], np.cumsum([len(b) for b in bias_rows])]).astype(np.int64))
+    else:
+        bias = None
+    kwargs = params(batch, temperature=0.0, repetition_penalty=repetition, presence_penalty=presence,
+                    frequency_penalty=frequency)
+    expected_logits = [reference.penalised_logits(logits[r], history=rows[r], prompt_len=int(prompt_lens[r]),
+                                                  repetition_penalty=repetition, presence_penalty=presence,
+                                                  frequency_penalty=frequency, bias=bias_rows[r])
+                       for r in range(batch)]
+    if any(np.all(x == -np.inf) for x in expected_logits):
+        with pytest.raises(ValueError, match="every token at -inf"):
+            ops.sample(logits, **kwargs, history=history, history_offsets=offsets, prompt_lens=prompt_lens,
+                       logit_bias=bias)
+        return
+    for name in isa.SUPPORTED:
+        with isa.forced(name):
+            result = ops.sample(logits, **kwargs, history=history, history_offsets=offsets,
+                                prompt_lens=prompt_lens, logit_bias=bias)
+        np.testing.assert_array_equal(result.tokens, [int(np.argmax(x)) for x in expected_logits], err_msg=name)
+        # logprobs stay those of the raw logits.
+        expected = reference.log_softmax(logits)
+        chosen = np.take_along_axis(expected, result.tokens[:, None], 1)[:, 0]
+        np.testing.assert_allclose(result.logprobs, chosen, rtol=0,
+                                   atol=logprob_tolerance(logits, expected).max(), err_msg=name)
+
+
+def test_penalties_change_the_sampled_distribution_as_the_reference():
+    """Penalties with temperature > 0: exact tokens against the reference on penalised logits."""
+    rng = np.random.default_rng(3)
+    vocab, batch = 40, 300
+    row = random_logits(rng, 1, vocab)[0]
+    history = np.array([int(np.argmax(row)), 5, 5, 7, 11, 5, 7], np.int64)
+    expected_logits = reference.penalised_logits(row, history=history, prompt_len=2, repetition_penalty=1.2,
+                                                 presence_penalty=0.4, frequency_penalty=0.3, bias=[(3, 2.0)])
+    kwargs = params(batch, steps=np.arange(batch, dtype=np.uint64), seeds=np.full(batch, 7, np.uint64),
+                    temperature=0.9, top_k=15, top_p=0.95, repetition_penalty=1.2, presence_penalty=0.4, frequency_penalty=0.3)
+    offsets = np.arange(batch + 1, dtype=np.int64) * len(history)
+    for name in isa.SUPPORTED:
+        with isa.forced(name):
+            tokens = ops.sample(np.repeat(row[None], batch, 0), **kwargs, history=np.tile(history, batch),
+                                history_offsets=offsets, prompt_lens=np.full(batch, 2, np.int64),
+                                logit_bias=(np.full(batch, 3, np.int64), np.full(batch, 2.0, np.float32),
+                                            np.arange(batch + 1, dtype=np.int64))).tokens
+        for r in range(batch):
+            token, gap = reference.sample_token(expected_logits, 7, r, 0.9, 15, 0.95)
+            if gap > AMBIGUOUS:
+                assert tokens[r] == token, (name, r)
+
+
+@pytest.mark.parametrize("top_k, top_p, min_p", [(8, 1.0, 0.0), (0, 0.9, 0.0), (0, 1.0, 0.1), (12, 0.8, 0.02)])
+def test_empirical_distribution_matches_filtered_softmax(top_k, top_p, min_p):
+    rng = np.random.default_rng(4)
+    vocab, draws = 30, 20000
+    row = random_logits(rng, 1, vocab, 1.5)[0]
+    ids, probs, _ = reference.kept_distribution(row, 0.9, top_k, top_p, min_p)
+    kwargs = params(draws, steps=np.arange(draws, dtype=np.uint64), seeds=np.full(draws, 123, np.uint64),
+                    temperature=0.9, top_k=top_k, top_p=top_p, min_p=min_p)
+    for name in isa.SUPPORTED:
+        with isa.forced(name):
+            tokens = ops.sample(np.repeat(row[None], draws, 0), **kwargs).tokens
+        assert set(tokens.tolist()) <= set(ids.tolist()), name
+        observed = np.array([np.count_nonzero(tokens == t) for t in ids])
+        assert stats.chisquare(observed, probs * draws).pvalue > 1e-3, name
+
+
+def test_a_row_does_not_depend_on_its_batch():
+    rng = np.random.default_rng(5)
+    vocab = 1001
+    logits = random_logits(rng, 9, vocab)
+    history = rng.integers(0, vocab, 9 * 6).astype(np.int64)
+    kwargs = params(9, seeds=rng.integers(0, 2**63, 9, dtype=np.uint64), steps=rng.integers(0, 100, 9, dtype=np.uint64),
+                    temperature=rng.uniform(0, 2, 9).astype(np.float32), top_k=rng.integers(0, 60, 9, dtype=np.int32),
+                    top_p=rng.uniform(0.5, 1, 9).astype(np.float32), min_p=rng.uniform(0, 0.1, 9).astype(np.float32),
+                    repetition_penalty=np.full(9, 1.2, np.float32), frequency_penalty=np.full(9, 0.1, np.float32))
+    kwargs["temperature"][4] = 0.0
+    full = ops.sample(logits, **kwargs, history=history, history_offsets=np.arange(10, dtype=np.int64) * 6,
+                      prompt_lens=np.full(9, 2, np.int64), num_logprobs=4)
+    for rows in ([4], [0, 4], [4, 8, 1], list(range(8, -1, -1))):
+        sub = {k: v[rows] for k, v in kwargs.items()}
+        part = ops.sample(np.ascontiguousarray(logits[rows]), **sub,
+                          history=np.concatenate([history[r * 6:(r + 1) * 6] for r in rows]),
+                          history_offsets=np.arange(len(rows) + 1, dtype=np.int64) * 6,
+                          prompt_lens=np.full(len(rows), 2, np.int64), num_logprobs=4)
+        for field_full, field_part in zip(full, part):
+            np.testing.assert_array_equal(field_full[rows], field_part)
+
+
+def test_vocab_of_one_and_neg_inf_tokens():
+    r = ops.sample(np.array([[2.5]], np.float32), **params(1, temperature=0.7), num_logprobs=1)
+    assert r.tokens.tolist() == [0] and r.logprobs[0] == 0.0 and r.top_ids.tolist() == [[0]]
+    logits = np.full((1, 9), -np.inf, np.float32)
+    logits[0, [2, 6]] = [0.0, np.log(3.0)]
+    draws = 4000
+    tokens = ops.sample(np.repeat(logits, draws, 0), **params(draws, steps=np.arange(draws, dtype=np.uint64)),
+                        num_logprobs=3)
+    assert set(tokens.tokens.tolist()) == {2, 6}
+    assert stats.binomtest(int(np.count_nonzero(tokens.tokens == 6)), draws, 0.75).pvalue > 1e-3
+    assert tokens.top_ids[0].tolist() == [6, 2, 0] and tokens.top_logprobs[0, 2] == -np.inf
+
+
+@pytest.mark.parametrize("bad, message", [(np.nan, "row 2 has NaN"), (np.inf, r"row 2 has \+inf")])
+def test_non_finite_logits_name_the_row(bad, message):
+    logits = np.zeros((4, 11), np.float32)
+    logits[2, 5] = bad
+    for name in isa.SUPPORTED:
+        with isa.forced(name), pytest.raises(ValueError, match=message):
+            ops.sample(logits, **params(4))
+    logits[2] = -np.inf
+    with pytest.raises(ValueError, match="row 2 is all -inf"):
+        ops.sample(logits, **params(4))
+
+
+def test_bad_arguments_raise_clear_errors():
+    logits = np.zeros((3, 10), np.float32)
+    cases = [
+        (dict(temperature=-0.5), "temperature: row 0 is -0.5"),
+        (dict(top_p=0.0), r"top_p: row 0 is 0.0, expected in \(0, 1\]"),
+        (dict(top_p=1.5), "top_p: row 0 is 1.5"),
+        (dict(top_k=-1), "top_k: row 0 is -1"),
+        (dict(min_p=2.0), "min_p: row 0 is 2.0"),
+        (dict(repetition_penalty=0.0), "repetition_penalty: row 0 is 0.0"),
+        (dict(frequency_penalty=np.inf), "frequency_penalty: row 0 is inf"),
+        (dict(seeds=np.zeros(2, np.uint64)), r"seeds: expected C-contiguous uint64 \(3,\)"),
+        (dict(temperature=np.ones(3, np.float64)), r"temperature: expected C-contiguous float32 \(3,\), got float64"),
+    ]
+    for override, message in cases:
+        with pytest.raises(ValueError, match=message):
+            ops.sample(logits, **params(3, **override))
+    with pytest.raises(ValueError, match=r"logits: expected C-contiguous float32 \(batch, vocab\), got float64 \(3, 10\)"):
+        ops.sample(logits.astype(np.float64), **params(3))
+    with pytest.raises(ValueError, match="logits: expected C-contiguous float32 .* got non-contiguous"):
+        ops.sample(np.zeros((3, 20), np.float32)[:, ::2], **params(3))
+    history = dict(history=np.array([1, 2, 3], np.int64), history_offsets=np.array([0, 1, 2, 3], np.int64))
+    with pytest.raises(ValueError, match=r"history: id 10 at index 1 is outside \[0, 10\)"):
+        ops.sample(logits, **params(3), history=np.array([1, 10, 3], np.int64),
+                   history_offsets=history["history_offsets"])
+    with pytest.raises(ValueError, match=r"history_offsets: not monotone at row 1 \(2 then 1\)"):
+        ops.sample(logits, **params(3), history=history["history"],
+                   history_offsets=np.array([0, 2, 1, 3], np.int64))
+    with pytest.raises(ValueError, match="history_offsets: expected to start at 0 and end at 3"):
+        ops.sample(logits, **params(3), history=history["history"], history_offsets=np.array([0, 1, 2, 2], np.int64))
+    with pytest.raises(ValueError, match=r"prompt_lens: row 1 is 2, expected 0 .. 1"):
+        ops.sample(logits, **params(3), **history, prompt_lens=np.array([1, 2, 0], np.int64))
+    with pytest.raises(ValueError, match="history and history_offsets: give both or neither"):
+        ops.sample(logits, **params(3), history=history["history"])
+    bias = (np.array([1], np.int64), np.array([np.inf], np.float32), np.array([0, 1, 1, 1], np.int64))
+    with pytest.raises(ValueError, match="logit_bias values: index 0 is inf"):
+        ops.sample(logits, **params(3), logit_bias=bias)
+    with pytest.raises(ValueError, match="logit_bias ids: id -1"):
+        ops.sample(logits, **params(3), logit_bias=(np.array([-1], np.int64), np.zeros(1, np.float32), bias[2]))
+    with pytest.raises(ValueError, match="num_logprobs: expected 0 .. 10, got 11"):
+        ops.sample(logits, **params(3), num_logprobs=11)
+    with pytest.raises(ValueError, match="row 1 has every token at -inf after logit_bias"):
+        ops.sample(np.zeros((2, 2), np.float32), **params(2),
+                   logit_bias=(np.array([0, 1], np.int64), np.full(2, -np.inf, np.float32),
+                               np.array([0, 0, 2], np.int64)))
