@@ -1,4 +1,4 @@
-"""The `aigc` command line: models, sample, eval, generate, train, export.
+"""The `aigc` command line: models, sample, eval, generate, train, export, import-hf.
 
 Bad input of any kind ends with one line on stderr, `aigc: error: ...`, and exit
 status 1 (2 for unparseable arguments), never a traceback. AIGC_DEBUG=1 shows the
@@ -17,6 +17,7 @@ import time
 from .errors import AigcError
 
 IMAGE_TRAIN_FAMILIES = ("gan", "dcgan", "vae")
+TEXT_TRAIN_FAMILIES = ("gpt", "lstm")
 
 
 def _cmd_models(args: argparse.Namespace) -> None:
@@ -121,16 +122,42 @@ def _training_module():
 
 def _cmd_train(args: argparse.Namespace) -> None:
     train = _training_module()
-    if args.family == "classifier":
+    if args.family in TEXT_TRAIN_FAMILIES:
+        summary = _train_text(args)
+    elif args.family == "classifier":
         summary = train.train_classifier(args.out, steps=args.steps, seed=args.seed, progress=not args.quiet)
     else:
+        if args.data is not None and len(args.data) > 1:
+            raise AigcError(f"--data: an image model trains on one source, got {len(args.data)}")
         options = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
                                      ("latent_dim", args.latent_dim)) if v is not None}
-        summary = train.train_image_model(args.family, data=args.data, out=args.out, seed=args.seed,
-                                          image_size=args.image_size, channels=args.channels,
+        summary = train.train_image_model(args.family, data=args.data[0] if args.data else "mnist", out=args.out,
+                                          seed=args.seed, image_size=args.image_size, channels=args.channels,
                                           checkpoint_dir=args.checkpoint_dir, resume=args.resume,
                                           progress=not args.quiet, **options)
     print(json.dumps(summary, indent=2, default=str))
+
+
+def _train_text(args: argparse.Namespace) -> dict:
+    from aigc_export.text_train import train_text_model
+
+    config = {}
+    if args.config is not None:
+        try:
+            config = json.loads(args.config)
+        except json.JSONDecodeError as error:
+            raise AigcError(f"--config: not valid JSON ({error})") from None
+        if not isinstance(config, dict):
+            raise AigcError("--config: expected a JSON object such as '{\"n_layer\": 2}'")
+    config.update({k: v for k, v in (("n_layer", args.n_layer), ("n_embd", args.n_embd), ("n_head", args.n_head),
+                                     ("n_positions", args.context), ("hidden_size", args.hidden_size))
+                   if v is not None})
+    options = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
+                                 ("seq_len", args.seq_len), ("warmup", args.warmup), ("vocab_size", args.vocab_size),
+                                 ("eval_every", args.eval_every)) if v is not None}
+    return train_text_model(args.family, data=args.data, out=args.out, config=config, seed=args.seed,
+                            checkpoint_dir=args.checkpoint_dir, resume=args.resume, progress=not args.quiet,
+                            **options)
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
@@ -138,6 +165,14 @@ def _cmd_export(args: argparse.Namespace) -> None:
     from aigc_export.onnx_export import export_checkpoint
 
     export_checkpoint(args.checkpoint, args.out)
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+def _cmd_import_hf(args: argparse.Namespace) -> None:
+    _training_module()
+    from aigc_export.hf_import import import_hf
+
+    import_hf(args.directory, args.out)
     print(f"wrote {args.out}", file=sys.stderr)
 
 
@@ -205,14 +240,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_generate)
 
     p = commands.add_parser("train", help="train a model and export it (needs the 'train' extra)")
-    p.add_argument("family", choices=IMAGE_TRAIN_FAMILIES + ("classifier",))
-    p.add_argument("--data", default="mnist", help="mnist (MNIST 5k, default), digits (sklearn) or a folder of images")
+    p.add_argument("family", choices=IMAGE_TRAIN_FAMILIES + ("classifier",) + TEXT_TRAIN_FAMILIES)
+    p.add_argument("--data", nargs="+", default=None, metavar="SOURCE",
+                   help="images: mnist (MNIST 5k, default), digits (sklearn) or a folder of images; "
+                        "gpt/lstm: text files, folders or globs (default: the Python standard library's source)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the family's)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--latent-dim", type=int, default=None)
     p.add_argument("--image-size", type=int, default=28)
     p.add_argument("--channels", type=int, default=1, choices=(1, 3))
+    p.add_argument("--vocab-size", type=int, default=None, help="gpt/lstm: BPE vocabulary size (default 4096)")
+    p.add_argument("--seq-len", type=int, default=None, help="gpt/lstm: tokens per training window (default 128)")
+    p.add_argument("--warmup", type=int, default=None, help="gpt/lstm: warm-up steps (default steps/10, ≤ 200)")
+    p.add_argument("--eval-every", type=int, default=None, help="gpt/lstm: held-out loss every N steps")
+    p.add_argument("--n-layer", type=int, default=None)
+    p.add_argument("--n-embd", type=int, default=None)
+    p.add_argument("--n-head", type=int, default=None, help="gpt")
+    p.add_argument("--context", type=int, default=None, help="gpt: context length n_positions (default 256)")
+    p.add_argument("--hidden-size", type=int, default=None, help="lstm")
+    p.add_argument("--config", default=None, help="gpt/lstm: other model sizes as a JSON object")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--checkpoint-dir", default=None)
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
@@ -225,6 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("--out", required=True)
     p.set_defaults(run=_cmd_export)
+
+    p = commands.add_parser("import-hf", help="convert a Hugging Face GPT-2 checkpoint folder to ONNX, offline")
+    p.add_argument("directory", help="holds config.json, model.safetensors or pytorch_model.bin, and "
+                                     "tokenizer.json or vocab.json + merges.txt")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.set_defaults(run=_cmd_import_hf)
     return parser
 
 

@@ -2,7 +2,8 @@
 # measures sample quality. Each is an nn.Module holding its full `config` dict;
 # `build_model(family, config)` fills in the defaults and checks the sizes.
 # Images are (N, C, H, W) in [-1, 1]; latents z are (N, latent_dim) standard normal.
-# `export_module` is the part that ships: the generator, or the VAE's decoder.
+# `export_module` is the part that ships: the generator, or the VAE's decoder. The text
+# families ("gpt", "lstm") live in text_models.py and are built through here too.
 from __future__ import annotations
 
 import copy
@@ -12,8 +13,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .text_models import TEXT_DEFAULT_CONFIGS, TEXT_FAMILIES, build_text_model
+
 IMAGE_FAMILIES = ("gan", "dcgan", "vae")
-FAMILIES = IMAGE_FAMILIES + ("classifier",)
+FAMILIES = IMAGE_FAMILIES + ("classifier",) + TEXT_FAMILIES
 
 _IMAGE = {"channels": 1, "height": 28, "width": 28}
 DEFAULT_CONFIGS = {
@@ -23,6 +26,7 @@ DEFAULT_CONFIGS = {
               "d_dropout": 0.3, "leaky_slope": 0.2, "real_label": 0.9, "init_std": 0.02},
     "vae": {"latent_dim": 8, **_IMAGE, "enc_channels": [32, 64], "dec_channels": [128, 64], "kl_weight": 1.0},
     "classifier": {**_IMAGE, "conv_channels": [16, 32, 64], "feature_dim": 128, "num_classes": 10},
+    **TEXT_DEFAULT_CONFIGS,
 }
 
 
@@ -34,6 +38,8 @@ def build_model(family: str, config: dict | None = None) -> nn.Module:
     if unknown:
         raise ValueError(f"{family} config: unknown keys {sorted(unknown)}; known: {sorted(DEFAULT_CONFIGS[family])}")
     cfg = {**copy.deepcopy(DEFAULT_CONFIGS[family]), **copy.deepcopy(config or {})}
+    if family in TEXT_FAMILIES:
+        return build_text_model(family, cfg)
     if family == "gan":
         return GAN(cfg, MLPGenerator(cfg), MLPDiscriminator(cfg))
     if family == "dcgan":

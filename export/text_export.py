@@ -1,0 +1,175 @@
+# Export a text model to ONE ONNX file with its tokenizer inside (metadata aigc.tokenizer).
+# gpt:  input_ids, position_ids (B, T) int64, attention_mask (B, P+T) int64 (1 = attend),
+#       past.{i}.key/value (B, n_head, P, head_dim) → logits (B, T, vocab), present.{i}.*
+#       (B, n_head, P+T, head_dim); P = 0 is the prefill. Initializers keep GPT-2's names.
+# lstm: input_ids (B, T), past.h, past.c (n_layer, B, hidden) → logits, present.h, present.c.
+#       Initializers keep the torch names (embedding.weight, lstm.weight_ih_l0, head.weight, …).
+# Published only after onnx.checker and torch-vs-onnxruntime parity over prefill + 20 steps.
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from . import onnx_export
+from .fileio import atomic_write
+from .onnx_export import ExportVerificationError, checked_blob, compare_outputs, metadata_props, stamp, trace_to_onnx
+
+VERIFY_STEPS = 20  # incremental decode steps checked after the prefill
+VERIFY_PROMPTS = (7, 4)  # a batch of two prompts, the shorter one left-padded
+
+
+def gpt_io_names(n_layer: int) -> tuple[list[str], list[str]]:
+    cache = [f"{{}}.{i}.{kind}" for i in range(n_layer) for kind in ("key", "value")]
+    return (["input_ids", "position_ids", "attention_mask"] + [c.format("past") for c in cache],
+            ["logits"] + [c.format("present") for c in cache])
+
+
+def export_text_model(model: nn.Module, family: str, tokenizer_json: str, provenance: dict,
+                      out_path: str | os.PathLike) -> Path:
+    """Export a GPT or LSTM (any mode; exported in eval) with its tokenizer; returns the path.
+
+    provenance: dataset, steps, seed, … and quality (held-out loss, perplexity, bits per
+    byte, or None); torch_version and exported_at are stamped here.
+    """
+    model = model.eval()
+    config = model.config
+    provenance = stamp({"quality": None, **provenance})
+    metadata = {**metadata_props(family, config, provenance, describe(family, config, provenance)),
+                "aigc.tokenizer": tokenizer_json}
+    proto = _trace_gpt(model) if family == "gpt" else _trace_lstm(model)
+    blob = checked_blob(proto, metadata, out_path)
+    (_verify_gpt if family == "gpt" else _verify_lstm)(model, blob)
+    return atomic_write(out_path, lambda f: f.write(blob))
+
+
+def describe(family: str, config: dict, provenance: dict) -> str:
+    """One human line, e.g. 'GPT, 4 layers × 8 heads, 256-d, context 256, vocab 4096, trained 3000 steps on …'."""
+    if family == "gpt":
+        sizes = (f"GPT, {config['n_layer']} layers × {config['n_head']} heads, {config['n_embd']}-d, "
+                 f"context {config['n_positions']}")
+    else:
+        sizes = f"LSTM, {config['n_layer']} layers × {config['hidden_size']} units, {config['n_embd']}-d embedding"
+    return (f"{sizes}, vocab {config['vocab_size']}, trained {provenance.get('steps', '?')} steps on "
+            f"{provenance.get('dataset', 'unknown data')}")
+
+
+def _trace_gpt(model) -> onnx.ModelProto:
+    # Dim.AUTO everywhere: P + T is not expressible as a torch.export Dim of its own, and the
+    # exporter works out that the mask is P + T long. Example sizes ≥ 2: torch.export
+    # specialises 0 and 1, yet the graph it gives runs with P = 0 and T = 1 (verified below).
+    c = model.config
+    inputs, outputs = gpt_io_names(c["n_layer"])
+    head_dim = c["n_embd"] // c["n_head"]
+    example = (torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long),
+               torch.ones(2, 5, dtype=torch.long),
+               [torch.zeros(2, c["n_head"], 2, head_dim) for _ in range(2 * c["n_layer"])])  # distinct: aliased
+    # example inputs would be traced as one input
+    auto = torch.export.Dim.AUTO
+    dynamic = ({0: auto, 1: auto}, {0: auto, 1: auto}, {0: auto, 1: auto}, [{0: auto, 2: auto}] * (2 * c["n_layer"]))
+    proto = trace_to_onnx(model, example, inputs, outputs, dynamic, keep_parameter_names=True)
+    dims = {"input_ids": ("batch", "sequence"), "position_ids": ("batch", "sequence"),
+            "attention_mask": ("batch", "total_sequence"), "logits": ("batch", "sequence", c["vocab_size"])}
+    for name in inputs[3:]:
+        dims[name] = ("batch", c["n_head"], "past_sequence", head_dim)
+    for name in outputs[1:]:
+        dims[name] = ("batch", c["n_head"], "total_sequence", head_dim)
+    return _name_dims(proto, dims)
+
+
+def _trace_lstm(model) -> onnx.ModelProto:
+    # The exporter emits ONNX LSTM ops but stamps logits' sequence axis with the example's
+    # length (3) although the graph runs at any length: _name_dims puts the name back.
+    # Parameter names kept too (embedding.weight, lstm.weight_ih_l0, head.weight, …): the
+    # gate reordering into ONNX's W/R/B stays in the graph (onnxruntime folds it at load),
+    # and the file's names no longer depend on the exporter's counter (val_22, …).
+    c = model.config
+    state = (c["n_layer"], 2, c["hidden_size"])
+    example = (torch.zeros(2, 3, dtype=torch.long), torch.zeros(state), torch.zeros(state))
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    proto = trace_to_onnx(model, example, ["input_ids", "past.h", "past.c"], ["logits", "present.h", "present.c"],
+                          ({0: batch, 1: seq}, {1: batch}, {1: batch}), keep_parameter_names=True)
+    state_dims = (c["n_layer"], "batch", c["hidden_size"])
+    return _name_dims(proto, {"input_ids": ("batch", "sequence"), "logits": ("batch", "sequence", c["vocab_size"]),
+                              "past.h": state_dims, "past.c": state_dims,
+                              "present.h": state_dims, "present.c": state_dims})
+
+
+def _name_dims(proto: onnx.ModelProto, dims: dict) -> onnx.ModelProto:
+    # The exporter names symbolic axes s10, s70 + s89, …: give the graph's inputs and
+    # outputs readable, shared names (every past has the same P, every present P + T).
+    # The intermediate shapes go: some hold the LSTM example's length, and onnxruntime
+    # infers them again when it loads the file.
+    del proto.graph.value_info[:]
+    for value in list(proto.graph.input) + list(proto.graph.output):
+        shape = value.type.tensor_type.shape
+        if value.name not in dims or len(shape.dim) != len(dims[value.name]):
+            raise ExportVerificationError(f"exported graph: {value.name!r} is missing or has rank "
+                                          f"{len(shape.dim)}, expected {dims.get(value.name)}")
+        for dim, want in zip(shape.dim, dims[value.name]):
+            if isinstance(want, str):
+                dim.dim_param = want
+            else:
+                dim.dim_value = want
+    return proto
+
+
+def _verify_gpt(model, blob: bytes) -> None:
+    # A batch of 2 prompts of VERIFY_PROMPTS tokens, the shorter left-padded (mask 0, positions
+    # count real tokens only: GPT-2's convention), prefilled with P = 0, then VERIFY_STEPS
+    # greedy steps; torch and onnxruntime each feed their own presents back as the past.
+    c = model.config
+    inputs, outputs = gpt_io_names(c["n_layer"])
+    longest = max(1, min(max(VERIFY_PROMPTS), c["n_positions"] - VERIFY_STEPS))
+    steps = min(VERIFY_STEPS, c["n_positions"] - longest)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, c["vocab_size"], (2, longest), dtype=np.int64)
+    mask = np.ones((2, longest), dtype=np.int64)
+    mask[1, :longest - min(longest, min(VERIFY_PROMPTS))] = 0
+    positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+    session = onnx_export._session(blob)
+    ort_past = torch_past = [np.zeros((2, c["n_head"], 0, c["n_embd"] // c["n_head"]), np.float32)] * (2 * c["n_layer"])
+    for step in range(steps + 1):
+        feeds = dict(zip(inputs, [ids, positions, mask, *ort_past]))
+        got = session.run(None, feeds)
+        with torch.no_grad():
+            logits, presents = model(*(torch.from_numpy(a) for a in (ids, positions, mask)),
+                                     [torch.from_numpy(p) for p in torch_past])
+        want = [logits.numpy(), *(p.numpy() for p in presents)]
+        where = "the prefill" if step == 0 else f"decode step {step}"
+        real = mask[:, -ids.shape[1]:].astype(bool)  # a padding position's logits are never used
+        compare_outputs(outputs[:1], [want[0][real]], [got[0][real]], where)
+        compare_outputs(outputs[1:], want[1:], got[1:], where)
+        ort_past, torch_past = got[1:], want[1:]
+        ids = want[0][:, -1].argmax(-1)[:, None].astype(np.int64)
+        positions = positions[:, -1:] + 1
+        mask = np.concatenate([mask, np.ones((2, 1), np.int64)], axis=1)
+
+
+def _verify_lstm(model, blob: bytes) -> None:
+    c = model.config
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, c["vocab_size"], (2, max(VERIFY_PROMPTS)), dtype=np.int64)
+    zero = np.zeros((c["n_layer"], 2, c["hidden_size"]), np.float32)
+    ort_state = torch_state = [zero, zero]
+    names = ["logits", "present.h", "present.c"]
+    session = onnx_export._session(blob)
+    for step in range(VERIFY_STEPS + 1):
+        got = session.run(None, {"input_ids": ids, "past.h": ort_state[0], "past.c": ort_state[1]})
+        with torch.no_grad():
+            want = [t.numpy() for t in model(*(torch.from_numpy(a) for a in (ids, *torch_state)))]
+        compare_outputs(names, want, got, "the prefill" if step == 0 else f"decode step {step}")
+        ort_state, torch_state = got[1:], want[1:]
+        ids = want[0][:, -1].argmax(-1)[:, None].astype(np.int64)
+
+
+def read_text_metadata(path: str | os.PathLike) -> dict:
+    """family, config, provenance and tokenizer JSON of an exported text model."""
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return {"family": meta["aigc.family"], "config": json.loads(meta["aigc.config"]),
+            "provenance": json.loads(meta["aigc.provenance"]), "tokenizer": meta["aigc.tokenizer"]}
