@@ -81,7 +81,7 @@ def _cmd_generate(args: argparse.Namespace) -> None:
     if args.n < 1:
         raise AigcError(f"-n: expected an integer >= 1, got {args.n}")
     prompts = [sys.stdin.read() if p == "-" else p for p in args.prompt]
-    generator = TextGenerator.load(args.model, backend=args.backend)
+    generator = TextGenerator.load(args.model, backend=args.backend, dtype=args.dtype)
     first_seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(7), "little")
     def params(i: int) -> SamplingParams:
         return SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
@@ -236,7 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=None, help="random seed (default: a fresh one, printed)")
     p.add_argument("--stop", action="append", default=[], help="a string that ends the text (repeatable)")
     p.add_argument("--truncate-prompt", action="store_true", help="drop the oldest prompt tokens that do not fit")
-    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime",))
+    p.add_argument("--backend", default=None, choices=("native", "onnxruntime"),
+                   help="default: native for GPT models, onnxruntime for LSTM models")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "int8"),
+                   help="how the native decoder stores the weights (default float32)")
     p.set_defaults(run=_cmd_generate)
 
     p = commands.add_parser("train", help="train a model and export it (needs the 'train' extra)")
