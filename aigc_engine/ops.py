@@ -162,3 +162,51 @@ def sample(logits: np.ndarray, *, seeds: np.ndarray, steps: np.ndarray, temperat
               _per_row(frequency_penalty, batch, np.float32), history, history_offsets, prompt_lens,
               bias_ids, bias_values, bias_offsets, n, tokens, logprobs, top_ids, top_logprobs)
     return SampleResult(tokens, logprobs, top_ids, top_logprobs)
+
+
+def to_bf16(x: np.ndarray) -> np.ndarray:
+    """float32 → bf16 bits (uint16), rounded to nearest even; NaN stays a (quiet) NaN."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    rounded = ((bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)).astype(np.uint16)
+    return np.where(np.isnan(x), np.uint16(0x7FC0), rounded)
+
+
+def from_bf16(bits: np.ndarray) -> np.ndarray:
+    """bf16 bits (uint16) → float32, exactly."""
+    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+def _scale(scale: float | None) -> float:
+    return math.nan if scale is None else float(scale)
+
+
+def attention_prefill(q: np.ndarray, k: np.ndarray, v: np.ndarray, cu_seqlens: np.ndarray, *,
+                      scale: float | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """Causal attention over packed variable-length sequences: float32 (tokens, n_heads, head_dim).
+
+    q float32 (tokens, n_heads, head_dim); k, v (tokens, n_kv_heads, head_dim), float32 or bf16
+    bits as uint16 (see to_bf16), n_kv_heads dividing n_heads (grouped-query: head h reads kv
+    head h // (n_heads // n_kv_heads)); cu_seqlens int32 (n_seqs + 1,) from 0 to tokens: query
+    i of a sequence attends to keys 0..i of the same sequence. scale defaults to
+    1 / sqrt(head_dim). Computed in tiles with an online softmax, fp32 accumulation.
+    """
+    if out is None:
+        out = np.empty(q.shape if getattr(q, "ndim", 0) == 3 else (0, 0, 0), np.float32)
+    _C.attention_prefill(q, k, v, cu_seqlens, _scale(scale), out)
+    return out
+
+
+def attention_decode(q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray, block_table: np.ndarray,
+                     context_lens: np.ndarray, *, scale: float | None = None,
+                     out: np.ndarray | None = None) -> np.ndarray:
+    """One query per sequence against a paged KV cache: float32 (batch, n_heads, head_dim).
+
+    q float32 (batch, n_heads, head_dim); k_cache, v_cache (num_blocks, block_size, n_kv_heads,
+    head_dim) float32 or bf16 bits (uint16); block_table int32 (batch, max_blocks): token t of
+    sequence b is slot t % block_size of block block_table[b, t // block_size]; context_lens
+    int32 (batch,), 1 .. max_blocks * block_size, the new token's K/V already in the cache.
+    """
+    if out is None:
+        out = np.empty(q.shape if getattr(q, "ndim", 0) == 3 else (0, 0, 0), np.float32)
+    _C.attention_decode(q, k_cache, v_cache, block_table, context_lens, _scale(scale), out)
+    return out

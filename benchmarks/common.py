@@ -67,6 +67,21 @@ def gemm_peak_flops(threads: int, size: int = 1024) -> float:
     return 2 * size**3 / seconds
 
 
+def read_bandwidth(threads: int, megabytes: int = 512) -> float:
+    """Bytes/s of summing a float32 array much larger than the caches, split over `threads`
+    (numpy releases the GIL inside the sum): the best of 5, this machine's read bandwidth."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = np.ones(megabytes * 2**20 // 4, dtype=np.float32)
+    parts = np.array_split(data, threads)
+    with ThreadPoolExecutor(threads) as pool:
+        def read() -> None:
+            list(pool.map(np.sum, parts))
+        read()
+        seconds = min(timeit.repeat(read, number=1, repeat=5))
+    return data.nbytes / seconds
+
+
 def machine(threads: int) -> dict:
     cpu = platform.processor() or platform.machine()
     try:

@@ -1,7 +1,10 @@
 // The CPU entry points of the kernels: split the work over the thread pool, then call the
 // version of the kernel built for the active ISA (aigc/isa.h). No math here.
+#include <algorithm>
 #include <atomic>
+#include <vector>
 
+#include "aigc/attention.h"
 #include "aigc/isa.h"
 #include "aigc/latent.h"
 #include "aigc/norm.h"
@@ -38,6 +41,34 @@ void gelu_tanh(float* x, int64_t n) {
 void sample_cpu(const SampleParams& p) {
   const Isa isa = active_isa();
   parallel_for(p.batch, [&](int64_t first, int64_t last) { AIGC_ISA_CALL(isa, sample_rows, p, first, last); });
+}
+
+void attention_prefill_cpu(const AttentionPrefillParams& p) {
+  const Isa isa = active_isa();
+  std::vector<int32_t> tile_seq, tile_start;
+  for (int64_t s = 0; s < p.n_seqs; ++s) {
+    for (int32_t q0 = 0; q0 < p.cu_seqlens[s + 1] - p.cu_seqlens[s]; q0 += kAttentionTile) {
+      tile_seq.push_back(static_cast<int32_t>(s));
+      tile_start.push_back(q0);
+    }
+  }
+  const int64_t n_tiles = static_cast<int64_t>(tile_seq.size());
+  // Head-major items: a contiguous share of them is whole heads, every tile of each, so
+  // the threads get equal causal work (tile-major would give one thread the long rows).
+  parallel_for(n_tiles * p.n_heads, [&](int64_t first, int64_t last) {
+    AIGC_ISA_CALL(isa, attention_prefill_items, p, tile_seq.data(), tile_start.data(), n_tiles, first, last);
+  });
+}
+
+void attention_decode_cpu(const AttentionDecodeParams& params) {
+  const Isa isa = active_isa();
+  // Whole sequences (every kv head: the cache is read in address order) unless that leaves
+  // fewer than 4 items per thread; then the kv heads split into ranges.
+  AttentionDecodeParams p = params;
+  const int64_t chunks = std::min<int64_t>(p.n_kv_heads, (4 * num_threads() + p.batch - 1) / p.batch);
+  p.kv_heads_per_item = (p.n_kv_heads + chunks - 1) / chunks;
+  const int64_t items = p.batch * ((p.n_kv_heads + p.kv_heads_per_item - 1) / p.kv_heads_per_item);
+  parallel_for(items, [&](int64_t first, int64_t last) { AIGC_ISA_CALL(isa, attention_decode_items, p, first, last); });
 }
 
 }  // namespace aigc

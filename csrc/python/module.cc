@@ -14,6 +14,7 @@
 namespace py = pybind11;
 
 void bind_sampling(py::module_& m);  // python/sampling.cc
+void bind_attention(py::module_& m);  // python/attention.cc
 using aigc::python::checked_data;
 
 namespace aigc::python {
@@ -117,4 +118,5 @@ PYBIND11_MODULE(_C, m) {
   m.def("slerp", &slerp, py::arg("a"), py::arg("b"), py::arg("t"), py::arg("out"));
   m.def("images_to_uint8", &images_to_uint8, py::arg("images"), py::arg("out"), py::arg("device") = "cpu");
   bind_sampling(m);
+  bind_attention(m);
 }

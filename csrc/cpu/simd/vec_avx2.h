@@ -3,6 +3,8 @@
 
 #include <immintrin.h>
 
+#include <cstdint>
+
 namespace aigc {
 namespace AIGC_ISA_NAMESPACE {
 namespace simd {
@@ -40,6 +42,16 @@ inline unsigned mask_gt(F a, F b) { return _mm256_movemask_ps(_mm256_cmp_ps(a, b
 inline unsigned mask_ge(F a, F b) { return _mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_GE_OQ)); }
 inline unsigned mask_eq(F a, F b) { return _mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_EQ_OQ)); }
 inline unsigned mask_nan(F a) { return _mm256_movemask_ps(_mm256_cmp_ps(a, a, _CMP_UNORD_Q)); }
+
+// bf16 (the top 16 bits of a float32) to float32: widen and shift into place.
+inline F load_bf16(const uint16_t* p) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)p)), 16));
+}
+inline F load_bf16_partial(const uint16_t* p, int n) {
+  alignas(16) uint16_t lanes[kWidth] = {};
+  for (int i = 0; i < n; ++i) lanes[i] = p[i];
+  return load_bf16(lanes);
+}
 
 inline F exp(F x) {
   const F keep = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_GE_OQ);

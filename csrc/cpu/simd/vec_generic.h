@@ -52,6 +52,15 @@ inline unsigned mask_ge(F a, F b) { AIGC_MASK(a.v[i] >= b.v[i]); }
 inline unsigned mask_eq(F a, F b) { AIGC_MASK(a.v[i] == b.v[i]); }
 inline unsigned mask_nan(F a) { AIGC_MASK(a.v[i] != a.v[i]); }
 
+inline float bf16_lane(uint16_t b) {
+  const uint32_t bits = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+inline F load_bf16(const uint16_t* p) { AIGC_LANES(bf16_lane(p[i])); }
+inline F load_bf16_partial(const uint16_t* p, int n) { AIGC_LANES(i < n ? bf16_lane(p[i]) : 0.0f); }
+
 inline float exp_lane(float x) {
   if (!(x >= -87.0f)) return 0.0f;
   x = x < 88.0f ? x : 88.0f;

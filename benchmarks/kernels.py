@@ -1,0 +1,197 @@
+"""The native CPU kernels against PyTorch: causal attention prefill, paged decode, the sampler.
+
+Same inputs to every system, the same thread count; ratios are aigc_engine over each
+peer. Roofline: prefill against the measured fp32 GEMM peak (GFLOP/s of the causal
+attention, 2 * S^2 * d per head), decode against the measured read bandwidth (the K/V bytes
+it must read), the sampler against one read of the logits at that bandwidth.
+
+    python benchmarks/kernels.py [--quick] [--json results.json] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+# Run as `python -P benchmarks/kernels.py` (keeping the source tree's aigc_engine, which has
+# no built _C, off sys.path): -P also drops this folder, where common.py lives.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import Records, gemm_peak_flops, machine, median_seconds, parser, read_bandwidth  # noqa: E402
+
+PREFILL = ((8, 12, 512, 64), (1, 12, 2048, 64))
+DECODE = dict(batch=32, context=1024, heads=12, head_dim=64, block_size=16)
+SAMPLER = dict(batch=64, vocab=50257, temperature=0.8, top_k=50, top_p=0.9, repetition_penalty=1.1, history=100)
+
+
+def import_torch(threads: int):
+    try:
+        import torch
+    except ImportError:
+        print("  torch: skipped (not installed)")
+        return None
+    torch.set_num_threads(threads)
+    return torch
+
+
+def row(bench: str, system: str, seconds: float, extra: str = "", ratio: str = "") -> None:
+    print(f"{bench:<34} {system:<30} {seconds * 1e3:>10.3f} {ratio:>9} {extra}")
+
+
+def prefill_rows(ops, torch, records, peak, repeats, min_seconds):
+    rng = np.random.default_rng(0)
+    for batch, heads, seq, dim in PREFILL:
+        bench = f"prefill ({batch},{heads},{seq},{dim})"
+        params = {"batch": batch, "heads": heads, "seq": seq, "head_dim": dim}
+        flops = 2 * batch * heads * seq * seq * dim
+        q, k, v = (rng.standard_normal((batch * seq, heads, dim), dtype=np.float32) for _ in range(3))
+        cu = np.arange(batch + 1, dtype=np.int32) * seq
+        kb, vb = ops.to_bf16(k), ops.to_bf16(v)
+        out = np.empty_like(q)
+        times = {"aigc fp32": median_seconds(lambda: ops.attention_prefill(q, k, v, cu, out=out), repeats, min_seconds),
+                 "aigc bf16 K/V": median_seconds(lambda: ops.attention_prefill(q, kb, vb, cu, out=out), repeats,
+                                                 min_seconds)}
+        if torch is not None:
+            tq, tk, tv = (torch.from_numpy(x).view(batch, seq, heads, dim).transpose(1, 2).contiguous() for x in (q, k, v))
+            sdpa = torch.nn.functional.scaled_dot_product_attention
+            with torch.inference_mode():
+                times["torch SDPA fp32"] = median_seconds(lambda: sdpa(tq, tk, tv, is_causal=True), repeats, min_seconds)
+        for system, seconds in times.items():
+            records.add("attention_prefill", system, params, flops / seconds / 1e9, "GFLOP/s")
+            ratio = f"{times['torch SDPA fp32'] / seconds:.2f}x" if "torch SDPA fp32" in times else "-"
+            row(bench, system, seconds, f"{flops / seconds / 1e9:7.1f} GFLOP/s  {100 * flops / seconds / peak:5.1f}% peak",
+                ratio)
+
+
+def decode_rows(ops, torch, records, bandwidth, repeats, min_seconds):
+    c = DECODE
+    rng = np.random.default_rng(1)
+    blocks_per_seq = c["context"] // c["block_size"]
+    num_blocks = c["batch"] * blocks_per_seq
+    shape = (num_blocks, c["block_size"], c["heads"], c["head_dim"])
+    k_cache, v_cache = (rng.standard_normal(shape, dtype=np.float32) for _ in range(2))
+    table = rng.permutation(num_blocks).astype(np.int32).reshape(c["batch"], blocks_per_seq)
+    lens = np.full(c["batch"], c["context"], np.int32)
+    q = rng.standard_normal((c["batch"], c["heads"], c["head_dim"]), dtype=np.float32)
+    out = np.empty_like(q)
+    bench = "decode (32 x 1024, 12 heads, 64)"
+    times = {}
+    for label, (kc, vc) in {"fp32": (k_cache, v_cache), "bf16": (ops.to_bf16(k_cache), ops.to_bf16(v_cache))}.items():
+        kv_bytes = kc.nbytes + vc.nbytes
+        times[f"aigc {label}"] = (median_seconds(lambda: ops.attention_decode(q, kc, vc, table, lens, out=out),
+                                                 repeats, min_seconds), kv_bytes)
+    if torch is not None:
+        tk, tv, tt, tq = (torch.from_numpy(x) for x in (k_cache, v_cache, table.astype(np.int64), q))
+
+        def gather_sdpa():
+            # (batch, blocks, block_size, heads, dim) -> (batch, heads, context, dim)
+            k = tk[tt].flatten(1, 2).transpose(1, 2)
+            v = tv[tt].flatten(1, 2).transpose(1, 2)
+            return torch.nn.functional.scaled_dot_product_attention(tq[:, :, None], k, v)
+        with torch.inference_mode():
+            times["torch gather + SDPA fp32"] = (median_seconds(gather_sdpa, repeats, min_seconds),
+                                                 k_cache.nbytes + v_cache.nbytes)
+    for system, (seconds, kv_bytes) in times.items():
+        bound = kv_bytes / bandwidth
+        records.add("attention_decode", system, dict(c), seconds * 1e3, "ms")
+        ratio = f"{times['torch gather + SDPA fp32'][0] / seconds:.2f}x" if len(times) > 2 else "-"
+        row(bench, system, seconds, f"{kv_bytes / seconds / 1e9:6.1f} GB/s  {100 * bound / seconds:5.1f}% of bound", ratio)
+
+
+def sampler_rows(ops, torch, records, bandwidth, repeats, min_seconds):
+    c = SAMPLER
+    b, vocab = c["batch"], c["vocab"]
+    rng = np.random.default_rng(2)
+    logits = (rng.standard_normal((b, vocab)) * 3).astype(np.float32)
+    history = rng.integers(0, vocab, (b, c["history"]))
+    kwargs = dict(seeds=np.arange(b, dtype=np.uint64), steps=np.zeros(b, np.uint64),
+                  temperature=np.full(b, c["temperature"], np.float32), top_k=np.full(b, c["top_k"], np.int32),
+                  top_p=np.full(b, c["top_p"], np.float32), min_p=np.zeros(b, np.float32),
+                  repetition_penalty=np.full(b, c["repetition_penalty"], np.float32),
+                  presence_penalty=np.zeros(b, np.float32), frequency_penalty=np.zeros(b, np.float32),
+                  history=history.ravel().astype(np.int64),
+                  history_offsets=np.arange(b + 1, dtype=np.int64) * c["history"],
+                  prompt_lens=np.full(b, c["history"], np.int64))
+    times = {"aigc sample": median_seconds(lambda: ops.sample(logits, **kwargs), repeats, min_seconds)}
+    if torch is not None:
+        tl, ids = torch.from_numpy(logits), torch.from_numpy(history)
+
+        def penalise(scores):
+            picked = torch.gather(scores, 1, ids)
+            picked = torch.where(picked < 0, picked * c["repetition_penalty"], picked / c["repetition_penalty"])
+            return scores.scatter(1, ids, picked)
+
+        def topk_first():
+            scores = penalise(tl) / c["temperature"]
+            values, index = torch.topk(scores, c["top_k"])
+            probs = values.softmax(-1)
+            cumulative = probs.cumsum(-1)
+            probs = probs.masked_fill(cumulative - probs > c["top_p"], 0)
+            return index.gather(1, torch.multinomial(probs, 1))
+        try:
+            from transformers.generation.logits_process import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor,
+                                                                TemperatureLogitsWarper, TopKLogitsWarper,
+                                                                TopPLogitsWarper)
+            warpers = LogitsProcessorList([RepetitionPenaltyLogitsProcessor(c["repetition_penalty"]),
+                                           TemperatureLogitsWarper(c["temperature"]), TopKLogitsWarper(c["top_k"]),
+                                           TopPLogitsWarper(c["top_p"])])
+            hf_name = "HF warpers + multinomial"
+
+            def hf():
+                return torch.multinomial(warpers(ids, tl.clone()).softmax(-1), 1)
+        except ImportError:
+            print("  transformers: not installed, HF's sort-based warpers re-implemented in torch")
+            hf_name = "HF-style sort warpers + multinomial"
+
+            def hf():
+                scores = penalise(tl) / c["temperature"]
+                kth = torch.topk(scores, c["top_k"])[0][..., -1, None]
+                scores = scores.masked_fill(scores < kth, -float("inf"))
+                sorted_logits, sorted_index = torch.sort(scores, descending=False)
+                cumulative = sorted_logits.softmax(-1).cumsum(-1)
+                remove = cumulative <= (1 - c["top_p"])
+                remove[..., -1:] = False
+                scores = scores.masked_fill(remove.scatter(1, sorted_index, remove), -float("inf"))
+                return torch.multinomial(scores.softmax(-1), 1)
+        with torch.inference_mode():
+            times[hf_name] = median_seconds(hf, max(3, repeats // 3), 0.0)
+            times["torch top-k first + top-p"] = median_seconds(topk_first, repeats, min_seconds)
+            times["torch argmax (no sampling)"] = median_seconds(lambda: tl.argmax(-1), repeats, min_seconds)
+    one_read = logits.nbytes / bandwidth
+    times["one read of the logits"] = one_read
+    ours = times["aigc sample"]
+    for system, seconds in times.items():
+        if system != "one read of the logits":
+            records.add("sample", system, dict(c), seconds * 1e3, "ms")
+        ratio = f"{seconds / ours:.2f}x" if system != "aigc sample" else "1.00x"
+        row(f"sample ({b}, {vocab})", system, seconds, f"{seconds / one_read:6.1f}x one read", ratio)
+    records.add("sample", "one read at measured bandwidth", dict(c), one_read * 1e3, "ms")
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    os.environ["AIGC_NUM_THREADS"] = str(args.threads)
+    from aigc_engine import ops
+
+    records = Records(machine(args.threads))
+    repeats, min_seconds = (3, 0.2) if args.quick else (9, 1.0)
+    torch = import_torch(args.threads)
+    peak = gemm_peak_flops(args.threads)
+    bandwidth = read_bandwidth(args.threads, 256 if args.quick else 1024)
+    records.machine["gemm_fp32_peak_gflops"] = peak / 1e9
+    records.machine["read_bandwidth_gbs"] = bandwidth / 1e9
+    print(f"fp32 GEMM peak (numpy matmul, {args.threads} threads): {peak / 1e9:.0f} GFLOP/s; "
+          f"read bandwidth: {bandwidth / 1e9:.1f} GB/s")
+    print("ratio: prefill and decode = torch time / ours; sampler = that system's time / ours")
+    header = f"{'benchmark':<34} {'system':<30} {'ms':>10} {'ratio':>9} roofline"
+    print(header)
+    print("-" * (len(header) + 30))
+    prefill_rows(ops, torch, records, peak, repeats, min_seconds)
+    decode_rows(ops, torch, records, bandwidth, repeats, min_seconds)
+    sampler_rows(ops, torch, records, bandwidth, repeats, min_seconds)
+    records.write(args.json)
+
+
+if __name__ == "__main__":
+    main()

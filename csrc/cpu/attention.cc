@@ -1,0 +1,327 @@
+// Causal attention (aigc/attention.h), compiled once per ISA with the wrappers of simd/vec.h.
+// prefill, per (head, tile of 64 queries): queries scaled and transposed once, qt (d, 64);
+// for each tile of 64 keys up to the diagonal, scores s (64 keys, 64 queries) = K qt, a
+// broadcast of one key element times a vector of 16 queries (4 x 4 vectors in registers),
+// then the online softmax, vectorised across queries, and o (64, d) += p^T V (4 x 4
+// vectors). Key-major scores make the per-query max and sum plain vector ops.
+// decode, per (sequence, range of kv heads): one pass over the sequence's blocks, scores
+// then values, with the online softmax per block: the cache is read once, in order.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "aigc/attention.h"
+#include "cpu/simd/vec.h"
+
+namespace aigc {
+namespace AIGC_ISA_NAMESPACE {
+namespace {
+
+using simd::F;
+constexpr int kW = simd::kWidth;
+constexpr int kQ = kAttentionTile;  // queries per tile
+constexpr int kK = 64;              // keys per tile: 4 KiB of (64 x 64) scores stay in L1
+constexpr int kRowVectors = kQ / kW;
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// Element `index` onwards of a K or V array, d values as float32 into dst.
+inline void load_row(const void* base, bool bf16, int64_t index, int64_t d, float* dst) {
+  if (!bf16) {
+    std::memcpy(dst, static_cast<const float*>(base) + index, d * sizeof(float));
+    return;
+  }
+  const uint16_t* src = static_cast<const uint16_t*>(base) + index;
+  int64_t c = 0;
+  for (; c + kW <= d; c += kW) simd::store(dst + c, simd::load_bf16(src + c));
+  if (c < d) {
+    alignas(64) float tail[kW];
+    simd::store(tail, simd::load_bf16_partial(src + c, static_cast<int>(d - c)));
+    std::memcpy(dst + c, tail, (d - c) * sizeof(float));
+  }
+}
+
+struct PrefillScratch {
+  std::vector<float> qt;     // (d, kQ) scaled queries, transposed; rows past the sequence 0
+  std::vector<float> s;      // (kK, kQ) scores, then probabilities
+  std::vector<float> ks;     // (kK, d) keys as float32 (bf16 input)
+  std::vector<float> vs;     // (kK, dpad) values, zero-padded to whole vectors
+  std::vector<float> o;      // (kQ, dpad) output accumulators
+  std::vector<float> zero;   // (d,) the row padded keys point at
+  float m[kQ], l[kQ], alpha[kQ];
+};
+
+// s[j][r] = sum_c krow[j][c] * qt[c][r] for j < n_keys (a multiple of 4), all kQ queries.
+template <int kBlockVectors>
+void scores(const float* qt, const float* const* krow, int n_keys, int64_t d, float* s) {
+  for (int j0 = 0; j0 < n_keys; j0 += 4) {
+    for (int v0 = 0; v0 < kRowVectors; v0 += kBlockVectors) {
+      F acc[4][kBlockVectors];
+      for (auto& row : acc) {
+        for (F& a : row) a = simd::set1(0.0f);
+      }
+      for (int64_t c = 0; c < d; ++c) {
+        F q[kBlockVectors];
+        for (int i = 0; i < kBlockVectors; ++i) q[i] = simd::load(qt + c * kQ + (v0 + i) * kW);
+        for (int jj = 0; jj < 4; ++jj) {
+          const F k = simd::set1(krow[j0 + jj][c]);
+          for (int i = 0; i < kBlockVectors; ++i) acc[jj][i] = simd::fmadd(k, q[i], acc[jj][i]);
+        }
+      }
+      for (int jj = 0; jj < 4; ++jj) {
+        for (int i = 0; i < kBlockVectors; ++i) simd::store(s + (j0 + jj) * kQ + (v0 + i) * kW, acc[jj][i]);
+      }
+    }
+  }
+}
+
+// o[r][c0 ..] += sum_j p[j][r] * vs[j][c0 ..] for rows r < n_rows (a multiple of 4),
+// kVectors vectors of columns from c0.
+template <int kVectors>
+void accumulate(const float* p, const float* vs, int n_keys, int n_rows, int64_t dpad, int64_t c0, float* o) {
+  for (int r0 = 0; r0 < n_rows; r0 += 4) {
+    F acc[4][kVectors];
+    for (int rr = 0; rr < 4; ++rr) {
+      for (int i = 0; i < kVectors; ++i) acc[rr][i] = simd::load(o + (r0 + rr) * dpad + c0 + i * kW);
+    }
+    for (int j = 0; j < n_keys; ++j) {
+      F v[kVectors];
+      for (int i = 0; i < kVectors; ++i) v[i] = simd::load(vs + j * dpad + c0 + i * kW);
+      for (int rr = 0; rr < 4; ++rr) {
+        const F w = simd::set1(p[j * kQ + r0 + rr]);
+        for (int i = 0; i < kVectors; ++i) acc[rr][i] = simd::fmadd(w, v[i], acc[rr][i]);
+      }
+    }
+    for (int rr = 0; rr < 4; ++rr) {
+      for (int i = 0; i < kVectors; ++i) simd::store(o + (r0 + rr) * dpad + c0 + i * kW, acc[rr][i]);
+    }
+  }
+}
+
+// One (head, query tile): queries [q0, q0 + nq) of the sequence starting at token `start`.
+void prefill_tile(const AttentionPrefillParams& p, int64_t start, int64_t q0, int64_t nq, int64_t head,
+                  PrefillScratch& ws) {
+  const int64_t d = p.head_dim, dpad = round_up(d, kW);
+  const int64_t kv_head = head / (p.n_heads / p.n_kv_heads);
+  const int64_t kv_stride = p.n_kv_heads * d;
+  ws.qt.assign(d * kQ, 0.0f);
+  ws.s.resize(kK * kQ);
+  ws.ks.resize(kK * d);
+  ws.vs.resize(kK * dpad);
+  ws.o.assign(kQ * dpad, 0.0f);
+  ws.zero.assign(d, 0.0f);
+  for (int64_t r = 0; r < nq; ++r) {
+    const float* q = p.q + ((start + q0 + r) * p.n_heads + head) * d;
+    for (int64_t c = 0; c < d; ++c) ws.qt[c * kQ + r] = q[c] * p.scale;
+  }
+  std::fill(ws.m, ws.m + kQ, -kInf);
+  std::fill(ws.l, ws.l + kQ, 0.0f);
+  const int n_rows = static_cast<int>(round_up(nq, 4));
+  const int64_t key_end = q0 + nq;  // causal: the last query sees keys up to itself
+  const float* krow[kK];
+  for (int64_t k0 = 0; k0 < key_end; k0 += kK) {
+    const int nk = static_cast<int>(std::min<int64_t>(kK, key_end - k0));
+    const int nk4 = static_cast<int>(round_up(nk, 4));
+    for (int j = 0; j < nk4; ++j) {
+      const int64_t index = (start + k0 + j) * kv_stride + kv_head * d;
+      float* vrow = ws.vs.data() + j * dpad;
+      if (j >= nk) {
+        krow[j] = ws.zero.data();
+        std::fill(vrow, vrow + dpad, 0.0f);
+        continue;
+      }
+      if (p.kv_bf16) {
+        load_row(p.k, true, index, d, ws.ks.data() + j * d);
+        krow[j] = ws.ks.data() + j * d;
+      } else {
+        krow[j] = static_cast<const float*>(p.k) + index;
+      }
+      load_row(p.v, p.kv_bf16, index, d, vrow);
+      std::fill(vrow + d, vrow + dpad, 0.0f);
+    }
+    float* s = ws.s.data();
+    scores<(kRowVectors < 4 ? kRowVectors : 4)>(ws.qt.data(), krow, nk4, d, s);
+    // Mask keys past the tile's end or after the query (only tiles that reach the diagonal).
+    if (k0 + nk4 - 1 > q0 || nk < nk4) {
+      for (int j = 0; j < nk4; ++j) {
+        for (int r = 0; r < kQ; ++r) {
+          if (j >= nk || k0 + j > q0 + r) s[j * kQ + r] = -kInf;
+        }
+      }
+    }
+    // Online softmax, kW queries at a time. Key 0 is visible to every query (padded
+    // rows included), so the running max is finite after the first tile.
+    for (int v = 0; v < kRowVectors; ++v) {
+      F max = simd::set1(-kInf);
+      for (int j = 0; j < nk4; ++j) max = simd::max(max, simd::load(s + j * kQ + v * kW));
+      const F m_old = simd::load(ws.m + v * kW);
+      const F m_new = simd::max(m_old, max);
+      const F alpha = simd::exp(simd::sub(m_old, m_new));
+      F sum = simd::set1(0.0f);
+      for (int j = 0; j < nk4; ++j) {
+        const F e = simd::exp(simd::sub(simd::load(s + j * kQ + v * kW), m_new));
+        simd::store(s + j * kQ + v * kW, e);
+        sum = simd::add(sum, e);
+      }
+      simd::store(ws.l + v * kW, simd::fmadd(simd::load(ws.l + v * kW), alpha, sum));
+      simd::store(ws.m + v * kW, m_new);
+      simd::store(ws.alpha + v * kW, alpha);
+    }
+    if (k0 > 0) {
+      for (int r = 0; r < n_rows; ++r) {
+        const F a = simd::set1(ws.alpha[r]);
+        float* o = ws.o.data() + r * dpad;
+        for (int64_t c = 0; c < dpad; c += kW) simd::store(o + c, simd::mul(simd::load(o + c), a));
+      }
+    }
+    for (int64_t c0 = 0; c0 < dpad; c0 += 4 * kW) {
+      switch (std::min<int64_t>(4, (dpad - c0) / kW)) {
+        case 4: accumulate<4>(s, ws.vs.data(), nk4, n_rows, dpad, c0, ws.o.data()); break;
+        case 3: accumulate<3>(s, ws.vs.data(), nk4, n_rows, dpad, c0, ws.o.data()); break;
+        case 2: accumulate<2>(s, ws.vs.data(), nk4, n_rows, dpad, c0, ws.o.data()); break;
+        default: accumulate<1>(s, ws.vs.data(), nk4, n_rows, dpad, c0, ws.o.data()); break;
+      }
+    }
+  }
+  for (int64_t r = 0; r < nq; ++r) {
+    float* out = p.out + ((start + q0 + r) * p.n_heads + head) * d;
+    const float inv = 1.0f / ws.l[r];
+    for (int64_t c = 0; c < d; ++c) out[c] = ws.o[r * dpad + c] * inv;
+  }
+}
+
+struct DecodeScratch {
+  std::vector<float> q;       // (group, dpad) scaled queries, zero-padded
+  std::vector<float> acc;     // (group, dpad)
+  std::vector<float> s;       // (group, block_size rounded to vectors)
+  std::vector<float> m, l;    // (group,)
+};
+
+inline F load_vector(const void* base, bool bf16, int64_t index, int64_t remaining) {
+  if (bf16) {
+    const uint16_t* src = static_cast<const uint16_t*>(base) + index;
+    return remaining >= kW ? simd::load_bf16(src) : simd::load_bf16_partial(src, static_cast<int>(remaining));
+  }
+  const float* src = static_cast<const float*>(base) + index;
+  return remaining >= kW ? simd::load(src) : simd::load_partial(src, static_cast<int>(remaining), 0.0f);
+}
+
+// Every cache line of a d-value K or V row; the hardware prefetcher does not cross the
+// jump from one cache block to the next, and without these decode waited on DRAM latency
+// (4.4 GB/s of a machine's 17).
+inline void prefetch_row(const void* base, bool bf16, int64_t index, int64_t d) {
+  const char* row = static_cast<const char*>(base) + index * (bf16 ? 2 : 4);
+  const int64_t bytes = d * (bf16 ? 2 : 4);
+  for (int64_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(row + offset);
+}
+
+float exp_scalar(float x) {
+  alignas(64) float lanes[kW];
+  simd::store(lanes, simd::exp(simd::set1(x)));
+  return lanes[0];
+}
+
+// Sequence b, kv heads [h0, h1): block by block, slot by slot, every head of the range in
+// turn, so the cache is read in address order (a block of 16 slots x 12 heads x 64 dims is
+// 48 KiB in one piece; one kv head at a time read 256 B of every 3 KiB and ran at 2.6 GB/s).
+void decode_item(const AttentionDecodeParams& p, int64_t b, int64_t h0, int64_t h1, DecodeScratch& ws) {
+  const int64_t d = p.head_dim, dpad = round_up(d, kW), group = p.n_heads / p.n_kv_heads;
+  const int64_t bs = p.block_size, bs_pad = round_up(bs, kW), kv_stride = p.n_kv_heads * d;
+  const int64_t rows = (h1 - h0) * group;  // query heads h0 * group .. h1 * group
+  ws.q.assign(rows * dpad, 0.0f);
+  ws.acc.assign(rows * dpad, 0.0f);
+  ws.s.resize(rows * bs_pad);
+  ws.m.assign(rows, -kInf);
+  ws.l.assign(rows, 0.0f);
+  for (int64_t g = 0; g < rows; ++g) {
+    const float* q = p.q + (b * p.n_heads + h0 * group + g) * d;
+    for (int64_t c = 0; c < d; ++c) ws.q[g * dpad + c] = q[c] * p.scale;
+  }
+  const int64_t length = p.context_lens[b];
+  for (int64_t blk = 0; blk * bs < length; ++blk) {
+    const int64_t block = p.block_table[b * p.max_blocks + blk];
+    const int64_t n = std::min(bs, length - blk * bs);
+    // The slot two ahead, possibly in the next block, for the prefetches.
+    const int64_t next_block = (blk + 1) * bs < length ? p.block_table[b * p.max_blocks + blk + 1] : -1;
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t ahead = j + 2 < n ? block * bs + j + 2 : (next_block >= 0 ? next_block * bs + j + 2 - n : -1);
+      for (int64_t h = h0; h < h1; ++h) {
+        const int64_t row = (block * bs + j) * kv_stride + h * d;
+        prefetch_row(p.v_cache, p.kv_bf16, row, d);  // read by the value pass below
+        if (ahead >= 0) prefetch_row(p.k_cache, p.kv_bf16, ahead * kv_stride + h * d, d);
+        for (int64_t g = (h - h0) * group; g < (h - h0 + 1) * group; ++g) {
+          F dot = simd::set1(0.0f);
+          for (int64_t c = 0; c < dpad; c += kW) {
+            dot = simd::fmadd(load_vector(p.k_cache, p.kv_bf16, row + c, d - c),
+                              simd::load(ws.q.data() + g * dpad + c), dot);
+          }
+          ws.s[g * bs_pad + j] = simd::reduce_add(dot);
+        }
+      }
+    }
+    for (int64_t g = 0; g < rows; ++g) {
+      float* s = ws.s.data() + g * bs_pad;
+      float max = -kInf;
+      for (int64_t j = 0; j < n; ++j) max = std::max(max, s[j]);
+      const float m_new = std::max(ws.m[g], max);
+      const float alpha = exp_scalar(ws.m[g] - m_new);
+      float sum = 0.0f;
+      for (int64_t j = 0; j < n; j += kW) {
+        const int lanes = static_cast<int>(std::min<int64_t>(kW, n - j));
+        const F e = simd::exp(simd::sub(simd::load_partial(s + j, lanes, -kInf), simd::set1(m_new)));
+        simd::store(s + j, e);
+        sum += simd::reduce_add(e);
+      }
+      ws.l[g] = ws.l[g] * alpha + sum;
+      ws.m[g] = m_new;
+      if (alpha != 1.0f) {
+        float* acc = ws.acc.data() + g * dpad;
+        for (int64_t c = 0; c < dpad; c += kW) simd::store(acc + c, simd::mul(simd::load(acc + c), simd::set1(alpha)));
+      }
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      for (int64_t h = h0; h < h1; ++h) {
+        const int64_t row = (block * bs + j) * kv_stride + h * d;
+        for (int64_t c = 0; c < dpad; c += kW) {
+          const F v = load_vector(p.v_cache, p.kv_bf16, row + c, d - c);
+          for (int64_t g = (h - h0) * group; g < (h - h0 + 1) * group; ++g) {
+            float* acc = ws.acc.data() + g * dpad + c;
+            simd::store(acc, simd::fmadd(simd::set1(ws.s[g * bs_pad + j]), v, simd::load(acc)));
+          }
+        }
+      }
+    }
+  }
+  for (int64_t g = 0; g < rows; ++g) {
+    float* out = p.out + (b * p.n_heads + h0 * group + g) * d;
+    const float inv = 1.0f / ws.l[g];
+    for (int64_t c = 0; c < d; ++c) out[c] = ws.acc[g * dpad + c] * inv;
+  }
+}
+
+}  // namespace
+
+void attention_prefill_items(const AttentionPrefillParams& p, const int32_t* tile_seq, const int32_t* tile_start,
+                             int64_t n_tiles, int64_t first, int64_t last) {
+  thread_local PrefillScratch ws;
+  for (int64_t i = first; i < last; ++i) {
+    const int64_t head = i / n_tiles, t = i % n_tiles;
+    const int64_t start = p.cu_seqlens[tile_seq[t]], length = p.cu_seqlens[tile_seq[t] + 1] - start;
+    prefill_tile(p, start, tile_start[t], std::min<int64_t>(kQ, length - tile_start[t]), head, ws);
+  }
+}
+
+void attention_decode_items(const AttentionDecodeParams& p, int64_t first, int64_t last) {
+  thread_local DecodeScratch ws;
+  const int64_t chunks = (p.n_kv_heads + p.kv_heads_per_item - 1) / p.kv_heads_per_item;
+  for (int64_t i = first; i < last; ++i) {
+    const int64_t h0 = i % chunks * p.kv_heads_per_item;
+    decode_item(p, i / chunks, h0, std::min(p.n_kv_heads, h0 + p.kv_heads_per_item), ws);
+  }
+}
+
+}  // namespace AIGC_ISA_NAMESPACE
+}  // namespace aigc

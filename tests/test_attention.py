@@ -1,0 +1,184 @@
+"""Attention prefill and paged decode against torch's scaled_dot_product_attention, every ISA.
+
+Tolerance, flash-attention's habit: the error of ours against a float64 reference may be at
+most 3x the error of the same attention computed naively in float32 (plus 1e-6 for the
+cases where the naive float32 one happens to be nearly exact).
+"""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import isa
+from aigc_engine import ops
+
+
+def sdpa(q, k, v, dtype, causal=True):
+    """q (Lq, H, d), k/v (Lk, KV, d) numpy → (Lq, H, d) numpy, computed in `dtype`."""
+    group = q.shape[1] // k.shape[1]
+    tq = torch.from_numpy(q).to(dtype).transpose(0, 1)
+    tk = torch.from_numpy(k).to(dtype).transpose(0, 1).repeat_interleave(group, 0)
+    tv = torch.from_numpy(v).to(dtype).transpose(0, 1).repeat_interleave(group, 0)
+    return torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, is_causal=causal).transpose(0, 1).numpy()
+
+
+def check(ours, exact, naive, message):
+    bound = 3 * np.abs(naive - exact).max() + 1e-6
+    assert np.abs(ours - exact).max() <= bound, message
+
+
+@settings(max_examples=20, deadline=None)
+@given(lengths=st.lists(st.sampled_from([0, 1, 2, 7, 31, 64, 65, 100, 129]), min_size=1, max_size=4),
+       head_dim=st.sampled_from([32, 64, 80, 128, 256]), heads=st.sampled_from([(1, 1), (4, 4), (4, 2), (6, 1)]),
+       bf16=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_prefill_matches_sdpa(lengths, head_dim, heads, bf16, seed):
+    rng = np.random.default_rng(seed)
+    n_heads, n_kv = heads
+    cu = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    tokens = int(cu[-1])
+    q = rng.standard_normal((tokens, n_heads, head_dim), dtype=np.float32)
+    k = rng.standard_normal((tokens, n_kv, head_dim), dtype=np.float32)
+    v = rng.standard_normal((tokens, n_kv, head_dim), dtype=np.float32)
+    if bf16:
+        k, v = ops.to_bf16(k), ops.to_bf16(v)
+    k_ref, v_ref = (ops.from_bf16(k), ops.from_bf16(v)) if bf16 else (k, v)
+    for name in isa.SUPPORTED:
+        with isa.forced(name):
+            out = ops.attention_prefill(q, k, v, cu)
+        for s in range(len(lengths)):
+            a, b = cu[s], cu[s + 1]
+            if a == b:
+                continue
+            exact = sdpa(q[a:b], k_ref[a:b], v_ref[a:b], torch.float64)
+            naive = sdpa(q[a:b], k_ref[a:b], v_ref[a:b], torch.float32)
+            check(out[a:b], exact, naive, (name, s))
+
+
+def test_prefill_custom_scale_and_out():
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((70, 2, 64), dtype=np.float32) for _ in range(3))
+    out = np.empty_like(q)
+    result = ops.attention_prefill(q, k, v, np.array([0, 70], np.int32), scale=0.05, out=out)
+    assert result is out
+    group_q = torch.from_numpy(q.astype(np.float64)).transpose(0, 1)
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        group_q, torch.from_numpy(k.astype(np.float64)).transpose(0, 1),
+        torch.from_numpy(v.astype(np.float64)).transpose(0, 1), is_causal=True, scale=0.05).transpose(0, 1).numpy()
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def paged(rng, lengths, block_size, n_kv, head_dim, extra_blocks=3):
+    """A cache with the sequences' blocks scattered in random order, and its block table."""
+    need = [(n + block_size - 1) // block_size for n in lengths]
+    num_blocks = sum(need) + extra_blocks
+    k_cache = rng.standard_normal((num_blocks, block_size, n_kv, head_dim), dtype=np.float32)
+    v_cache = rng.standard_normal((num_blocks, block_size, n_kv, head_dim), dtype=np.float32)
+    order = rng.permutation(num_blocks)
+    table = np.full((len(lengths), max(need) + 1), -7, np.int32)  # unused entries are never read
+    used = 0
+    for b, n in enumerate(need):
+        table[b, :n] = order[used:used + n]
+        used += n
+    return k_cache, v_cache, table
+
+
+def gather(cache, table, b, length, block_size):
+    slots = np.arange(length)
+    return cache[table[b, slots // block_size], slots % block_size]
+
+
+@settings(max_examples=20, deadline=None)
+@given(lengths=st.lists(st.sampled_from([1, 2, 15, 16, 17, 63, 100, 300]), min_size=1, max_size=5),
+       head_dim=st.sampled_from([32, 64, 80, 128, 256]), heads=st.sampled_from([(1, 1), (4, 4), (4, 2), (8, 1)]),
+       block_size=st.sampled_from([1, 16, 5]), bf16=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_decode_matches_sdpa(lengths, head_dim, heads, block_size, bf16, seed):
+    rng = np.random.default_rng(seed)
+    n_heads, n_kv = heads
+    k_cache, v_cache, table = paged(rng, lengths, block_size, n_kv, head_dim)
+    if bf16:
+        k_cache, v_cache = ops.to_bf16(k_cache), ops.to_bf16(v_cache)
+    k_ref, v_ref = (ops.from_bf16(k_cache), ops.from_bf16(v_cache)) if bf16 else (k_cache, v_cache)
+    q = rng.standard_normal((len(lengths), n_heads, head_dim), dtype=np.float32)
+    lens = np.array(lengths, np.int32)
+    for name in isa.SUPPORTED:
+        with isa.forced(name):
+            out = ops.attention_decode(q, k_cache, v_cache, table, lens)
+        for b, length in enumerate(lengths):
+            k = gather(k_ref, table, b, length, block_size)
+            v = gather(v_ref, table, b, length, block_size)
+            # The one new query is the last position: it sees every cached token.
+            exact = sdpa(q[b:b + 1], k, v, torch.float64, causal=False)
+            naive = sdpa(q[b:b + 1], k, v, torch.float32, causal=False)
+            check(out[b:b + 1], exact, naive, (name, b))
+
+
+def test_decode_equals_last_row_of_prefill():
+    rng = np.random.default_rng(1)
+    length, block_size = 77, 16
+    q, k, v = (rng.standard_normal((length, 4, 64), dtype=np.float32) for _ in range(3))
+    prefill = ops.attention_prefill(q, k, v, np.array([0, length], np.int32))
+    blocks = (length + block_size - 1) // block_size
+    k_cache = np.zeros((blocks, block_size, 4, 64), np.float32)
+    v_cache = np.zeros_like(k_cache)
+    k_cache.reshape(-1, 4, 64)[:length] = k
+    v_cache.reshape(-1, 4, 64)[:length] = v
+    decode = ops.attention_decode(q[-1:], k_cache, v_cache, np.arange(blocks, dtype=np.int32)[None],
+                                  np.array([length], np.int32))
+    np.testing.assert_allclose(decode[0], prefill[-1], atol=2e-6)
+
+
+def test_bf16_round_trip():
+    x = np.array([1.0, -2.5, 1 + 2**-8, 1 + 3 * 2**-8, 3.0e38, np.inf, -np.inf, 0.0], np.float32)
+    bits = ops.to_bf16(x)
+    # Ties go to the even mantissa: 1 + 2^-8 -> 1, 1 + 3 * 2^-8 -> 1 + 2^-6.
+    np.testing.assert_array_equal(ops.from_bf16(bits)[:4], [1.0, -2.5, 1.0, 1 + 2**-6])
+    assert ops.from_bf16(bits)[5] == np.inf and ops.from_bf16(bits)[6] == -np.inf
+    assert np.isnan(ops.from_bf16(ops.to_bf16(np.array([np.nan], np.float32))))[0]
+    torch_bits = torch.from_numpy(x[:5]).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    np.testing.assert_array_equal(bits[:5], torch_bits)
+
+
+def test_prefill_bad_inputs():
+    q = np.zeros((10, 4, 32), np.float32)
+    kv = np.zeros((10, 2, 32), np.float32)
+    cu = np.array([0, 4, 10], np.int32)
+    with pytest.raises(ValueError, match=r"q: expected C-contiguous float32 \(tokens, n_heads, head_dim\), got float64"):
+        ops.attention_prefill(q.astype(np.float64), kv, kv, cu)
+    with pytest.raises(ValueError, match="k: expected float32 or uint16"):
+        ops.attention_prefill(q, kv.astype(np.float16), kv, cu)
+    with pytest.raises(ValueError, match="v: expected the dtype of k"):
+        ops.attention_prefill(q, kv, ops.to_bf16(kv), cu)
+    with pytest.raises(ValueError, match=r"k: expected C-contiguous float32 \(10, n_kv_heads, 32\), got float32 \(10, 2, 16\)"):
+        ops.attention_prefill(q, kv[:, :, :16].copy(), kv, cu)
+    with pytest.raises(ValueError, match=r"n_kv_heads \(3\) must divide n_heads \(4\)"):
+        ops.attention_prefill(q, np.zeros((10, 3, 32), np.float32), np.zeros((10, 3, 32), np.float32), cu)
+    with pytest.raises(ValueError, match="cu_seqlens: expected to start at 0 and end at 10"):
+        ops.attention_prefill(q, kv, kv, np.array([0, 4, 9], np.int32))
+    with pytest.raises(ValueError, match=r"cu_seqlens: not monotone at sequence 1 \(11 then 10\)"):
+        ops.attention_prefill(q, kv, kv, np.array([0, 11, 10], np.int32))
+    with pytest.raises(ValueError, match="cu_seqlens: expected C-contiguous int32"):
+        ops.attention_prefill(q, kv, kv, cu.astype(np.int64))
+    with pytest.raises(ValueError, match="q: expected C-contiguous float32 .*non-contiguous"):
+        ops.attention_prefill(np.zeros((10, 4, 64), np.float32)[:, :, ::2], kv, kv, cu)
+
+
+def test_decode_bad_inputs():
+    rng = np.random.default_rng(0)
+    k_cache, v_cache, table = paged(rng, [20, 5], 16, 2, 32)
+    q = np.zeros((2, 4, 32), np.float32)
+    lens = np.array([20, 5], np.int32)
+    ops.attention_decode(q, k_cache, v_cache, table, lens)
+    bad = table.copy()
+    bad[1, 0] = k_cache.shape[0]
+    with pytest.raises(ValueError, match=r"block_table: sequence 1 block 0 is 6, outside \[0, 6\)"):
+        ops.attention_decode(q, k_cache, v_cache, bad, lens)
+    with pytest.raises(ValueError, match=r"context_lens: sequence 0 has 49, expected 1 .. 48"):
+        ops.attention_decode(q, k_cache, v_cache, table, np.array([49, 5], np.int32))
+    with pytest.raises(ValueError, match="context_lens: sequence 1 has 0"):
+        ops.attention_decode(q, k_cache, v_cache, table, np.array([20, 0], np.int32))
+    with pytest.raises(ValueError, match=r"block_table: expected C-contiguous int32 \(2, max_blocks\)"):
+        ops.attention_decode(q, k_cache, v_cache, table[:1].copy(), lens)
+    with pytest.raises(ValueError, match="v_cache: expected the dtype of k_cache"):
+        ops.attention_decode(q, k_cache, ops.to_bf16(v_cache), table, lens)
