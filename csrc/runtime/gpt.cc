@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "aigc/attention.h"
 #include "aigc/norm.h"
 #include "runtime/thread_pool.h"
 
@@ -109,6 +110,10 @@ void GptModel::reserve(int64_t num_tokens, int64_t num_seqs) {
   grow(a_, num_tokens * c);
   grow(qkv_, num_tokens * 3 * c);
   grow(attn_, num_tokens * c);
+  grow(q_, num_tokens * c);
+  grow(k_, num_tokens * c);
+  grow(v_, num_tokens * c);
+  if (static_cast<int64_t>(prompt_cu_.size()) < num_seqs + 1) prompt_cu_.resize(num_seqs + 1);
   grow(proj_, num_tokens * c);
   grow(fc_, num_tokens * 4 * c);
   grow(last_, num_seqs * c);
@@ -143,37 +148,52 @@ void GptModel::write_cache(const StepBatch& b, KvCache& cache, int64_t layer) {
 }
 
 void GptModel::attend(const StepBatch& b, KvCache& cache, int64_t layer) {
-  const int64_t c = config_.n_embd, heads = config_.n_head, d = c / heads, bs = cache.block_size();
+  const int64_t c = config_.n_embd, heads = config_.n_head, d = c / heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  const float* keys = cache.keys(layer);
-  const float* values = cache.values(layer);
-  parallel_for(b.num_seqs * heads, [&](int64_t first, int64_t last) {
-    std::vector<float> acc(d);
-    for (int64_t item = first; item < last; ++item) {
-      const int64_t s = item / heads, head = item % heads;
-      const int32_t* table = b.block_table + s * b.max_blocks;
-      for (int64_t t = b.cu_seqlens[s]; t < b.cu_seqlens[s + 1]; ++t) {
-        const float* q = qkv_.data() + t * 3 * c + head * d;
-        float running_max = -INFINITY, denominator = 0.0f;
-        std::fill(acc.begin(), acc.end(), 0.0f);
-        for (int64_t j = 0; j <= b.positions[t]; ++j) {
-          const int64_t slot = static_cast<int64_t>(table[j / bs]) * bs + j % bs;
-          const float* k = keys + slot * c + head * d;
-          const float* v = values + slot * c + head * d;
-          float score = 0.0f;
-          for (int64_t i = 0; i < d; ++i) score += q[i] * k[i];
-          score *= scale;
-          const float new_max = std::fmax(running_max, score);
-          const float correction = std::exp(running_max - new_max), weight = std::exp(score - new_max);
-          denominator = denominator * correction + weight;
-          for (int64_t i = 0; i < d; ++i) acc[i] = acc[i] * correction + weight * v[i];
-          running_max = new_max;
-        }
-        float* out = attn_.data() + t * c + head * d;
-        for (int64_t i = 0; i < d; ++i) out[i] = acc[i] / denominator;
-      }
-    }
-  });
+  int64_t decoding = 0;
+  while (decoding < b.num_seqs && !b.is_prompt[decoding]) ++decoding;
+  // The kernels want q (and, for prompts, k and v) as (tokens, heads, head_dim) arrays;
+  // qkv holds them side by side per token.
+  auto split = [&](int64_t part, int64_t first, int64_t last, float* out) {
+    for (int64_t t = first; t < last; ++t) std::memcpy(out + (t - first) * c, qkv_.data() + t * 3 * c + part * c, c * sizeof(float));
+  };
+  if (decoding > 0) {
+    split(0, 0, decoding, q_.data());
+    AttentionDecodeParams p{};
+    p.q = q_.data();
+    p.k_cache = cache.keys(layer);
+    p.v_cache = cache.values(layer);
+    p.block_table = b.block_table;
+    p.context_lens = b.context_lens;
+    p.batch = decoding;
+    p.max_blocks = b.max_blocks;
+    p.num_blocks = cache.num_blocks();
+    p.block_size = cache.block_size();
+    p.n_heads = p.n_kv_heads = heads;
+    p.head_dim = d;
+    p.scale = scale;
+    p.out = attn_.data();
+    attention_decode_cpu(p);
+  }
+  if (decoding < b.num_seqs) {
+    const int64_t first = b.cu_seqlens[decoding], tokens = b.num_tokens - first;
+    split(0, first, b.num_tokens, q_.data());
+    split(1, first, b.num_tokens, k_.data());
+    split(2, first, b.num_tokens, v_.data());
+    for (int64_t s = decoding; s <= b.num_seqs; ++s) prompt_cu_[s - decoding] = b.cu_seqlens[s] - static_cast<int32_t>(first);
+    AttentionPrefillParams p{};
+    p.q = q_.data();
+    p.k = k_.data();
+    p.v = v_.data();
+    p.cu_seqlens = prompt_cu_.data();
+    p.n_seqs = b.num_seqs - decoding;
+    p.tokens = tokens;
+    p.n_heads = p.n_kv_heads = heads;
+    p.head_dim = d;
+    p.scale = scale;
+    p.out = attn_.data() + first * c;
+    attention_prefill_cpu(p);
+  }
 }
 
 void GptModel::forward(const StepBatch& b, KvCache& cache, float* logits) {

@@ -65,8 +65,9 @@ class GptModel {
   std::vector<float> wte_, wpe_, ln_f_weight_, ln_f_bias_;
   std::vector<Layer> layers_;
   Linear lm_head_;
-  // Step buffers: h residual stream, a normalised input, qkv, attention output, MLP.
-  std::vector<float> h_, a_, qkv_, attn_, proj_, fc_, last_;
+  // Step buffers: h residual stream, a normalised input, qkv, attention in/out, MLP.
+  std::vector<float> h_, a_, qkv_, q_, k_, v_, attn_, proj_, fc_, last_;
+  std::vector<int32_t> prompt_cu_;
 };
 
 }  // namespace aigc
