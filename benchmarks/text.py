@@ -1,10 +1,14 @@
-"""Tokens/s of text generation: Hugging Face `generate` (PyTorch eager) vs aigc_engine.
+"""Tokens/s of text generation: Hugging Face `generate`, stock onnxruntime (fp32, int8),
+CTranslate2 (fp32, int8) and aigc_engine (native fp32 / bf16 / int8, and its onnxruntime
+backend), side by side on the same weights.
 
 Tokens/s = batch × new tokens / wall time of the whole call: prompt 32 tokens, 128 new
-tokens (greedy, no early stop), batch 1, 8 and 32, the same thread count everywhere.
-Two models: the shipped pycode-gpt, and a GPT-2-small-shaped model (124M, random
-init) saved in Hugging Face format and brought in with `aigc import-hf`, so every
-system runs the same weights. The ratio is aigc_engine over Hugging Face.
+tokens (greedy, no early stop), batch 1, 8 and 32, the same thread count everywhere. Two
+models: the shipped pycode-gpt, and a GPT-2-small-shaped model (124M, random init) saved
+in Hugging Face format (every system loads the same weights; aigc_engine's file comes
+from `aigc import-hf`). At batch 1 the last column is the share of the memory-bandwidth
+roofline: tokens/s × weight bytes read per token / the read bandwidth measured here.
+Ratios are over Hugging Face.
 
     python benchmarks/text.py [--quick] [--json results.json] [--cache DIR]
 """
@@ -13,135 +17,122 @@ from __future__ import annotations
 
 import os
 import sys
+import sysconfig
 import tempfile
+import time
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import Records, interleaved_medians, machine, parser
-
-from aigc_engine import SamplingParams, TextGenerator
+from common import Records, machine, parser, read_bandwidth  # noqa: E402
+import text_peers as peers  # noqa: E402
 
 PROMPT_TOKENS = 32
 NEW_TOKENS = 128
 BATCHES = (1, 8, 32)
 
 
-def gpt2_small_onnx(cache: Path) -> Path | None:
-    """The GPT-2-small-shaped model: random init (seed 0), saved with save_pretrained,
-    imported by aigc_export; built once into the cache folder."""
-    out = cache / "gpt2-small-random.onnx"
-    if out.is_file():
-        return out
+def gpt2_small(cache: Path, tokenizer_json: str) -> tuple[Path, Path] | None:
+    """(HF directory, ONNX file) of the random GPT-2-small, built once into the cache."""
+    hf_dir, onnx_path = cache / "gpt2-small-random", cache / "gpt2-small-random.onnx"
     try:
-        import torch
-        from transformers import GPT2Config, GPT2LMHeadModel
-        from aigc_export.hf_import import import_hf
-        from aigc_export.tokenizer import train_tokenizer
+        if not hf_dir.is_dir():
+            peers.random_gpt2_small(hf_dir, tokenizer_json)
+        if not onnx_path.is_file():
+            from aigc_export.hf_import import import_hf
+            print("  importing gpt2-small with aigc_export (once)...", flush=True)
+            import_hf(hf_dir, onnx_path)
     except ImportError as error:
-        print(f"  gpt2-small: skipped ({error.name} is not installed)")
+        peers.skipped("gpt2-small", error)
         return None
-    print(f"  building gpt2-small (random init) into {cache} (once)...", flush=True)
-    torch.manual_seed(0)
-    hf_dir = cache / "gpt2-small-random-hf"
-    GPT2LMHeadModel(GPT2Config()).save_pretrained(hf_dir)
-    train_tokenizer(vocab_size=512).save(str(hf_dir / "tokenizer.json"))
-    return import_hf(hf_dir, out)
+    return hf_dir, onnx_path
 
 
-def hf_model(generator: TextGenerator, threads: int):
-    """GPT2LMHeadModel with the ONNX file's own weights (they keep GPT-2's names)."""
+def shipped(cache: Path) -> tuple[Path, Path] | None:
+    from aigc_engine.registry import MODELS_DIR
+    onnx_path = MODELS_DIR / "pycode-gpt.onnx"
+    hf_dir = cache / "pycode-gpt-hf"
     try:
-        import torch
-        from onnx import numpy_helper
-        from transformers import GPT2Config, GPT2LMHeadModel
+        if not hf_dir.is_dir() or hf_dir.stat().st_mtime < onnx_path.stat().st_mtime:
+            peers.hf_directory_from_onnx(onnx_path, hf_dir)
     except ImportError as error:
-        print(f"  Hugging Face generate: skipped ({error.name} is not installed)")
-        return None
-    torch.set_num_threads(threads)
-    c = generator.artifact.config
-    config = GPT2Config(vocab_size=c["vocab_size"], n_positions=c["n_positions"], n_embd=c["n_embd"],
-                        n_layer=c["n_layer"], n_head=c["n_head"], layer_norm_epsilon=c.get("layer_norm_epsilon", 1e-5),
-                        eos_token_id=c["eos_token_id"], bos_token_id=c["eos_token_id"])
-    model = GPT2LMHeadModel(config).eval()
-    weights = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy())
-               for t in generator.artifact.model.graph.initializer}
-    state = model.state_dict()
-    missing = [name for name in state if name not in weights and not name.startswith("lm_head")]
-    if missing:
-        print(f"  Hugging Face generate: skipped (the ONNX file lacks {missing[:3]}...)")
-        return None
-    model.load_state_dict({name: weights.get(name, weights["transformer.wte.weight"]) for name in state})
-    return model
+        peers.skipped("the Hugging Face copy of pycode-gpt", error)
+        hf_dir = None
+    return hf_dir, onnx_path
 
 
-def prompts_for(generator: TextGenerator, batch: int) -> list[list[int]]:
-    """batch prompts of exactly PROMPT_TOKENS ids, cut from the standard library's source."""
-    import sysconfig
+def systems(hf_dir, onnx_path, cache: Path, threads: int, max_batch: int) -> dict:
+    found = {
+        "hf-generate": peers.hugging_face(hf_dir, threads) if hf_dir else None,
+        "onnxruntime-fp32": peers.onnxruntime_plain(onnx_path, threads),
+        "onnxruntime-int8": peers.onnxruntime_int8(onnx_path, cache, threads),
+        "ctranslate2-fp32": peers.ctranslate2_generator(hf_dir, cache, "float32", threads) if hf_dir else None,
+        "ctranslate2-int8": peers.ctranslate2_generator(hf_dir, cache, "int8", threads) if hf_dir else None,
+        "aigc-onnxruntime": peers.aigc_engine(onnx_path, "onnxruntime", "float32", max_batch),
+    }
+    for dtype in ("float32", "bfloat16", "int8"):
+        found[f"aigc-native-{dtype}"] = peers.aigc_engine(onnx_path, "native", dtype, max_batch)
+    return {name: run for name, run in found.items() if run is not None}
+
+
+def prompts_for(batch: int, tokenizer) -> list[list[int]]:
     text = Path(sysconfig.get_paths()["stdlib"], "argparse.py").read_text()
-    ids = generator.tokenizer.encode(text)
+    ids = tokenizer.encode(text)
     return [ids[i * PROMPT_TOKENS:(i + 1) * PROMPT_TOKENS] for i in range(batch)]
 
 
-def run_hf(model, prompts: list[list[int]], new_tokens: int):
-    import torch
-    ids = torch.tensor(prompts)
-    def run():
-        with torch.inference_mode():
-            out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                 max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=0)
-        assert out.shape[1] == PROMPT_TOKENS + new_tokens
-    return run
-
-
-def run_aigc(generator: TextGenerator, prompts: list[list[int]], new_tokens: int):
-    params = SamplingParams(max_new_tokens=new_tokens, temperature=0.0, ignore_eos=True)
-    def run():
-        completions = generator.generate(prompts, params)
-        assert all(len(c.token_ids) == new_tokens for c in completions), completions[0].error
-    return run
+def seconds_of(run, prompts, new_tokens: int, repeats: int) -> float:
+    run(prompts, 4)  # warm-up: sessions, caches, thread pools
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run(prompts, new_tokens)
+        times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
 
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "aigc-bench"),
-                   help="where the imported GPT-2-small lives between runs")
+                   help="where converted models live between runs")
     args = p.parse_args()
     os.environ["AIGC_NUM_THREADS"] = str(args.threads)
-    records = Records(machine(args.threads))
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    batches, new_tokens = ((1, 8), 32) if args.quick else (BATCHES, NEW_TOKENS)
-    rounds, block_seconds = (1, 0.0) if args.quick else (3, 0.0)
-    models = {"pycode-gpt": "pycode-gpt"}
+    records = Records(machine(args.threads))
+    bandwidth = read_bandwidth(args.threads)
+    records.machine["read_bandwidth_gbs"] = bandwidth / 1e9
+    print(f"read bandwidth ({args.threads} threads): {bandwidth / 1e9:.1f} GB/s")
+    batches, new_tokens, repeats = ((1, 8), 16, 1) if args.quick else (BATCHES, NEW_TOKENS, 3)
+    models = {"pycode-gpt": shipped(cache)}
     if not args.quick or (cache / "gpt2-small-random.onnx").is_file():
-        path = gpt2_small_onnx(cache)
-        if path is not None:
-            models["gpt2-small"] = path
+        tokenizer_json = peers.aigc_engine(models["pycode-gpt"][1], "onnxruntime", "float32", 1).generator.artifact.tokenizer_json
+        found = gpt2_small(cache, tokenizer_json)
+        if found:
+            models["gpt2-small"] = found
     else:
-        print("  gpt2-small: skipped in --quick until built once by a full run")
-    header = f"{'model':<12} {'batch':>5} {'HF tok/s':>10} {'aigc-ort tok/s':>15} {'vs HF':>7}"
-    print(header)
-    print("-" * len(header))
-    for name, source in models.items():
-        generator = TextGenerator.load(str(source), backend="onnxruntime", max_batch_size=max(batches))
-        hf = hf_model(generator, args.threads)
+        print("  gpt2-small: skipped in --quick until a full run has built it")
+    header = f"{'model':<11} {'batch':>5} {'system':<20} {'tok/s':>9} {'vs HF':>7} {'roofline':>9}"
+    for name, (hf_dir, onnx_path) in models.items():
+        print(f"\n{header}\n{'-' * len(header)}", flush=True)
+        found = systems(hf_dir, onnx_path, cache, args.threads, max(batches))
+        aigc = found["aigc-native-float32"].generator
         for batch in batches:
-            prompts = prompts_for(generator, batch)
-            systems = {"aigc_engine-onnxruntime": run_aigc(generator, prompts, new_tokens)}
-            if hf is not None:
-                systems["hf-generate"] = run_hf(hf, prompts, new_tokens)
-            seconds = interleaved_medians(systems, rounds, block_seconds)
-            rate = {system: batch * new_tokens / s for system, s in seconds.items()}
-            for system, value in rate.items():
+            prompts = prompts_for(batch, aigc.tokenizer)
+            rates = {}
+            for system, run in found.items():
+                rates[system] = batch * new_tokens / seconds_of(run, prompts, new_tokens, repeats)
                 records.add("text", system, {"model": name, "batch": batch, "prompt": PROMPT_TOKENS,
-                                             "new_tokens": new_tokens, "threads": args.threads}, value, "tokens/s")
-            ours = rate["aigc_engine-onnxruntime"]
-            theirs = rate.get("hf-generate")
-            print(f"{name:<12} {batch:>5} {theirs or float('nan'):>10.1f} {ours:>15.1f} "
-                  f"{(ours / theirs if theirs else float('nan')):>6.2f}x", flush=True)
+                                             "new_tokens": new_tokens, "threads": args.threads}, rates[system], "tokens/s")
+            for system, rate in rates.items():
+                ratio = f"{rate / rates['hf-generate']:.2f}x" if "hf-generate" in rates else "-"
+                roofline = "-"
+                if batch == 1 and system.startswith("aigc-native"):
+                    weight_bytes = found[system].generator._model.model.weight_bytes
+                    roofline = f"{100 * rate * weight_bytes / bandwidth:.0f}%"
+                print(f"{name:<11} {batch:>5} {system:<20} {rate:>9.1f} {ratio:>7} {roofline:>9}", flush=True)
     records.write(args.json)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

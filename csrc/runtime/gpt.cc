@@ -62,7 +62,7 @@ int64_t GptModel::weight_bytes() const {
   auto bytes = [](const Linear& l) {
     return static_cast<int64_t>(l.w_f32.size() * 4 + l.w_bf16.size() * 2 + l.w_i8.size() + l.scale.size() * 4);
   };
-  int64_t total = bytes(lm_head_) + static_cast<int64_t>(wpe_.size() + wte_.size()) * 4;
+  int64_t total = bytes(lm_head_);
   for (const Layer& l : layers_) total += bytes(l.c_attn) + bytes(l.attn_proj) + bytes(l.c_fc) + bytes(l.mlp_proj);
   return total;
 }

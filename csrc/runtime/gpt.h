@@ -45,7 +45,8 @@ class GptModel {
   const GptConfig& config() const { return config_; }
   // Validates the batch against the cache, then runs it; logits: (num_seqs, vocab_size).
   void forward(const StepBatch& batch, KvCache& cache, float* logits);
-  // Bytes of weights as stored.
+  // Bytes of the weights every step streams, as stored: the projections and the LM head
+  // (the embedding tables are gathered a row per token).
   int64_t weight_bytes() const;
 
  private:
