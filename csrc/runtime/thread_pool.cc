@@ -1,8 +1,11 @@
 // See thread_pool.h. A call from inside a worker (a kernel calling a kernel) runs serially
-// rather than waiting on the pool it occupies; concurrent callers take turns.
+// rather than waiting on the pool it occupies; concurrent callers take turns. Threads
+// spin briefly for the next job, then sleep on a condition variable.
 #include "runtime/thread_pool.h"
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
@@ -31,6 +34,23 @@ int threads_from_env() {
 
 thread_local bool in_worker = false;
 
+// Spin this long for the next job before sleeping: a decode step calls ~35 kernels in a
+// row, and waking a sleeping thread costs 10-60 µs (more on a busy machine), as much as
+// a small kernel itself.
+constexpr auto kSpin = std::chrono::microseconds(200);
+
+template <typename Done>
+bool spin_until(const Done& done) {
+  const auto deadline = std::chrono::steady_clock::now() + kSpin;
+  for (int i = 0;; ++i) {
+    if (done()) return true;
+    if ((i & 63) == 0 && std::chrono::steady_clock::now() > deadline) return false;
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#endif
+  }
+}
+
 class ThreadPool {
  public:
   explicit ThreadPool(int size) : size_(size) {
@@ -50,19 +70,23 @@ class ThreadPool {
 
   void run(int64_t n, int parts, const std::function<void(int64_t, int64_t)>& fn) {
     std::lock_guard<std::mutex> turn(caller_mutex_);
+    job_ = &fn;
+    n_ = n;
+    parts_ = parts;
+    error_ = nullptr;
+    pending_.store(parts - 1, std::memory_order_relaxed);
     {
+      // Under the mutex, so that a worker deciding to sleep cannot miss it.
       std::lock_guard<std::mutex> lock(mutex_);
-      job_ = &fn;
-      n_ = n;
-      parts_ = parts;
-      pending_ = parts - 1;
-      error_ = nullptr;
-      ++generation_;
+      generation_.fetch_add(1, std::memory_order_release);
     }
     wake_.notify_all();
     run_part(0);
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [this] { return pending_ == 0; });
+    auto finished = [this] { return pending_.load(std::memory_order_acquire) == 0; };
+    if (!spin_until(finished)) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      done_.wait(lock, finished);
+    }
     job_ = nullptr;
     if (error_) std::rethrow_exception(error_);
   }
@@ -82,16 +106,19 @@ class ThreadPool {
     in_worker = true;
     uint64_t seen = 0;
     for (;;) {
-      {
+      auto has_news = [&] { return stopping_.load() || generation_.load(std::memory_order_acquire) != seen; };
+      if (!spin_until(has_news)) {
         std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
-        if (stopping_) return;
-        seen = generation_;
-        if (index >= parts_) continue;
+        wake_.wait(lock, has_news);
       }
+      if (stopping_) return;
+      seen = generation_.load(std::memory_order_acquire);
+      if (index >= parts_) continue;
       run_part(index);
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (--pending_ == 0) done_.notify_one();
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        done_.notify_one();
+      }
     }
   }
 
@@ -100,13 +127,14 @@ class ThreadPool {
   std::mutex caller_mutex_;  // one parallel_for at a time
   std::mutex mutex_;
   std::condition_variable wake_, done_;
+  // The job: written by the caller before generation_ moves on, read by workers after.
   const std::function<void(int64_t, int64_t)>* job_ = nullptr;
   int64_t n_ = 0;
   int parts_ = 0;
-  int pending_ = 0;
-  uint64_t generation_ = 0;
-  bool stopping_ = false;
   std::exception_ptr error_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stopping_{false};
 };
 
 ThreadPool& pool() {
