@@ -22,8 +22,9 @@ def full_vocab_tokenizer_json(tokenizer_json: str, vocab_size: int) -> str:
     which CTranslate2's converter requires (one vocabulary entry per embedding row)."""
     data = json.loads(tokenizer_json)
     vocab = data["model"]["vocab"]
-    taken = set(vocab) | {t["content"] for t in data.get("added_tokens", [])}
-    next_id, i = len(vocab) + len(data.get("added_tokens", [])), 0
+    added = data.get("added_tokens", [])
+    taken = set(vocab) | {t["content"] for t in added}
+    next_id, i = 1 + max(list(vocab.values()) + [t["id"] for t in added]), 0
     while next_id < vocab_size:
         token = f"\u0120filler{i}"
         i += 1

@@ -24,7 +24,16 @@ def int8_round(w: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(w / scale), -127, 127) * scale.astype(np.float64)
 
 
+def int8_activations(x: np.ndarray) -> np.ndarray:
+    """Per-row int8 activations (the int8 layers quantise x too): round(x · 127 / max|x|) · max|x| / 127."""
+    largest = np.abs(x).max(axis=1, keepdims=True)
+    inverse = np.where(largest > 0, np.float32(127) / np.where(largest > 0, largest, 1), np.float32(0))
+    return np.rint(x * inverse.astype(np.float32)) * (largest.astype(np.float64) / 127)
+
+
 ROUNDING = {"float32": lambda w: w.astype(np.float64), "bfloat16": bf16_round, "int8": int8_round}
+ACTIVATIONS = {"float32": lambda x: x.astype(np.float64), "bfloat16": lambda x: x.astype(np.float64),
+               "int8": int8_activations}
 
 
 @settings(max_examples=30, deadline=None)
@@ -35,8 +44,9 @@ def test_linear_matches_numpy(m, k, n, bias, dtype, seed):
     w = rng.standard_normal((k, n)).astype(np.float32)
     b = rng.standard_normal(n).astype(np.float32) if bias else None
     x = rng.standard_normal((m, k)).astype(np.float32)
-    expected = x.astype(np.float64) @ ROUNDING[dtype](w) + (0 if b is None else b)
-    # float32 accumulation over k terms: the error bound of a naive sum, k·eps·Σ|x·w|.
+    expected = ACTIVATIONS[dtype](x) @ ROUNDING[dtype](w) + (0 if b is None else b)
+    # float32 accumulation over k terms: the error bound of a naive sum, k·eps·Σ|x·w|
+    # (int8 sums are exact; only its final scaling rounds).
     bound = k * np.finfo(np.float32).eps * (np.abs(x) @ np.abs(ROUNDING[dtype](w))) + 1e-6
     layer = _C.Linear(w, b, dtype)
     for name in isa.SUPPORTED:

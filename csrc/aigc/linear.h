@@ -1,7 +1,9 @@
 // The projections of the native GPT decoder: y (m, n) = x (m, k) · W (k, n) + bias (n).
 // W is stored in the dtype chosen at load — float32, bfloat16, or int8 with one scale per
-// output column — repacked into panels of kPanel columns, (n / kPanel, k, kPanel), so
-// that a kernel streams each weight once, contiguously, whatever m is.
+// output column — repacked into panels of kPanel columns, (n / kPanel, k, kPanel) (int8:
+// (n / kPanel, k / 4, kPanel, 4), the VNNI layout), so that a kernel streams each weight
+// once, contiguously, whatever m is. int8 layers quantise the activations too, per row
+// (cpu/linear_int8.cc): integer products, exact sums.
 // Two ways to multiply: linear_forward (own kernels, cpu/linear.cc) computes every row
 // of y with the same operations whatever m is, so a request's numbers never depend on
 // what shares its batch; linear_forward_blas (float32 only: OpenBLAS, panel by panel,
@@ -25,8 +27,9 @@ struct Linear {
   WeightDtype dtype = WeightDtype::kFloat32;
   std::vector<float> w_f32;      // (panels, k, kPanel)          float32
   std::vector<uint16_t> w_bf16;  // (panels, k, kPanel)          bfloat16 bits
-  std::vector<int8_t> w_i8;      // (panels, k, kPanel)          int8
+  std::vector<int8_t> w_i8;      // (panels, k4, kPanel, 4)      int8, k4 = ceil(k / 4), zero-padded
   std::vector<float> scale;      // (panels * kPanel,)           int8: W ≈ w_i8 · scale[column]
+  std::vector<int32_t> w_sum;    // (panels * kPanel,)           int8: Σ_k w_i8[k][column]
   std::vector<float> bias;       // (n,) or empty
 };
 
@@ -43,10 +46,21 @@ uint16_t float_to_bf16(float value);  // round to nearest even; NaN stays NaN
 struct LinearPanelParams {
   const float* x;        // (m, k)
   int64_t m, k, n;
-  const void* panels;    // the layer's w_f32, w_bf16 or w_i8
-  const float* scale;    // int8 only
+  const void* panels;    // the layer's w_f32 or w_bf16
   const float* bias;     // may be null
   float* y;              // (m, n)
+};
+
+struct LinearInt8Params {
+  const uint8_t* xq;      // (m, k4 * 4) activations: round(x / x_scale) + 128, zero-padded with 128
+  const float* x_scale;   // (m,) max |x| of the row / 127
+  int64_t m, k4, n;
+  const int8_t* panels;   // the layer's w_i8
+  const float* w_scale;   // (n,)
+  const int32_t* w_sum;   // (n,)
+  const float* bias;      // may be null
+  float* y;               // (m, n)
+  bool vnni;              // the CPU has AVX512-VNNI (the avx512 build's fast path)
 };
 
 }  // namespace aigc
@@ -54,4 +68,4 @@ struct LinearPanelParams {
 // Panels [first, last) of y, one version per ISA (cpu/linear.cc).
 AIGC_ISA_DECLARE(void, linear_f32_panels, (const LinearPanelParams& p, int64_t first, int64_t last))
 AIGC_ISA_DECLARE(void, linear_bf16_panels, (const LinearPanelParams& p, int64_t first, int64_t last))
-AIGC_ISA_DECLARE(void, linear_int8_panels, (const LinearPanelParams& p, int64_t first, int64_t last))
+AIGC_ISA_DECLARE(void, linear_int8_panels, (const LinearInt8Params& p, int64_t first, int64_t last))

@@ -1,9 +1,8 @@
-// float32, bfloat16 and int8 weight projections over column panels (aigc/linear.h): each
-// panel of kPanel = 64 columns is streamed once per block of up to 4 rows of x, converted
-// to float32 in registers and multiply-added in float32, k in order for every row. int8 columns are
-// scaled once at the end (the scale is constant along k). With AVX-512 a block keeps
-// 4 rows × 4 vectors = 16 accumulators, enough to hide the FMA latency; at m = 1 the
-// kernel is bound by the weight bytes it reads, which is the point of bf16 and int8.
+// float32 and bfloat16 weight projections over column panels (aigc/linear.h): each panel
+// of kPanel = 64 columns is streamed once per block of up to 4 rows of x, converted to
+// float32 in registers and multiply-added in float32, k in order for every row. With
+// AVX-512 a block keeps 4 rows × 4 vectors = 16 accumulators, enough to hide the FMA
+// latency; at m = 1 the kernel is bound by the weight bytes it reads (the point of bf16).
 #include <cstring>
 
 #include "aigc/linear.h"
@@ -18,14 +17,13 @@ namespace {
 
 constexpr int kRows = 4;
 
-// The float32 block (rows × 64) → y, with the int8 scale and the bias, clipped to n.
+// The float32 block (rows × 64) → y, with the bias, clipped to n.
 void store_block(const LinearPanelParams& p, const float* acc, int rows, int64_t row0, int64_t col0) {
   const int64_t width = p.n - col0 < kPanel ? p.n - col0 : kPanel;
   for (int r = 0; r < rows; ++r) {
     float* y = p.y + (row0 + r) * p.n + col0;
     for (int64_t c = 0; c < width; ++c) {
       float v = acc[r * kPanel + c];
-      if (p.scale) v *= p.scale[col0 + c];
       if (p.bias) v += p.bias[col0 + c];
       y[c] = v;
     }
@@ -42,12 +40,6 @@ inline void load_panel_row(const uint16_t* src, __m512 w[4]) {
   for (int j = 0; j < 4; ++j) {
     const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 16 * j)));
     w[j] = _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
-  }
-}
-
-inline void load_panel_row(const int8_t* src, __m512 w[4]) {
-  for (int j = 0; j < 4; ++j) {
-    w[j] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 16 * j))));
   }
 }
 
@@ -79,7 +71,6 @@ inline float to_float(uint16_t bits) {
   std::memcpy(&value, &wide, sizeof value);
   return value;
 }
-inline float to_float(int8_t value) { return static_cast<float>(value); }
 inline float to_float(float value) { return value; }
 
 template <typename W, int R>
@@ -119,7 +110,6 @@ void panels(const LinearPanelParams& p, int64_t first, int64_t last) {
 
 void linear_f32_panels(const LinearPanelParams& p, int64_t first, int64_t last) { panels<float>(p, first, last); }
 void linear_bf16_panels(const LinearPanelParams& p, int64_t first, int64_t last) { panels<uint16_t>(p, first, last); }
-void linear_int8_panels(const LinearPanelParams& p, int64_t first, int64_t last) { panels<int8_t>(p, first, last); }
 
 }  // namespace AIGC_ISA_NAMESPACE
 }  // namespace aigc
