@@ -2,8 +2,9 @@
 paged KV cache, loaded from the same ONNX file onnxruntime runs.
 
 The weights are the file's initializers, found by their GPT-2 names; the decoder
-converts them once to the chosen dtype (float32, bfloat16, or int8 weight-only with a
-scale per output channel). The KV cache is one pool of blocks sized by kv_cache_mb.
+converts them once to the chosen dtype (float32; bfloat16; or int8 with a scale per
+output channel, the activations quantised per row at run time) and the in-memory copy of
+the file drops them. The KV cache is one pool of blocks sized by kv_cache_mb.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ class NativeGpt:
             self.model = _C.GptModel(config, weights, dtype)
         except ValueError as error:
             raise ModelFileError(f"{artifact.path}: cannot build the native decoder ({error})") from None
+        # The decoder holds its own copy: drop the file's (half a GB for a GPT-2-small).
+        del weights
+        artifact.model.graph.ClearField("initializer")
         head_dim = config["n_embd"] // config["n_head"]
         block_bytes = 2 * config["n_layer"] * BLOCK_SIZE * config["n_embd"] * 4
         num_blocks = int(kv_cache_mb * 2**20 // block_bytes)
