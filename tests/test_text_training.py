@@ -96,7 +96,7 @@ def test_same_seed_same_weights_other_seed_other(tmp_path):
 def test_corpus_split_is_by_content_and_stable(tmp_path):
     name, files = aigc_export.corpus_files(None)
     assert name == "python-stdlib" and len(files) > 100
-    assert not any("test" in f.parts or "site-packages" in f.parts for f in files)
+    assert not any({"test", "site-packages", "encodings"} & set(f.parts) for f in files)
     texts = text_data.read_documents(files)
     train, heldout = text_data.split_documents(texts)
     assert 0.005 < len(heldout) / len(texts) < 0.05  # ~2%
@@ -115,6 +115,8 @@ def test_windows_are_seeded_and_in_range():
     assert not torch.equal(w, text_data.random_windows(tokens, 4, 10, seed=3, step=8))
     held = text_data.heldout_windows(tokens, 30, 100)
     assert held.shape == (3, 31) and held[1, 0] == 30
+    spread = text_data.heldout_windows(np.arange(1001, dtype=np.int32), 10, 3)
+    assert spread[:, 0].tolist() == [0, 500, 990]  # first, middle and last of 100 windows
 
 
 def test_learning_rate_schedule():
