@@ -202,6 +202,8 @@ class Engine:
     def submit_many(self, prompts: Sequence[str | Sequence[int]],
                     params: Sequence[SamplingParams]) -> list[RequestHandle]:
         """Queue several prompts all or none: each is checked, then all are queued together."""
+        if self._closing:
+            raise EngineClosed("the engine is closed: it admits no new requests")
         requests = self.generator._requests(list(prompts), list(params))
         for request in requests:
             if request.completion.error is not None:
