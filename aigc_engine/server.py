@@ -13,8 +13,10 @@ import asyncio
 import base64
 import json
 import secrets
+import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 
@@ -176,16 +178,20 @@ class Server:
                 yield _event(meta | {"choices": [{"text": echo, "index": i, "logprobs": None, "finish_reason": None}]})
         try:
             async for pieces in iterate_async(handles):
-                choices = []
+                merged: dict[int, list] = {}  # one choice per index and event: text joined, last count
                 for piece in pieces:
-                    completion = handles[piece.index].completion
+                    text, _, _ = merged.get(piece.index, ("", 0, False))
+                    merged[piece.index] = (text + piece.text, piece.tokens, piece.done)
+                choices = []
+                for index, (text, tokens, done) in merged.items():
+                    completion = handles[index].completion
                     logprobs = None
                     if options["logprobs"] is not None:
-                        start, sent_logprobs[piece.index] = sent_logprobs[piece.index], piece.tokens
-                        logprobs = _logprobs(completion.logprobs[start:piece.tokens], 0)
-                    if piece.text or piece.done or logprobs:
-                        choices.append({"text": piece.text, "index": piece.index, "logprobs": logprobs,
-                                        "finish_reason": completion.finish_reason if piece.done else None})
+                        start, sent_logprobs[index] = sent_logprobs[index], tokens
+                        logprobs = _logprobs(completion.logprobs[start:tokens], 0)
+                    if text or done or (logprobs is not None and logprobs["tokens"]):
+                        choices.append({"text": text, "index": index, "logprobs": logprobs,
+                                        "finish_reason": completion.finish_reason if done else None})
                 if choices:
                     yield _event(meta | {"choices": choices})
         except (RequestFailed, RequestCancelled) as error:
@@ -322,9 +328,15 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve(server: Server, sock: socket.socket, log_level: str = "warning") -> None:
     """Run uvicorn on a bound socket until SIGINT/SIGTERM; then finish the requests in flight
-    (uvicorn's graceful shutdown) and close the engines."""
+    (uvicorn's graceful shutdown, up to 10 s), cancel what is left, close the engines, and
+    return normally."""
     import uvicorn
 
+    # uvicorn re-raises the signal that stopped it once it has shut down; with these no-op
+    # handlers underneath, that ends here instead of killing the process before the
+    # engines are closed.
+    main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
     config = uvicorn.Config(server.app, log_level=log_level, timeout_graceful_shutdown=10)
     host, port = sock.getsockname()[:2]
     print(f"aigc serve: http://{host}:{port} — text: {', '.join(server.text) or 'none'}; "
@@ -334,3 +346,5 @@ def serve(server: Server, sock: socket.socket, log_level: str = "warning") -> No
     finally:
         for engine in server.text.values():
             engine.close(cancel=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
