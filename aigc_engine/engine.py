@@ -147,9 +147,25 @@ class RequestHandle:
 
 
 def _async_waker(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> Callable[[], None]:
+    """A thread-safe wake-up of `event`; wake-ups before the loop has run the last one
+    coalesce into it (one self-pipe write per loop turn, not one per handle and step).
+    Safe because every caller has stored its piece before calling, and `fire` clears the
+    flag before setting the event: a skipped wake-up's piece is there when the consumer
+    looks."""
+    scheduled = False
+
+    def fire() -> None:
+        nonlocal scheduled
+        scheduled = False
+        event.set()
+
     def wake() -> None:
+        nonlocal scheduled
+        if scheduled:
+            return
+        scheduled = True
         try:
-            loop.call_soon_threadsafe(event.set)
+            loop.call_soon_threadsafe(fire)
         except RuntimeError:  # the loop has closed: nobody is waiting any more
             pass
     return wake
