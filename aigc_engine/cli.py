@@ -1,4 +1,4 @@
-"""The `aigc` command line: models, sample, eval, generate, train, export, import-hf.
+"""The `aigc` command line: models, sample, eval, generate, train, export, import-hf, serve.
 
 Bad input of any kind ends with one line on stderr, `aigc: error: ...`, and exit
 status 1 (2 for unparseable arguments), never a traceback. AIGC_DEBUG=1 shows the
@@ -176,6 +176,27 @@ def _cmd_import_hf(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}", file=sys.stderr)
 
 
+def _cmd_serve(args: argparse.Namespace) -> None:
+    try:
+        from .server import Server, bind, load_models, serve
+    except ImportError as error:
+        raise AigcError(f"serve needs the 'serve' extra ({error.name} is missing): "
+                        "pip install 'aigc-engine[serve]'") from None
+    if args.max_queued < 1:
+        raise AigcError(f"--max-queued: expected an integer >= 1, got {args.max_queued}")
+    if not 0 <= args.port <= 65535:
+        raise AigcError(f"--port: expected 0..65535 (0: any free port), got {args.port}")
+    sock = bind(args.host, args.port)
+    try:
+        options = {k: v for k, v in (("backend", args.backend), ("dtype", args.dtype), ("kv_cache_mb", args.kv_cache_mb),
+                                     ("max_batch_size", args.max_batch_size)) if v is not None}
+        text, images = load_models(args.model, args.max_queued, **options)
+    except BaseException:
+        sock.close()
+        raise
+    serve(Server(text, images, max_body_bytes=args.max_body_bytes), sock, args.log_level)
+
+
 def _seed(text: str) -> int:
     from .ops import check_seed
 
@@ -281,6 +302,22 @@ def build_parser() -> argparse.ArgumentParser:
                                      "tokenizer.json or vocab.json + merges.txt")
     p.add_argument("--out", required=True, help="the .onnx file to write")
     p.set_defaults(run=_cmd_import_hf)
+
+    p = commands.add_parser("serve", help="serve models over HTTP: OpenAI-compatible completions, images")
+    p.add_argument("model", nargs="+", help="embedded model names or .onnx paths (text and image models)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="default 8000; 0 picks a free port (printed)")
+    p.add_argument("--max-queued", type=int, default=256,
+                   help="requests that may wait per text model; past it: 429 with Retry-After (default 256)")
+    p.add_argument("--max-batch-size", type=int, default=None, help="requests decoded together (default 32)")
+    p.add_argument("--backend", default=None, choices=("native", "onnxruntime"),
+                   help="text backend (default: native for GPT, onnxruntime for LSTM)")
+    p.add_argument("--kv-cache-mb", type=float, default=None, help="native KV cache budget (default 512)")
+    p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "int8"),
+                   help="native decoder weights (default float32)")
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger request bodies get 413 (default 1 MiB)")
+    p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
+    p.set_defaults(run=_cmd_serve)
     return parser
 
 

@@ -1,0 +1,350 @@
+"""`aigc serve`: an OpenAI-compatible HTTP server on Starlette + uvicorn.
+
+POST /v1/completions (streamed as server-sent events with stream=true), GET /v1/models,
+POST /v1/images/generations (PNG, base64), GET /health. Each text model is one Engine,
+so requests from every client share its continuous batch. Bad requests get a 4xx with
+an OpenAI-style body {"error": {"message", "type", "param", "code"}}; a full queue gets
+429 with Retry-After; a client that leaves cancels its requests (KV blocks freed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from .engine import Engine, EngineClosed, EngineOverloaded, RequestCancelled, RequestFailed, iterate_async
+from .errors import AigcError
+from .images import ImageGenerator
+from .png import encode_png
+from .sampling import Completion, SamplingParams
+from .server_params import completion_params, image_params, prompts_of
+
+MAX_BODY_BYTES = 1 << 20
+RETRY_AFTER_SECONDS = 1
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 kind: str = "invalid_request_error", headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
+        self.headers = headers
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), self.status, headers=self.headers)
+
+
+def bad_request(error: AigcError) -> ApiError:
+    """SamplingParams and the tokenizer name the field first: 'temperature: expected ...'."""
+    message = str(error).replace("max_new_tokens", "max_tokens")
+    param = message.split(":", 1)[0] if ":" in message else None
+    param = param if param and param.replace("_", "").isalnum() else None
+    code = "context_length_exceeded" if "context" in message or "KV-cache" in message else None
+    return ApiError(400, message, param, code)
+
+
+def overloaded(error: EngineOverloaded | EngineClosed, status: int = 429) -> ApiError:
+    return ApiError(status, str(error), None, "overloaded" if status == 429 else "shutting_down",
+                    "server_overloaded" if status == 429 else "server_error",
+                    {"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+class Server:
+    """The routes over the loaded models: text ones served by Engines, image ones by
+    ImageGenerators (run in worker threads, at most max_image_jobs queued or running)."""
+
+    def __init__(self, text: dict[str, Engine], images: dict[str, ImageGenerator],
+                 max_body_bytes: int = MAX_BODY_BYTES, max_image_jobs: int = 8):
+        self.text, self.images = text, images
+        self.max_body_bytes = max_body_bytes
+        self.max_image_jobs = max_image_jobs
+        self._image_jobs = 0
+        self.created = int(time.time())
+        self.app = Starlette(routes=[
+            Route("/health", self.health, methods=["GET"]),
+            Route("/v1/models", self.models, methods=["GET"]),
+            Route("/v1/completions", self.completions, methods=["POST"]),
+            Route("/v1/images/generations", self.image_generations, methods=["POST"]),
+        ], exception_handlers={404: self._not_found, 405: self._not_allowed})
+
+    # Plumbing -----------------------------------------------------------------------
+
+    async def _not_found(self, request: Request, exc) -> Response:
+        return ApiError(404, f"no route {request.method} {request.url.path}", code="not_found").response()
+
+    async def _not_allowed(self, request: Request, exc) -> Response:
+        return ApiError(405, f"method {request.method} is not allowed on {request.url.path}",
+                        code="method_not_allowed").response()
+
+    async def _json(self, request: Request) -> dict:
+        """The body as a JSON object, refused past max_body_bytes without reading it all."""
+        limit = self.max_body_bytes
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise ApiError(413, f"request body of {length} bytes exceeds the limit of {limit} bytes",
+                           code="body_too_large")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, f"request body exceeds the limit of {limit} bytes", code="body_too_large")
+            chunks.append(chunk)
+        try:
+            body = json.loads(b"".join(chunks))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ApiError(400, f"the request body is not valid JSON ({error})", code="invalid_json") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, f"the request body must be a JSON object, got {type(body).__name__}",
+                           code="invalid_json")
+        return body
+
+    def _model(self, body: dict, models: dict, kind: str):
+        name = body.get("model")
+        if not isinstance(name, str):
+            raise ApiError(400, f"model: expected the name of a loaded {kind} model, got {name!r}", "model")
+        if name not in models:
+            others = ", ".join(sorted(models)) or "none loaded"
+            raise ApiError(404, f"model '{name}' is not a {kind} model this server serves ({others})", "model",
+                           "model_not_found")
+        return models[name]
+
+    # Routes -------------------------------------------------------------------------
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "models": {name: engine.stats() for name, engine in self.text.items()}
+                             | {name: {"family": g.family} for name, g in self.images.items()}})
+
+    async def models(self, request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [
+            {"id": name, "object": "model", "created": self.created, "owned_by": "aigc-engine"}
+            for name in sorted(self.text) + sorted(self.images)]})
+
+    async def completions(self, request: Request) -> Response:
+        try:
+            body = await self._json(request)
+            name = body.get("model")
+            engine = self._model(body, self.text, "text")
+            prompts = prompts_of(body.get("prompt"))
+            jobs, options = completion_params(body, len(prompts))
+            handles = engine.submit_many([prompts[i] for i, _ in jobs], [p for _, p in jobs])
+        except ApiError as error:
+            return error.response()
+        except EngineOverloaded as error:
+            return overloaded(error).response()
+        except EngineClosed as error:
+            return overloaded(error, 503).response()
+        except AigcError as error:
+            return bad_request(error).response()
+        meta = {"id": f"cmpl-{secrets.token_hex(12)}", "object": "text_completion", "created": int(time.time()),
+                "model": name}
+        echoes = [(prompts[i] if isinstance(prompts[i], str) else h.completion.prompt) if options["echo"] else ""
+                  for (i, _), h in zip(jobs, handles)]
+        if options["stream"]:
+            return StreamingResponse(self._stream(handles, meta, echoes, options), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache"})
+        try:
+            await _until_done_or_disconnect(request, handles)
+            completions = [h.result() for h in handles]
+        except _ClientGone:
+            return Response(status_code=499)
+        except RequestFailed as error:
+            return ApiError(500, str(error), kind="server_error", code="generation_failed").response()
+        except RequestCancelled as error:
+            return ApiError(503, str(error), kind="server_error", code="cancelled",
+                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)}).response()
+        choices = [_choice(i, c, echoes[i], options["logprobs"]) for i, c in enumerate(completions)]
+        return JSONResponse(meta | {"choices": choices, "usage": _usage(jobs, completions)})
+
+    async def _stream(self, handles, meta: dict, echoes: list[str], options: dict) -> AsyncIterator[str]:
+        sent_logprobs = [0] * len(handles)
+        for i, echo in enumerate(echoes):
+            if echo:
+                yield _event(meta | {"choices": [{"text": echo, "index": i, "logprobs": None, "finish_reason": None}]})
+        try:
+            async for pieces in iterate_async(handles):
+                merged: dict[int, list] = {}  # one choice per index and event: text joined, last count
+                for piece in pieces:
+                    text, _, _ = merged.get(piece.index, ("", 0, False))
+                    merged[piece.index] = (text + piece.text, piece.tokens, piece.done)
+                choices = []
+                for index, (text, tokens, done) in merged.items():
+                    completion = handles[index].completion
+                    logprobs = None
+                    if options["logprobs"] is not None:
+                        start, sent_logprobs[index] = sent_logprobs[index], tokens
+                        logprobs = _logprobs(completion.logprobs[start:tokens], 0)
+                    if text or done or (logprobs is not None and logprobs["tokens"]):
+                        choices.append({"text": text, "index": index, "logprobs": logprobs,
+                                        "finish_reason": completion.finish_reason if done else None})
+                if choices:
+                    yield _event(meta | {"choices": choices})
+        except (RequestFailed, RequestCancelled) as error:
+            yield _event(ApiError(500, str(error), kind="server_error", code="generation_failed").body())
+            return
+        if options["include_usage"]:
+            jobs = options["jobs"]
+            yield _event(meta | {"choices": [], "usage": _usage(jobs, [h.completion for h in handles])})
+        yield "data: [DONE]\n\n"
+
+    async def image_generations(self, request: Request) -> Response:
+        try:
+            body = await self._json(request)
+            generator = self._model(body, self.images, "image")
+            n, seed, truncation = image_params(body, generator)
+        except ApiError as error:
+            return error.response()
+        except AigcError as error:
+            return bad_request(error).response()
+        if self._image_jobs >= self.max_image_jobs:
+            return ApiError(429, f"overloaded: {self._image_jobs} image requests are running or waiting; retry later",
+                            code="overloaded", kind="server_overloaded",
+                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)}).response()
+        self._image_jobs += 1
+        try:
+            pngs = await asyncio.to_thread(_sample_pngs, generator, n, seed, truncation)
+        except AigcError as error:
+            return bad_request(error).response()
+        finally:
+            self._image_jobs -= 1
+        return JSONResponse({"created": int(time.time()), "seed": seed,
+                             "data": [{"b64_json": base64.b64encode(png).decode("ascii")} for png in pngs]})
+
+
+class _ClientGone(Exception):
+    pass
+
+
+async def _until_done_or_disconnect(request: Request, handles) -> None:
+    """Wait for the handles; if the client disconnects first, cancel them (their KV
+    blocks are freed) and raise _ClientGone."""
+    async def drain() -> None:
+        async for _ in iterate_async(handles):
+            pass
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+    work, watch = asyncio.ensure_future(drain()), asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not work.done():
+            work.cancel()  # its iterate_async cancels the requests
+    if not work.done() or work.cancelled():
+        raise _ClientGone()
+    work.result()
+
+
+def _sample_pngs(generator: ImageGenerator, n: int, seed: int, truncation: float | None) -> list[bytes]:
+    return [encode_png(image) for image in generator.sample(n, seed, truncation)]
+
+
+def _event(payload: dict) -> str:
+    return f"data: {json.dumps(payload)}\n\n"
+
+
+def _logprobs(entries, offset: int) -> dict:
+    """OpenAI's completions logprobs: tokens, token_logprobs, top_logprobs, text_offset."""
+    offsets = []
+    for entry in entries:
+        offsets.append(offset)
+        offset += len(entry.text)
+    return {"tokens": [e.text for e in entries], "token_logprobs": [e.logprob for e in entries],
+            "top_logprobs": [{text: lp for _, text, lp in e.top} for e in entries], "text_offset": offsets}
+
+
+def _choice(index: int, completion: Completion, echo: str, logprobs: int | None) -> dict:
+    return {"text": echo + completion.text, "index": index,
+            "logprobs": _logprobs(completion.logprobs, len(echo)) if logprobs is not None else None,
+            "finish_reason": completion.finish_reason}
+
+
+def _usage(jobs: list, completions: list[Completion]) -> dict:
+    prompt_tokens = sum({i: c.prompt_tokens for (i, _), c in zip(jobs, completions)}.values())
+    completion_tokens = sum(len(c.token_ids) for c in completions)
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+# Loading and running --------------------------------------------------------------
+
+def load_models(names: list[str], max_queued: int, **text_options) -> tuple[dict, dict]:
+    """Names or paths → ({id: Engine}, {id: ImageGenerator}); the id is the name, or the
+    file's stem for a path."""
+    from pathlib import Path
+
+    from .artifact import IMAGE_FAMILIES, TEXT_FAMILIES, read_artifact
+    from .registry import resolve
+
+    text, images = {}, {}
+    try:
+        for name in names:
+            path = resolve(name)
+            model_id = name if path.stem == name else Path(name).stem
+            if model_id in text or model_id in images:
+                raise AigcError(f"model '{model_id}' is given twice")
+            artifact = read_artifact(path)
+            if artifact.family in TEXT_FAMILIES:
+                text[model_id] = Engine.load(str(path), max_queued=max_queued, **text_options)
+            elif artifact.family in IMAGE_FAMILIES:
+                images[model_id] = ImageGenerator.load(str(path))
+            else:
+                raise AigcError(f"model '{model_id}': a {artifact.family} model cannot be served")
+    except BaseException:
+        for engine in text.values():
+            engine.close(cancel=True)
+        raise
+    return text, images
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise OSError(f"--host {host} --port {port}: cannot bind ({error.strerror})") from None
+    return sock
+
+
+def serve(server: Server, sock: socket.socket, log_level: str = "warning") -> None:
+    """Run uvicorn on a bound socket until SIGINT/SIGTERM; then finish the requests in flight
+    (uvicorn's graceful shutdown, up to 10 s), cancel what is left, close the engines, and
+    return normally."""
+    import uvicorn
+
+    # uvicorn re-raises the signal that stopped it once it has shut down; with these no-op
+    # handlers underneath, that ends here instead of killing the process before the
+    # engines are closed.
+    main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    config = uvicorn.Config(server.app, log_level=log_level, timeout_graceful_shutdown=10)
+    host, port = sock.getsockname()[:2]
+    print(f"aigc serve: http://{host}:{port} — text: {', '.join(server.text) or 'none'}; "
+          f"images: {', '.join(server.images) or 'none'}", file=sys.stderr, flush=True)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        for engine in server.text.values():
+            engine.close(cancel=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
