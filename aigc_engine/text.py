@@ -8,7 +8,8 @@ Each prompt is a request with its own SamplingParams. Two backends:
   leaving the batch at once.
 The next token of every row comes from the native sampler (aigc_engine.ops.sample),
 keyed by (the request's seed, its step), so a request's tokens do not depend on what
-else shares its batch.
+else shares its batch. A TextGenerator serves one caller at a time; services with many
+callers use aigc_engine.engine.Engine, which shares one batch among them.
 """
 
 from __future__ import annotations
