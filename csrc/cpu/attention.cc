@@ -189,6 +189,7 @@ void prefill_tile(const AttentionPrefillParams& p, int64_t start, int64_t q0, in
     }
     if (k0 > 0) {
       for (int r = 0; r < n_rows; ++r) {
+        if (ws.alpha[r] == 1.0f) continue;  // the max held, as for most rows after a few tiles
         const F a = simd::set1(ws.alpha[r]);
         float* o = ws.o.data() + r * dpad;
         for (int64_t c = 0; c < dpad; c += kW) simd::store(o + c, simd::mul(simd::load(o + c), a));
