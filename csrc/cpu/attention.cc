@@ -44,15 +44,43 @@ inline void load_row(const void* base, bool bf16, int64_t index, int64_t d, floa
   }
 }
 
+// K and V of one (sequence, kv head) are staged once, as float32 rows of dpad, for every
+// query tile of the head: in place, rows 12 heads x 64 dims apart (3 KiB) fall into 16 of
+// the 64 L1 sets and the 64-key tile (256 lines) thrashed them; staging per tile pair
+// cost 10% in memcpy. A 2048-token head is 1 MiB of the 2 MiB L2.
 struct PrefillScratch {
   std::vector<float> qt;     // (d, kQ) scaled queries, transposed; rows past the sequence 0
   std::vector<float> s;      // (kK, kQ) scores, then probabilities
-  std::vector<float> ks;     // (kK, d) keys as float32 (bf16 input)
-  std::vector<float> vs;     // (kK, dpad) values, zero-padded to whole vectors
+  std::vector<float> kh, vh; // (staged, dpad) keys and values of the head as float32
   std::vector<float> o;      // (kQ, dpad) output accumulators
-  std::vector<float> zero;   // (d,) the row padded keys point at
+  std::vector<float> zero;   // (dpad,) the row padded keys point at
+  int64_t staged_start = -1, staged_head = -1, staged = 0;
   float m[kQ], l[kQ], alpha[kQ];
 };
+
+// Makes rows [0, keys) of the kv head `kv_head` of the sequence starting at `start` staged.
+void stage_kv(const AttentionPrefillParams& p, int64_t start, int64_t kv_head, int64_t keys, PrefillScratch& ws) {
+  const int64_t d = p.head_dim, dpad = round_up(d, kW);
+  if (ws.staged_start != start || ws.staged_head != kv_head) {
+    ws.staged_start = start;
+    ws.staged_head = kv_head;
+    ws.staged = 0;
+  }
+  if (keys <= ws.staged) return;
+  if (static_cast<int64_t>(ws.kh.size()) < keys * dpad) {
+    const int64_t size = std::max<int64_t>(keys, 2 * ws.kh.size() / dpad) * dpad;
+    ws.kh.resize(size, 0.0f);
+    ws.vh.resize(size, 0.0f);
+  }
+  for (int64_t j = ws.staged; j < keys; ++j) {
+    const int64_t index = ((start + j) * p.n_kv_heads + kv_head) * d;
+    load_row(p.k, p.kv_bf16, index, d, ws.kh.data() + j * dpad);
+    load_row(p.v, p.kv_bf16, index, d, ws.vh.data() + j * dpad);
+    std::fill(ws.kh.data() + j * dpad + d, ws.kh.data() + (j + 1) * dpad, 0.0f);
+    std::fill(ws.vh.data() + j * dpad + d, ws.vh.data() + (j + 1) * dpad, 0.0f);
+  }
+  ws.staged = keys;
+}
 
 // s[j][r] = sum_c krow[j][c] * qt[c][r] for j < n_keys (a multiple of 4), all kQ queries.
 template <int kBlockVectors>
@@ -78,10 +106,11 @@ void scores(const float* qt, const float* const* krow, int n_keys, int64_t d, fl
   }
 }
 
-// o[r][c0 ..] += sum_j p[j][r] * vs[j][c0 ..] for rows r < n_rows (a multiple of 4),
+// o[r][c0 ..] += sum_j p[j][r] * vrow[j][c0 ..] for rows r < n_rows (a multiple of 4),
 // kVectors vectors of columns from c0.
 template <int kVectors>
-void accumulate(const float* p, const float* vs, int n_keys, int n_rows, int64_t dpad, int64_t c0, float* o) {
+void accumulate(const float* p, const float* const* vrow, int n_keys, int n_rows, int64_t dpad, int64_t c0,
+                float* o) {
   for (int r0 = 0; r0 < n_rows; r0 += 4) {
     F acc[4][kVectors];
     for (int rr = 0; rr < 4; ++rr) {
@@ -89,7 +118,7 @@ void accumulate(const float* p, const float* vs, int n_keys, int n_rows, int64_t
     }
     for (int j = 0; j < n_keys; ++j) {
       F v[kVectors];
-      for (int i = 0; i < kVectors; ++i) v[i] = simd::load(vs + j * dpad + c0 + i * kW);
+      for (int i = 0; i < kVectors; ++i) v[i] = simd::load(vrow[j] + c0 + i * kW);
       for (int rr = 0; rr < 4; ++rr) {
         const F w = simd::set1(p[j * kQ + r0 + rr]);
         for (int i = 0; i < kVectors; ++i) acc[rr][i] = simd::fmadd(w, v[i], acc[rr][i]);
@@ -102,45 +131,33 @@ void accumulate(const float* p, const float* vs, int n_keys, int n_rows, int64_t
 }
 
 // One (head, query tile): queries [q0, q0 + nq) of the sequence starting at token `start`.
+// Scores carry log2(e), so the weights are 2^(s - m): exp2_nonpositive is 10 instructions.
 void prefill_tile(const AttentionPrefillParams& p, int64_t start, int64_t q0, int64_t nq, int64_t head,
                   PrefillScratch& ws) {
   const int64_t d = p.head_dim, dpad = round_up(d, kW);
   const int64_t kv_head = head / (p.n_heads / p.n_kv_heads);
-  const int64_t kv_stride = p.n_kv_heads * d;
+  stage_kv(p, start, kv_head, q0 + nq, ws);
   ws.qt.assign(d * kQ, 0.0f);
   ws.s.resize(kK * kQ);
-  ws.ks.resize(kK * d);
-  ws.vs.resize(kK * dpad);
   ws.o.assign(kQ * dpad, 0.0f);
-  ws.zero.assign(d, 0.0f);
+  ws.zero.assign(dpad, 0.0f);
+  const float q_scale = p.scale * 1.44269504088896341f;  // log2(e)
   for (int64_t r = 0; r < nq; ++r) {
     const float* q = p.q + ((start + q0 + r) * p.n_heads + head) * d;
-    for (int64_t c = 0; c < d; ++c) ws.qt[c * kQ + r] = q[c] * p.scale;
+    for (int64_t c = 0; c < d; ++c) ws.qt[c * kQ + r] = q[c] * q_scale;
   }
   std::fill(ws.m, ws.m + kQ, -kInf);
   std::fill(ws.l, ws.l + kQ, 0.0f);
   const int n_rows = static_cast<int>(round_up(nq, 4));
   const int64_t key_end = q0 + nq;  // causal: the last query sees keys up to itself
   const float* krow[kK];
+  const float* vrow[kK];
   for (int64_t k0 = 0; k0 < key_end; k0 += kK) {
     const int nk = static_cast<int>(std::min<int64_t>(kK, key_end - k0));
     const int nk4 = static_cast<int>(round_up(nk, 4));
     for (int j = 0; j < nk4; ++j) {
-      const int64_t index = (start + k0 + j) * kv_stride + kv_head * d;
-      float* vrow = ws.vs.data() + j * dpad;
-      if (j >= nk) {
-        krow[j] = ws.zero.data();
-        std::fill(vrow, vrow + dpad, 0.0f);
-        continue;
-      }
-      if (p.kv_bf16) {
-        load_row(p.k, true, index, d, ws.ks.data() + j * d);
-        krow[j] = ws.ks.data() + j * d;
-      } else {
-        krow[j] = static_cast<const float*>(p.k) + index;
-      }
-      load_row(p.v, p.kv_bf16, index, d, vrow);
-      std::fill(vrow + d, vrow + dpad, 0.0f);
+      krow[j] = j < nk ? ws.kh.data() + (k0 + j) * dpad : ws.zero.data();
+      vrow[j] = j < nk ? ws.vh.data() + (k0 + j) * dpad : ws.zero.data();
     }
     float* s = ws.s.data();
     scores<(kRowVectors < 4 ? kRowVectors : 4)>(ws.qt.data(), krow, nk4, d, s);
@@ -159,10 +176,10 @@ void prefill_tile(const AttentionPrefillParams& p, int64_t start, int64_t q0, in
       for (int j = 0; j < nk4; ++j) max = simd::max(max, simd::load(s + j * kQ + v * kW));
       const F m_old = simd::load(ws.m + v * kW);
       const F m_new = simd::max(m_old, max);
-      const F alpha = simd::exp(simd::sub(m_old, m_new));
+      const F alpha = simd::exp2_nonpositive(simd::sub(m_old, m_new));
       F sum = simd::set1(0.0f);
       for (int j = 0; j < nk4; ++j) {
-        const F e = simd::exp(simd::sub(simd::load(s + j * kQ + v * kW), m_new));
+        const F e = simd::exp2_nonpositive(simd::sub(simd::load(s + j * kQ + v * kW), m_new));
         simd::store(s + j * kQ + v * kW, e);
         sum = simd::add(sum, e);
       }
@@ -172,6 +189,7 @@ void prefill_tile(const AttentionPrefillParams& p, int64_t start, int64_t q0, in
     }
     if (k0 > 0) {
       for (int r = 0; r < n_rows; ++r) {
+        if (ws.alpha[r] == 1.0f) continue;  // the max held, as for most rows after a few tiles
         const F a = simd::set1(ws.alpha[r]);
         float* o = ws.o.data() + r * dpad;
         for (int64_t c = 0; c < dpad; c += kW) simd::store(o + c, simd::mul(simd::load(o + c), a));
@@ -179,10 +197,10 @@ void prefill_tile(const AttentionPrefillParams& p, int64_t start, int64_t q0, in
     }
     for (int64_t c0 = 0; c0 < dpad; c0 += 4 * kW) {
       switch (std::min<int64_t>(4, (dpad - c0) / kW)) {
-        case 4: accumulate<4>(s, ws.vs.data(), nk4, n_rows, dpad, c0, ws.o.data()); break;
-        case 3: accumulate<3>(s, ws.vs.data(), nk4, n_rows, dpad, c0, ws.o.data()); break;
-        case 2: accumulate<2>(s, ws.vs.data(), nk4, n_rows, dpad, c0, ws.o.data()); break;
-        default: accumulate<1>(s, ws.vs.data(), nk4, n_rows, dpad, c0, ws.o.data()); break;
+        case 4: accumulate<4>(s, vrow, nk4, n_rows, dpad, c0, ws.o.data()); break;
+        case 3: accumulate<3>(s, vrow, nk4, n_rows, dpad, c0, ws.o.data()); break;
+        case 2: accumulate<2>(s, vrow, nk4, n_rows, dpad, c0, ws.o.data()); break;
+        default: accumulate<1>(s, vrow, nk4, n_rows, dpad, c0, ws.o.data()); break;
       }
     }
   }
@@ -209,18 +227,36 @@ inline F load_vector(const void* base, bool bf16, int64_t index, int64_t remaini
   return remaining >= kW ? simd::load(src) : simd::load_partial(src, static_cast<int>(remaining), 0.0f);
 }
 
-// Every cache line of a d-value K or V row; the hardware prefetcher does not cross the
-// jump from one cache block to the next, and without these decode waited on DRAM latency
-// (4.4 GB/s of a machine's 17).
-inline void prefetch_row(const void* base, bool bf16, int64_t index, int64_t d) {
-  const char* row = static_cast<const char*>(base) + index * (bf16 ? 2 : 4);
-  const int64_t bytes = d * (bf16 ? 2 : 4);
-  for (int64_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(row + offset);
+// Every cache line of `bytes` from `row` into L2 (prefetcht1). Slot j of the next block is
+// fetched while slot j of this one is used, a whole block (48 KiB of K and of V at 12 heads
+// x 64 dims) ahead: the hardware prefetcher does not follow the jump to the next block,
+// and 2 slots ahead into L1 kept decode at 41% of the bandwidth bound in bf16.
+inline void prefetch_l2(const void* row, int64_t bytes) {
+  const char* p = static_cast<const char*>(row);
+  for (int64_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(p + offset, 0, 2);
 }
 
-float exp_scalar(float x) {
+// acc[c0 .. c0 + kVectors * kW) += sum_j s[j] * V[j] over the n slots of a block, the
+// accumulators in registers across the slots.
+template <int kVectors>
+void value_pass(const AttentionDecodeParams& p, int64_t first_row, int64_t n, const float* s, int64_t c0,
+                float* acc) {
+  const int64_t d = p.head_dim, kv_stride = p.n_kv_heads * d;
+  F a[kVectors];
+  for (int i = 0; i < kVectors; ++i) a[i] = simd::load(acc + c0 + i * kW);
+  for (int64_t j = 0; j < n; ++j) {
+    const F w = simd::set1(s[j]);
+    const int64_t row = first_row + j * kv_stride + c0;
+    for (int i = 0; i < kVectors; ++i) {
+      a[i] = simd::fmadd(w, load_vector(p.v_cache, p.kv_bf16, row + i * kW, d - c0 - i * kW), a[i]);
+    }
+  }
+  for (int i = 0; i < kVectors; ++i) simd::store(acc + c0 + i * kW, a[i]);
+}
+
+float exp2_scalar(float x) {
   alignas(64) float lanes[kW];
-  simd::store(lanes, simd::exp(simd::set1(x)));
+  simd::store(lanes, simd::exp2_nonpositive(simd::set1(x)));
   return lanes[0];
 }
 
@@ -231,27 +267,37 @@ void decode_item(const AttentionDecodeParams& p, int64_t b, int64_t h0, int64_t 
   const int64_t d = p.head_dim, dpad = round_up(d, kW), group = p.n_heads / p.n_kv_heads;
   const int64_t bs = p.block_size, bs_pad = round_up(bs, kW), kv_stride = p.n_kv_heads * d;
   const int64_t rows = (h1 - h0) * group;  // query heads h0 * group .. h1 * group
+  const int64_t elt = p.kv_bf16 ? 2 : 4, range_bytes = (h1 - h0) * d * elt;
   ws.q.assign(rows * dpad, 0.0f);
   ws.acc.assign(rows * dpad, 0.0f);
   ws.s.resize(rows * bs_pad);
   ws.m.assign(rows, -kInf);
   ws.l.assign(rows, 0.0f);
+  const float q_scale = p.scale * 1.44269504088896341f;  // log2(e): weights by exp2, as in prefill
   for (int64_t g = 0; g < rows; ++g) {
     const float* q = p.q + (b * p.n_heads + h0 * group + g) * d;
-    for (int64_t c = 0; c < d; ++c) ws.q[g * dpad + c] = q[c] * p.scale;
+    for (int64_t c = 0; c < d; ++c) ws.q[g * dpad + c] = q[c] * q_scale;
   }
+  auto row_address = [&](const void* base, int64_t slot) {
+    return static_cast<const char*>(base) + (slot * kv_stride + h0 * d) * elt;
+  };
   const int64_t length = p.context_lens[b];
+  const int32_t* table = p.block_table + b * p.max_blocks;
+  for (int64_t j = 0; j < std::min(bs, length); ++j) {
+    prefetch_l2(row_address(p.k_cache, table[0] * bs + j), range_bytes);
+    prefetch_l2(row_address(p.v_cache, table[0] * bs + j), range_bytes);
+  }
   for (int64_t blk = 0; blk * bs < length; ++blk) {
-    const int64_t block = p.block_table[b * p.max_blocks + blk];
+    const int64_t block = table[blk];
     const int64_t n = std::min(bs, length - blk * bs);
-    // The slot two ahead, possibly in the next block, for the prefetches.
-    const int64_t next_block = (blk + 1) * bs < length ? p.block_table[b * p.max_blocks + blk + 1] : -1;
+    const int64_t next_n = std::min(bs, length - (blk + 1) * bs);  // <= 0: no next block
     for (int64_t j = 0; j < n; ++j) {
-      const int64_t ahead = j + 2 < n ? block * bs + j + 2 : (next_block >= 0 ? next_block * bs + j + 2 - n : -1);
+      if (j < next_n) {
+        prefetch_l2(row_address(p.k_cache, table[blk + 1] * bs + j), range_bytes);
+        prefetch_l2(row_address(p.v_cache, table[blk + 1] * bs + j), range_bytes);
+      }
       for (int64_t h = h0; h < h1; ++h) {
         const int64_t row = (block * bs + j) * kv_stride + h * d;
-        prefetch_row(p.v_cache, p.kv_bf16, row, d);  // read by the value pass below
-        if (ahead >= 0) prefetch_row(p.k_cache, p.kv_bf16, ahead * kv_stride + h * d, d);
         for (int64_t g = (h - h0) * group; g < (h - h0 + 1) * group; ++g) {
           F dot = simd::set1(0.0f);
           for (int64_t c = 0; c < dpad; c += kW) {
@@ -267,11 +313,11 @@ void decode_item(const AttentionDecodeParams& p, int64_t b, int64_t h0, int64_t 
       float max = -kInf;
       for (int64_t j = 0; j < n; ++j) max = std::max(max, s[j]);
       const float m_new = std::max(ws.m[g], max);
-      const float alpha = exp_scalar(ws.m[g] - m_new);
+      const float alpha = exp2_scalar(ws.m[g] - m_new);
       float sum = 0.0f;
       for (int64_t j = 0; j < n; j += kW) {
         const int lanes = static_cast<int>(std::min<int64_t>(kW, n - j));
-        const F e = simd::exp(simd::sub(simd::load_partial(s + j, lanes, -kInf), simd::set1(m_new)));
+        const F e = simd::exp2_nonpositive(simd::sub(simd::load_partial(s + j, lanes, -kInf), simd::set1(m_new)));
         simd::store(s + j, e);
         sum += simd::reduce_add(e);
       }
@@ -282,14 +328,19 @@ void decode_item(const AttentionDecodeParams& p, int64_t b, int64_t h0, int64_t 
         for (int64_t c = 0; c < dpad; c += kW) simd::store(acc + c, simd::mul(simd::load(acc + c), simd::set1(alpha)));
       }
     }
-    for (int64_t j = 0; j < n; ++j) {
-      for (int64_t h = h0; h < h1; ++h) {
-        const int64_t row = (block * bs + j) * kv_stride + h * d;
-        for (int64_t c = 0; c < dpad; c += kW) {
-          const F v = load_vector(p.v_cache, p.kv_bf16, row + c, d - c);
-          for (int64_t g = (h - h0) * group; g < (h - h0 + 1) * group; ++g) {
-            float* acc = ws.acc.data() + g * dpad + c;
-            simd::store(acc, simd::fmadd(simd::set1(ws.s[g * bs_pad + j]), v, simd::load(acc)));
+    // Values head by head, the accumulators in registers over the block's slots (the block
+    // is in L2 by now: loading and storing them per slot and head was 8 of 20 instructions).
+    for (int64_t h = h0; h < h1; ++h) {
+      const int64_t first_row = block * bs * kv_stride + h * d;
+      for (int64_t g = (h - h0) * group; g < (h - h0 + 1) * group; ++g) {
+        const float* s = ws.s.data() + g * bs_pad;
+        float* acc = ws.acc.data() + g * dpad;
+        for (int64_t c0 = 0; c0 < dpad; c0 += 4 * kW) {
+          switch (std::min<int64_t>(4, (dpad - c0) / kW)) {
+            case 4: value_pass<4>(p, first_row, n, s, c0, acc); break;
+            case 3: value_pass<3>(p, first_row, n, s, c0, acc); break;
+            case 2: value_pass<2>(p, first_row, n, s, c0, acc); break;
+            default: value_pass<1>(p, first_row, n, s, c0, acc); break;
           }
         }
       }
@@ -307,6 +358,7 @@ void decode_item(const AttentionDecodeParams& p, int64_t b, int64_t h0, int64_t 
 void attention_prefill_items(const AttentionPrefillParams& p, const int32_t* tile_seq, const int32_t* tile_start,
                              int64_t n_tiles, int64_t first, int64_t last) {
   thread_local PrefillScratch ws;
+  ws.staged_start = -1;  // another call: other arrays
   for (int64_t i = first; i < last; ++i) {
     const int64_t head = i / n_tiles, t = i % n_tiles;
     const int64_t start = p.cu_seqlens[tile_seq[t]], length = p.cu_seqlens[tile_seq[t] + 1] - start;

@@ -45,7 +45,10 @@ void sample_cpu(const SampleParams& p) {
 
 void attention_prefill_cpu(const AttentionPrefillParams& p) {
   const Isa isa = active_isa();
-  std::vector<int32_t> tile_seq, tile_start;
+  // Reused across calls: the decoder calls this once per layer per prompt.
+  thread_local std::vector<int32_t> tile_seq, tile_start;
+  tile_seq.clear();
+  tile_start.clear();
   for (int64_t s = 0; s < p.n_seqs; ++s) {
     for (int32_t q0 = 0; q0 < p.cu_seqlens[s + 1] - p.cu_seqlens[s]; q0 += kAttentionTile) {
       tile_seq.push_back(static_cast<int32_t>(s));
@@ -55,8 +58,11 @@ void attention_prefill_cpu(const AttentionPrefillParams& p) {
   const int64_t n_tiles = static_cast<int64_t>(tile_seq.size());
   // Head-major items: a contiguous share of them is whole heads, every tile of each, so
   // the threads get equal causal work (tile-major would give one thread the long rows).
+  // Pointers, not the thread_local names: inside the lambda those are the worker's own.
+  const int32_t* seqs = tile_seq.data();
+  const int32_t* starts = tile_start.data();
   parallel_for(n_tiles * p.n_heads, [&](int64_t first, int64_t last) {
-    AIGC_ISA_CALL(isa, attention_prefill_items, p, tile_seq.data(), tile_start.data(), n_tiles, first, last);
+    AIGC_ISA_CALL(isa, attention_prefill_items, p, seqs, starts, n_tiles, first, last);
   });
 }
 

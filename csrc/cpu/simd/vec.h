@@ -9,6 +9,10 @@
 // exp follows Cephes' expf (range reduction by ln 2 in two parts, degree-6 polynomial,
 // ≤ 2 ulp on [-87, 88]; larger inputs are clamped to 88); inputs below -87 (results under 2^-126) give exactly 0, so a
 // banned token (-inf) never gets a probability.
+// exp2_nonpositive, for softmax weights with log2(e) folded into the scores: 2^x for
+// x <= 0 by rounding to n = round(x), a degree-6 polynomial for 2^f on f in [-1/2, 1/2]
+// (fitted for relative error: <= 1.6 half-ulps at float32) and a scale by 2^n; 10
+// instructions against Cephes exp's 17 on AVX-512. x < -126 (and -inf) give exactly 0.
 #pragma once
 
 #if defined(__AVX512F__)

@@ -71,6 +71,23 @@ inline F exp(F x) {
   return _mm256_and_ps(keep, _mm256_mul_ps(y, _mm256_castsi256_ps(scale)));
 }
 
+// 2^x for x <= 0 (softmax weights); x < -126 and -inf give exactly 0 (see vec.h).
+inline F exp2_nonpositive(F x) {
+  const F keep = _mm256_cmp_ps(x, _mm256_set1_ps(-126.0f), _CMP_GE_OQ);
+  x = _mm256_max_ps(x, _mm256_set1_ps(-126.0f));
+  const F n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const F f = _mm256_sub_ps(x, n);
+  F y = _mm256_set1_ps(1.53457979e-4f);
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(1.33999309e-3f));
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(9.61848907e-3f));
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(0.0555032864f));
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(0.240226462f));
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(0.693147182f));
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(1.0f));
+  const __m256i scale = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_and_ps(keep, _mm256_mul_ps(y, _mm256_castsi256_ps(scale)));
+}
+
 }  // namespace simd
 }  // namespace AIGC_ISA_NAMESPACE
 }  // namespace aigc

@@ -59,6 +59,21 @@ inline F exp(F x) {
   return _mm512_maskz_mul_ps(static_cast<__mmask16>(~underflow), y, _mm512_castsi512_ps(scale));
 }
 
+// 2^x for x <= 0 (softmax weights); x < -126 and -inf give exactly 0 (see vec.h).
+inline F exp2_nonpositive(F x) {
+  const __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-126.0f), _CMP_GE_OQ);
+  const F n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const F f = _mm512_sub_ps(x, n);
+  F y = _mm512_set1_ps(1.53457979e-4f);
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.33999309e-3f));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(9.61848907e-3f));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(0.0555032864f));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(0.240226462f));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(0.693147182f));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.0f));
+  return _mm512_maskz_scalef_ps(keep, y, n);
+}
+
 }  // namespace simd
 }  // namespace AIGC_ISA_NAMESPACE
 }  // namespace aigc

@@ -82,6 +82,25 @@ inline float exp_lane(float x) {
 }
 inline F exp(F a) { AIGC_LANES(exp_lane(a.v[i])); }
 
+inline float exp2_lane(float x) {
+  if (!(x >= -126.0f)) return 0.0f;
+  const float n = (x + 12582912.0f) - 12582912.0f;  // round to nearest, as in exp_lane
+  const float f = x - n;
+  float y = 1.53457979e-4f;
+  y = y * f + 1.33999309e-3f;
+  y = y * f + 9.61848907e-3f;
+  y = y * f + 0.0555032864f;
+  y = y * f + 0.240226462f;
+  y = y * f + 0.693147182f;
+  y = y * f + 1.0f;
+  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return y * scale;
+}
+// 2^x for x <= 0 (softmax weights); x < -126 and -inf give exactly 0 (see vec.h).
+inline F exp2_nonpositive(F a) { AIGC_LANES(exp2_lane(a.v[i])); }
+
 #undef AIGC_LANES
 #undef AIGC_MASK
 
