@@ -198,6 +198,7 @@ void GptModel::attend(const StepBatch& b, KvCache& cache, int64_t layer) {
 
 void GptModel::forward(const StepBatch& b, KvCache& cache, float* logits) {
   check(b, cache);
+  LingerScope linger;  // ~35 kernels in a row: keep the workers awake between them
   reserve(b.num_tokens, b.num_seqs);
   const int64_t c = config_.n_embd, t_count = b.num_tokens;
   for (int64_t t = 0; t < t_count; ++t) {

@@ -3,9 +3,9 @@
 // parallel_for(n, fn, grain) splits [0, n) into one contiguous range per thread (but no
 // range under `grain` items: waking a thread costs ~5-10 µs) and runs fn(begin, end) on
 // each, the calling thread included; it returns when all are done and
-// rethrows the first exception a range threw. Workers spin for 200 µs after a job (the
-// next kernel of a decode step usually comes sooner), then sleep on a condition variable,
-// so an idle pool does not keep cores from onnxruntime or other work.
+// rethrows the first exception a range threw. Workers sleep on a condition variable
+// between jobs, except inside a LingerScope (the decoder's step), where they first spin
+// 200 µs for the next kernel.
 #pragma once
 
 #include <cstdint>
@@ -14,6 +14,15 @@
 namespace aigc {
 
 int num_threads();
+
+// While one is alive on the calling thread, the pool's workers spin for the next job.
+class LingerScope {
+ public:
+  LingerScope();
+  ~LingerScope();
+  LingerScope(const LingerScope&) = delete;
+  LingerScope& operator=(const LingerScope&) = delete;
+};
 void parallel_for(int64_t n, const std::function<void(int64_t begin, int64_t end)>& fn, int64_t grain = 1);
 
 }  // namespace aigc
