@@ -14,7 +14,7 @@ namespace aigc {
 namespace AIGC_ISA_NAMESPACE {
 namespace {
 
-constexpr int kRows = 4;
+constexpr int kRows = 6;  // 6 × 4 accumulators + 4 weight vectors fit the 32 registers
 
 void store_block(const LinearInt8Params& p, const int32_t* acc, int rows, int64_t row0, int64_t col0) {
   const int64_t width = p.n - col0 < kPanel ? p.n - col0 : kPanel;
@@ -86,6 +86,8 @@ void linear_int8_panels(const LinearInt8Params& p, int64_t first, int64_t last) 
     int64_t row = 0;
     for (; row + kRows <= p.m; row += kRows) block<kRows>(p, w, row, panel * kPanel);
     switch (p.m - row) {
+      case 5: block<5>(p, w, row, panel * kPanel); break;
+      case 4: block<4>(p, w, row, panel * kPanel); break;
       case 3: block<3>(p, w, row, panel * kPanel); break;
       case 2: block<2>(p, w, row, panel * kPanel); break;
       case 1: block<1>(p, w, row, panel * kPanel); break;
