@@ -33,9 +33,10 @@ class Sequence:
         self.blocks: list[int] = []
         self.cached = 0  # tokens whose keys and values are in the cache
 
-    @property
-    def tokens(self) -> list[int]:
-        return self.request.prompt_ids + self.request.generated
+    def token(self, position: int) -> int:
+        """The known token at `position` (prompt, then generated), without joining the lists."""
+        prompt = self.request.prompt_ids
+        return prompt[position] if position < len(prompt) else self.request.generated[position - len(prompt)]
 
     @property
     def due(self) -> bool:
@@ -137,7 +138,7 @@ class Scheduler:
     def _forward(self, decoding: list[Sequence], prompts: list[Sequence]) -> np.ndarray:
         tokens, positions, lengths, contexts = [], [], [], []
         for seq in decoding:  # the next known token (a replayed one after preemption, or the last sampled)
-            tokens.append(seq.tokens[seq.cached])
+            tokens.append(seq.token(seq.cached))
             positions.append(seq.cached)
             lengths.append(1)
             contexts.append(seq.cached + 1)

@@ -35,6 +35,13 @@ def hf_gpt2(folder: Path, n_layer: int, n_head: int, n_embd: int, seed: int):
     return model
 
 
+def decode_one(backend, blocks: list[int], token: int, position: int, logits: np.ndarray) -> None:
+    """One token of one sequence through the decoder (a prompt of one token at position 0)."""
+    backend.model.forward(np.array([token], np.int64), np.array([position], np.int64), np.array([0, 1], np.int32),
+                          np.array([position + 1], np.int32), np.array([position == 0], np.uint8),
+                          np.array([blocks], np.int32), backend.cache, logits)
+
+
 @pytest.mark.parametrize("n_layer, n_head, n_embd", [(1, 2, 32), (2, 4, 64), (3, 3, 48)])
 def test_imported_gpt2_greedy_and_logits_match_transformers(tmp_path, n_layer, n_head, n_embd):
     model = hf_gpt2(tmp_path / "hf", n_layer, n_head, n_embd, seed=n_layer)
@@ -53,9 +60,7 @@ def test_imported_gpt2_greedy_and_logits_match_transformers(tmp_path, n_layer, n
     with torch.no_grad():
         reference = model(torch.tensor([tokens])).logits[0].numpy()
     for t in range(len(tokens)):
-        backend.model.forward(np.array([tokens[t]], np.int64), np.array([t], np.int64), np.array([0, 1], np.int32),
-                              np.array([t + 1], np.int32), np.array([t == 0], np.uint8),
-                              np.array([blocks], np.int32), backend.cache, logits)
+        decode_one(backend, blocks, tokens[t], t, logits)
         np.testing.assert_allclose(logits[0], reference[t], atol=1e-3, rtol=0)
     backend.cache.release(blocks)
 
@@ -89,9 +94,7 @@ def perplexity(generator: TextGenerator, tokens: list[int], window: int) -> floa
         chunk = tokens[start:start + window]
         blocks = backend.cache.allocate(backend.blocks_for(window))
         for t in range(window - 1):
-            backend.model.forward(np.array([chunk[t]], np.int64), np.array([t], np.int64), np.array([0, 1], np.int32),
-                                  np.array([t + 1], np.int32), np.array([t == 0], np.uint8),
-                                  np.array([blocks], np.int32), backend.cache, logits)
+            decode_one(backend, blocks, chunk[t], t, logits)
             row = logits[0].astype(np.float64)
             total -= row[chunk[t + 1]] - (row.max() + math.log(np.exp(row - row.max()).sum()))
             count += 1

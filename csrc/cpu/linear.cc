@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "aigc/linear.h"
+#include "cpu/row_blocks.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -103,22 +104,7 @@ void panels(const LinearPanelParams& p, int64_t first, int64_t last) {
   const W* weights = static_cast<const W*>(p.panels);
   for (int64_t panel = first; panel < last; ++panel) {
     const W* w = weights + panel * p.k * kPanel;
-    // Rows split evenly into blocks of at most kRows (m = 8: 4 + 4, not 6 + 2, whose
-    // 2-row block does few FMAs per weight load).
-    const int64_t blocks = (p.m + kRows - 1) / kRows;
-    for (int64_t b = 0, row = 0; b < blocks; ++b) {
-      const int64_t rows = p.m / blocks + (b < p.m % blocks ? 1 : 0);
-      switch (rows) {
-        case 6: block<W, 6>(p, w, row, panel * kPanel); break;
-        case 5: block<W, 5>(p, w, row, panel * kPanel); break;
-        case 4: block<W, 4>(p, w, row, panel * kPanel); break;
-        case 3: block<W, 3>(p, w, row, panel * kPanel); break;
-        case 2: block<W, 2>(p, w, row, panel * kPanel); break;
-        case 1: block<W, 1>(p, w, row, panel * kPanel); break;
-        default: break;
-      }
-      row += rows;
-    }
+    for_each_row_block<kRows>(p.m, [&](auto rows, int64_t row) { block<W, decltype(rows)::value>(p, w, row, panel * kPanel); });
   }
 }
 

@@ -5,6 +5,7 @@
 //   y = (Σ xq·wq − 128·Σ wq) · x_scale[row] · w_scale[col] + bias.
 // The sums are exact, so every ISA gives the same y and a row never depends on the others.
 #include "aigc/linear.h"
+#include "cpu/row_blocks.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -83,22 +84,7 @@ void block(const LinearInt8Params& p, const int8_t* panel, int64_t row0, int64_t
 void linear_int8_panels(const LinearInt8Params& p, int64_t first, int64_t last) {
   for (int64_t panel = first; panel < last; ++panel) {
     const int8_t* w = p.panels + panel * p.k4 * kPanel * 4;
-    // Rows split evenly into blocks of at most kRows (m = 8: 4 + 4, not 6 + 2, whose
-    // 2-row block does few FMAs per weight load).
-    const int64_t blocks = (p.m + kRows - 1) / kRows;
-    for (int64_t b = 0, row = 0; b < blocks; ++b) {
-      const int64_t rows = p.m / blocks + (b < p.m % blocks ? 1 : 0);
-      switch (rows) {
-        case 6: block<6>(p, w, row, panel * kPanel); break;
-        case 5: block<5>(p, w, row, panel * kPanel); break;
-        case 4: block<4>(p, w, row, panel * kPanel); break;
-        case 3: block<3>(p, w, row, panel * kPanel); break;
-        case 2: block<2>(p, w, row, panel * kPanel); break;
-        case 1: block<1>(p, w, row, panel * kPanel); break;
-        default: break;
-      }
-      row += rows;
-    }
+    for_each_row_block<kRows>(p.m, [&](auto rows, int64_t row) { block<decltype(rows)::value>(p, w, row, panel * kPanel); });
   }
 }
 
