@@ -178,12 +178,15 @@ def _cmd_import_hf(args: argparse.Namespace) -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> None:
     try:
-        from .server import Server, bind, load_models, serve
+        from .server import STREAM_INTERVAL_SECONDS, Server, bind, load_models, serve
     except ImportError as error:
         raise AigcError(f"serve needs the 'serve' extra ({error.name} is missing): "
                         "pip install 'aigc-engine[serve]'") from None
     if args.max_queued < 1:
         raise AigcError(f"--max-queued: expected an integer >= 1, got {args.max_queued}")
+    interval = STREAM_INTERVAL_SECONDS if args.stream_interval is None else args.stream_interval
+    if not 0 <= interval <= 10:
+        raise AigcError(f"--stream-interval: expected 0..10 seconds, got {interval}")
     if not 0 <= args.port <= 65535:
         raise AigcError(f"--port: expected 0..65535 (0: any free port), got {args.port}")
     sock = bind(args.host, args.port)
@@ -194,7 +197,8 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     except BaseException:
         sock.close()
         raise
-    serve(Server(text, images, max_body_bytes=args.max_body_bytes), sock, args.log_level)
+    serve(Server(text, images, max_body_bytes=args.max_body_bytes, stream_interval=interval), sock,
+          args.log_level)
 
 
 def _seed(text: str) -> int:
@@ -316,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "int8"),
                    help="native decoder weights (default float32)")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger request bodies get 413 (default 1 MiB)")
+    p.add_argument("--stream-interval", type=float, default=None,
+                   help="seconds between two events of one stream; the text made in between comes together "
+                        "(default 0.02; 0: an event per piece)")
     p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(run=_cmd_serve)
     return parser

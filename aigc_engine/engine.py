@@ -146,29 +146,32 @@ class RequestHandle:
             raise RequestFailed(self._message)
 
 
-def _async_waker(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> Callable[[], None]:
-    """A thread-safe wake-up of `event`; wake-ups before the loop has run the last one
-    coalesce into it (one self-pipe write per loop turn, not one per handle and step).
-    Safe because every caller has stored its piece before calling, and `fire` clears the
-    flag before setting the event: a skipped wake-up's piece is there when the consumer
-    looks."""
-    scheduled = False
+class _AsyncWaker:
+    """A thread-safe wake-up of an asyncio consumer, called by the engine thread after it
+    has stored a piece. Calls coalesce: one self-pipe write per loop turn, none at all
+    while the consumer is not waiting (`armed` False: it looks at every handle before it
+    waits again, so a skipped call's piece is seen then)."""
 
-    def fire() -> None:
-        nonlocal scheduled
-        scheduled = False
-        event.set()
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop, self.event = loop, asyncio.Event()
+        self.armed = self.scheduled = False
 
-    def wake() -> None:
-        nonlocal scheduled
-        if scheduled:
+    async def wait(self) -> None:
+        await self.event.wait()
+        self.event.clear()
+
+    def _fire(self) -> None:
+        self.scheduled = self.armed = False
+        self.event.set()
+
+    def __call__(self) -> None:
+        if self.scheduled or not self.armed:
             return
-        scheduled = True
+        self.scheduled = True
         try:
-            loop.call_soon_threadsafe(fire)
+            self.loop.call_soon_threadsafe(self._fire)
         except RuntimeError:  # the loop has closed: nobody is waiting any more
             pass
-    return wake
 
 
 class Engine:
@@ -241,12 +244,14 @@ class Engine:
         """The Completion, awaited without blocking the event loop; cancelling the awaiting
         task cancels the request."""
         handle = self.submit(prompt, params)
-        event = asyncio.Event()
-        handle._listen(_async_waker(asyncio.get_running_loop(), event))
+        wake = _AsyncWaker(asyncio.get_running_loop())
+        handle._listen(wake)
         try:
-            while not handle.done:
-                await event.wait()
-                event.clear()
+            while True:
+                wake.armed = True
+                if handle.done:
+                    break
+                await wake.wait()
         finally:
             handle.cancel()  # no effect once done
         return handle.result()
@@ -432,20 +437,21 @@ class Piece(NamedTuple):
     done: bool
 
 
-async def iterate_async(handles: list[RequestHandle]) -> AsyncIterator[list[Piece]]:
+async def iterate_async(handles: list[RequestHandle], interval: float = 0.0) -> AsyncIterator[list[Piece]]:
     """The pieces of several handles as they come, in lists; each handle ends with a piece
     whose done is True. Once all are done, raises the first failure (RequestFailed /
     RequestCancelled) if any. Leaving early (break, a cancelled task) cancels the
     unfinished requests. The event loop never blocks: the engine thread wakes it with
-    call_soon_threadsafe."""
-    event = asyncio.Event()
-    wake = _async_waker(asyncio.get_running_loop(), event)
+    call_soon_threadsafe. interval: the least seconds between two lists after the first;
+    what is made in between comes together (0: each list as soon as there is something)."""
+    loop = asyncio.get_running_loop()
+    wake = _AsyncWaker(loop)
     for handle in handles:
         handle._listen(wake)
     try:
         finished = [False] * len(handles)
         while True:
-            event.clear()
+            wake.armed = True  # before looking: a piece stored from now on wakes the wait below
             batch = []
             for i, handle in enumerate(handles):
                 if finished[i]:
@@ -455,12 +461,17 @@ async def iterate_async(handles: list[RequestHandle]) -> AsyncIterator[list[Piec
                 if finished[i]:
                     batch.append(Piece(i, "", len(handle.request.generated), True))
             if batch:
+                sent = loop.time()
                 yield batch
+                if interval > 0 and not all(finished):
+                    wake.armed = False  # no wake-ups while sleeping: everything is looked at after it
+                    await asyncio.sleep(max(0.0, sent + interval - loop.time()))
+                    continue
             if all(finished):
                 for handle in handles:
                     handle._raise_if_unsuccessful()
                 return
-            await event.wait()
+            await wake.wait()
     finally:
         for handle in handles:
             handle.cancel()

@@ -57,6 +57,7 @@ class TextGenerator:
         self.max_batch_size = max_batch_size
         self.tokenizer = TextTokenizer.from_json(artifact.tokenizer_json, str(artifact.path))
         self.eos_token_id = artifact.config["eos_token_id"]
+        self._row_params_cache: tuple[list[Request], dict] = ([], {})
         if backend == "native":
             self._model = NativeGpt(artifact, dtype, kv_cache_mb)
             self.scheduler = Scheduler(self._model, self._sample_into, max_batch_size)
@@ -207,34 +208,51 @@ class TextGenerator:
             logits, state = self._model.step(state, np.array([r.last_token for r in active], np.int64))
 
     def _sample_into(self, logits: np.ndarray, requests: list[Request]) -> None:
-        params = [r.params for r in requests]
-        penalised = any(p.repetition_penalty != 1 or p.presence_penalty or p.frequency_penalty for p in params)
+        rows = self._row_params(requests, logits.shape[1])
         history = offsets = prompt_lens = None
-        if penalised:
-            rows = [r.history() for r in requests]
-            history = np.concatenate(rows).astype(np.int64)
-            offsets = np.concatenate([[0], np.cumsum([len(row) for row in rows])]).astype(np.int64)
-            prompt_lens = np.array([len(r.prompt_ids) for r in requests], np.int64)
+        if rows["penalised"]:
+            histories = [r.history() for r in requests]
+            history = np.concatenate(histories)
+            offsets = np.zeros(len(requests) + 1, np.int64)
+            np.cumsum([len(h) for h in histories], out=offsets[1:])
+            prompt_lens = rows["prompt_lens"]
+        result = ops.sample(
+            logits, seeds=rows["seeds"], steps=np.fromiter((len(r.generated) for r in requests), np.uint64, len(requests)),
+            temperature=rows["temperature"], top_k=rows["top_k"], top_p=rows["top_p"], min_p=rows["min_p"],
+            repetition_penalty=rows["repetition_penalty"], presence_penalty=rows["presence_penalty"],
+            frequency_penalty=rows["frequency_penalty"], history=history, history_offsets=offsets,
+            prompt_lens=prompt_lens, logit_bias=rows["bias"], num_logprobs=rows["num_logprobs"])
+        for row, request in enumerate(requests):
+            request.accept(int(result.tokens[row]), float(result.logprobs[row]),
+                           result.top_ids[row], result.top_logprobs[row])
+
+    def _row_params(self, requests: list[Request], vocab: int) -> dict:
+        """The sampler's per-row parameter arrays for this batch, built again only when the
+        batch's requests change (at batch 32, building them every step cost as much as the
+        sampling)."""
+        cached_requests, cached = self._row_params_cache
+        if len(cached_requests) == len(requests) and all(a is b for a, b in zip(cached_requests, requests)):
+            return cached
+        params = [r.params for r in requests]
         bias = None
         if any(p.logit_bias for p in params):
             ids = [np.array(list(p.logit_bias), np.int64) for p in params]
             values = [np.array(list(p.logit_bias.values()), np.float32) for p in params]
             bias = (np.concatenate(ids), np.concatenate(values),
                     np.concatenate([[0], np.cumsum([len(i) for i in ids])]).astype(np.int64))
-        num_logprobs = max((p.logprobs or 0) for p in params)
-        result = ops.sample(
-            logits,
-            seeds=np.array([r.seed for r in requests], np.uint64),
-            steps=np.array([len(r.generated) for r in requests], np.uint64),
-            temperature=np.array([p.temperature for p in params], np.float32),
-            top_k=np.array([min(p.top_k, logits.shape[1]) for p in params], np.int32),
-            top_p=np.array([p.top_p for p in params], np.float32),
-            min_p=np.array([p.min_p for p in params], np.float32),
-            repetition_penalty=np.array([p.repetition_penalty for p in params], np.float32),
-            presence_penalty=np.array([p.presence_penalty for p in params], np.float32),
-            frequency_penalty=np.array([p.frequency_penalty for p in params], np.float32),
-            history=history, history_offsets=offsets, prompt_lens=prompt_lens,
-            logit_bias=bias, num_logprobs=num_logprobs)
-        for row, request in enumerate(requests):
-            request.accept(int(result.tokens[row]), float(result.logprobs[row]),
-                           result.top_ids[row], result.top_logprobs[row])
+        rows = {
+            "seeds": np.array([r.seed for r in requests], np.uint64),
+            "temperature": np.array([p.temperature for p in params], np.float32),
+            "top_k": np.array([min(p.top_k, vocab) for p in params], np.int32),
+            "top_p": np.array([p.top_p for p in params], np.float32),
+            "min_p": np.array([p.min_p for p in params], np.float32),
+            "repetition_penalty": np.array([p.repetition_penalty for p in params], np.float32),
+            "presence_penalty": np.array([p.presence_penalty for p in params], np.float32),
+            "frequency_penalty": np.array([p.frequency_penalty for p in params], np.float32),
+            "penalised": any(p.repetition_penalty != 1 or p.presence_penalty or p.frequency_penalty for p in params),
+            "prompt_lens": np.array([len(r.prompt_ids) for r in requests], np.int64),
+            "bias": bias,
+            "num_logprobs": max((p.logprobs or 0) for p in params),
+        }
+        self._row_params_cache = (list(requests), rows)
+        return rows

@@ -23,6 +23,8 @@ from common import Records, gemm_peak_flops, machine, median_seconds, parser, re
 PREFILL = ((8, 12, 512, 64), (1, 12, 2048, 64))
 DECODE = dict(batch=32, context=1024, heads=12, head_dim=64, block_size=16)
 SAMPLER = dict(batch=64, vocab=50257, temperature=0.8, top_k=50, top_p=0.9, repetition_penalty=1.1, history=100)
+# The sampler inside generation: the shipped GPT (vocab 4096), native float32, prompt 32.
+IN_GENERATION = dict(model="pycode-gpt", batches=(1, 32), prompt=32, new_tokens=128)
 
 
 def import_torch(threads: int):
@@ -169,6 +171,47 @@ def sampler_rows(ops, torch, records, bandwidth, repeats, min_seconds):
     records.add("sample", "one read at measured bandwidth", dict(c), one_read * 1e3, "ms")
 
 
+def sampler_share_rows(records, quick: bool):
+    """The sampler's share of generation: ops.sample's time over the whole generate call
+    of the shipped GPT (decode steps, with the SAMPLER's parameters)."""
+    import time
+
+    from aigc_engine import SamplingParams, TextGenerator, ops
+
+    c, s = IN_GENERATION, SAMPLER
+    generator = TextGenerator.load(c["model"])
+    sample, spent = ops.sample, [0.0]
+
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return sample(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - started
+    params = SamplingParams(max_new_tokens=c["new_tokens"] // (4 if quick else 1), temperature=s["temperature"],
+                            top_k=s["top_k"], top_p=s["top_p"], repetition_penalty=s["repetition_penalty"],
+                            ignore_eos=True, seed=0)
+    prompt = list(range(100, 100 + c["prompt"]))
+    ops.sample = timed
+    try:
+        for batch in c["batches"]:
+            generator.generate([prompt] * batch, params)  # warm-up
+            shares, totals = [], []
+            for _ in range(1 if quick else 3):
+                spent[0] = 0.0
+                started = time.perf_counter()
+                generator.generate([prompt] * batch, params)
+                totals.append(time.perf_counter() - started)
+                shares.append(spent[0] / totals[-1])
+            share, steps = float(np.median(shares)), params.max_new_tokens
+            records.add("sample_in_generation", "aigc sample", dict(c, batch=batch), 100 * share, "% of generate")
+            row(f"sample in generate, batch {batch}", f"{c['model']}, {steps} steps",
+                share * float(np.median(totals)) / steps,
+                f"{100 * share:5.1f}% of a decode step ({float(np.median(totals)) / steps * 1e3:.2f} ms)")
+    finally:
+        ops.sample = sample
+
+
 def main() -> None:
     args = parser(__doc__.splitlines()[0]).parse_args()
     os.environ["AIGC_NUM_THREADS"] = str(args.threads)
@@ -190,6 +233,7 @@ def main() -> None:
     prefill_rows(ops, torch, records, peak, repeats, min_seconds)
     decode_rows(ops, torch, records, bandwidth, repeats, min_seconds)
     sampler_rows(ops, torch, records, bandwidth, repeats, min_seconds)
+    sampler_share_rows(records, args.quick)
     records.write(args.json)
 
 

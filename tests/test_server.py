@@ -44,7 +44,7 @@ def served(paths):
     """The server in a background thread on a free loopback port; always shut down."""
     text = {"gpt": Engine(TextGenerator.load(str(paths["gpt"]))),
             "lstm": Engine(TextGenerator.load(str(paths["lstm"])))}
-    server = Server(text, {"digits-gan": ImageGenerator.load("digits-gan")})
+    server = Server(text, {"digits-gan": ImageGenerator.load("digits-gan")}, stream_interval=0.0)
     sock = bind("127.0.0.1", 0)
     runner = uvicorn.Server(uvicorn.Config(server.app, log_level="warning"))
     thread = threading.Thread(target=runner.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -151,6 +151,21 @@ def test_stream_sends_text_while_the_request_still_runs(served):
     finally:
         _release(engine, gate)
     assert "".join(c["choices"][0]["text"] for c in [first] + rest) == full
+
+
+def test_stream_interval_sends_the_text_made_meanwhile_in_one_event(served):
+    url, server = served
+    options = {"model": "gpt", "prompt": "def", "max_tokens": 20, "seed": 3, "ignore_eos": True}
+    full = post(served, "/v1/completions", json=options).json()["choices"][0]["text"]
+    server.stream_interval = 1.0  # the tiny model makes 20 tokens well within it
+    try:
+        with httpx.stream("POST", url + "/v1/completions", json=options | {"stream": True}, timeout=WAIT) as response:
+            events = [json.loads(line[6:]) for line in response.iter_lines() if line and line != "data: [DONE]"]
+    finally:
+        server.stream_interval = 0.0
+    texts = [event["choices"][0]["text"] for event in events]
+    assert "".join(texts) == full and len(texts) <= 3  # the first piece at once, the rest together
+    assert events[-1]["choices"][0]["finish_reason"] == "length"
 
 
 def test_concurrent_clients_get_what_they_would_get_alone(served):
@@ -335,3 +350,5 @@ def test_aigc_serve_refuses_bad_arguments_in_one_line():
         taken.listen()
         result = run("digits-gan", "--port", str(taken.getsockname()[1]))
     assert result.returncode == 1 and "cannot bind" in result.stderr and result.stderr.count("\n") == 1
+    result = run("digits-gan", "--port", "0", "--stream-interval", "-1")
+    assert result.returncode == 1 and "--stream-interval: expected 0..10 seconds, got -1" in result.stderr
