@@ -53,6 +53,28 @@ inline F load_bf16_partial(const uint16_t* p, int n) {
   return load_bf16(lanes);
 }
 
+// dst[c * dst_stride + r] = src[r * src_stride + c] * scale for r, c < 8: eight rows
+// loaded, transposed by unpacks and shuffles within 128-bit lanes, then across lanes.
+inline void transpose(const float* src, int64_t src_stride, float scale, float* dst, int64_t dst_stride) {
+  const F k = _mm256_set1_ps(scale);
+  F a[8], t[8], u[8];
+  for (int r = 0; r < 8; ++r) a[r] = _mm256_mul_ps(_mm256_loadu_ps(src + r * src_stride), k);
+  for (int r = 0; r < 8; r += 2) {
+    t[r] = _mm256_unpacklo_ps(a[r], a[r + 1]);      // r0 r1 r0 r1 (columns 0, 1 | 4, 5)
+    t[r + 1] = _mm256_unpackhi_ps(a[r], a[r + 1]);  // columns 2, 3 | 6, 7
+  }
+  for (int h = 0; h < 8; h += 4) {
+    u[h] = _mm256_shuffle_ps(t[h], t[h + 2], 0x44);      // column 0 | 4 of rows h .. h + 3
+    u[h + 1] = _mm256_shuffle_ps(t[h], t[h + 2], 0xEE);  // column 1 | 5
+    u[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0x44);
+    u[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0xEE);
+  }
+  for (int c = 0; c < 4; ++c) {
+    _mm256_storeu_ps(dst + c * dst_stride, _mm256_permute2f128_ps(u[c], u[c + 4], 0x20));
+    _mm256_storeu_ps(dst + (c + 4) * dst_stride, _mm256_permute2f128_ps(u[c], u[c + 4], 0x31));
+  }
+}
+
 inline F exp(F x) {
   const F keep = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_GE_OQ);
   x = _mm256_min_ps(x, _mm256_set1_ps(88.0f));

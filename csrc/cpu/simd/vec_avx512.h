@@ -41,6 +41,14 @@ inline F load_bf16_partial(const uint16_t* p, int n) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
 }
 
+// dst[c * dst_stride + r] = src[r * src_stride + c] * scale for r, c < 16, one element at a
+// time: the 16 x 16 shuffle network could not be measured (or tested) without an AVX-512 CPU.
+inline void transpose(const float* src, int64_t src_stride, float scale, float* dst, int64_t dst_stride) {
+  for (int r = 0; r < kWidth; ++r) {
+    for (int c = 0; c < kWidth; ++c) dst[c * dst_stride + r] = src[r * src_stride + c] * scale;
+  }
+}
+
 inline F exp(F x) {
   const __mmask16 underflow = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_LT_OQ);
   x = _mm512_min_ps(x, _mm512_set1_ps(88.0f));
