@@ -4,14 +4,13 @@
 // one pass over the sequence's blocks, scores then values with the online softmax per block,
 // so the cache is read once, in order, while the next block is prefetched into L2.
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "aigc/attention.h"
 #include "cpu/simd/vec.h"
-
 
 namespace aigc {
 namespace AIGC_ISA_NAMESPACE {
@@ -34,10 +33,11 @@ inline F load_partial(const float* p, int n) { return simd::load_partial(p, n, 0
 inline F load_partial(const uint16_t* p, int n) { return simd::load_bf16_partial(p, n); }
 
 struct DecodeScratch {
-  std::vector<float> q;     // (rows, dpad) scaled queries, zero-padded
-  std::vector<float> acc;   // (rows, dpad)
-  std::vector<float> s;     // (rows, block_size rounded to vectors) scores, then weights
-  std::vector<float> m, l;  // (rows,)
+  std::vector<float> q;         // (rows, dpad) scaled queries, zero-padded
+  std::vector<float> acc;       // (rows, dpad)
+  std::vector<float> s;         // (block_size, rows_pad) scores, then weights, slot-major
+  std::vector<float> m, l, alpha;  // (rows_pad,)
+  std::vector<int64_t> k_offset;   // (rows,) where row g's kv head starts in a slot
 };
 
 inline void prefetch_l2(const void* row, int64_t bytes) {
@@ -45,63 +45,107 @@ inline void prefetch_l2(const void* row, int64_t bytes) {
   for (int64_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(p + offset, 0, 2);
 }
 
-// acc[0 .. kVectors * kW) += sum_j s[j] * v[j * stride ..] over the n slots of a block.
+// The lines of the next block's K or V rows (`range` bytes of each slot), in address order,
+// handed to the prefetcher a few at a time: K among this block's dot products, V among its
+// value passes. A burst per slot, or per 8 heads, stalled on the miss buffers with no
+// arithmetic to overlap, and issuing everything in the dot products (which the batched
+// reductions made short) left the memory idle during the value passes.
+struct LineStream {
+  const char* base = nullptr;
+  int64_t slot_stride = 0, range = 0, slots = 0;  // bytes; slots: 0 for no next block
+  int64_t slot = 0, offset = 0;                   // the next line
+  int64_t step = 0;                               // lines per call of issue()
+
+  // `calls` calls of issue() will cover every line.
+  void plan(int64_t calls) { step = (slots * ((range + 63) / 64) + calls - 1) / calls; }
+  void issue() {
+    for (int64_t i = 0; i < step && slot < slots; ++i) {
+      __builtin_prefetch(base + slot * slot_stride + offset, 0, 2);
+      offset += 64;
+      if (offset >= range) {
+        offset = 0;
+        ++slot;
+      }
+    }
+  }
+};
+
+// Calls fn(std::integral_constant<int, n>) for the n in 1 .. kMax given at run time.
+template <int kMax, typename Fn>
+void with_count(int n, Fn&& fn) {
+  if constexpr (kMax > 0) {
+    if (n == kMax) {
+      fn(std::integral_constant<int, kMax>{});
+    } else {
+      with_count<kMax - 1>(n, fn);
+    }
+  }
+}
+
+// Lane i = q[i] . k[k_offset[i]] over d elements for rows i < kRows of one slot (the other
+// lanes 0), q zero-padded to whole vectors: kRows independent chains and one tree of
+// horizontal adds (a reduce_add per dot was 6 of every 30 instructions).
+template <int kRows, typename T>
+F slot_scores(const T* k, const int64_t* k_offset, const float* q, int64_t dpad, int64_t d) {
+  F acc[kW];
+  for (F& a : acc) a = simd::set1(0.0f);
+  const T* rows[kRows];
+  for (int i = 0; i < kRows; ++i) rows[i] = k + k_offset[i];
+  const int64_t full = d / kW * kW;
+  for (int64_t c = 0; c < full; c += kW) {
+    for (int i = 0; i < kRows; ++i) acc[i] = simd::fmadd(load(rows[i] + c), simd::load(q + i * dpad + c), acc[i]);
+  }
+  if (full < d) {
+    for (int i = 0; i < kRows; ++i) {
+      acc[i] = simd::fmadd(load_partial(rows[i] + full, static_cast<int>(d - full)), simd::load(q + i * dpad + full), acc[i]);
+    }
+  }
+  return simd::reduce_add_lanes(acc);
+}
+
+// acc[0 .. kVectors * kW) += sum_j w[j * w_stride] * v[j * stride ..] over the n slots of
+// a block, the accumulators in registers across the slots.
 template <int kVectors, typename T>
-void value_pass(const T* v, int64_t stride, int64_t n, const float* s, float* acc) {
+void value_pass(const T* v, int64_t stride, int64_t n, const float* w, int64_t w_stride, float* acc, LineStream& next) {
   F a[kVectors];
   for (int i = 0; i < kVectors; ++i) a[i] = simd::load(acc + i * kW);
   for (int64_t j = 0; j < n; ++j) {
-    const F w = simd::set1(s[j]);
-    for (int i = 0; i < kVectors; ++i) a[i] = simd::fmadd(w, load(v + j * stride + i * kW), a[i]);
+    next.issue();
+    const F weight = simd::set1(w[j * w_stride]);
+    for (int i = 0; i < kVectors; ++i) a[i] = simd::fmadd(weight, load(v + j * stride + i * kW), a[i]);
   }
   for (int i = 0; i < kVectors; ++i) simd::store(acc + i * kW, a[i]);
 }
 
 // The same for the last `tail` (< kW) columns.
 template <typename T>
-void value_tail(const T* v, int64_t stride, int64_t n, const float* s, int tail, float* acc) {
+void value_tail(const T* v, int64_t stride, int64_t n, const float* w, int64_t w_stride, int tail, float* acc,
+                LineStream& next) {
   F a = simd::load(acc);
-  for (int64_t j = 0; j < n; ++j) a = simd::fmadd(simd::set1(s[j]), load_partial(v + j * stride, tail), a);
+  for (int64_t j = 0; j < n; ++j) {
+    next.issue();
+    a = simd::fmadd(simd::set1(w[j * w_stride]), load_partial(v + j * stride, tail), a);
+  }
   simd::store(acc, a);
 }
 
+// The passes of values() over a block, for LineStream::plan.
+inline int64_t value_passes(int64_t d) { return (d / kW + kValueVectors - 1) / kValueVectors + (d % kW ? 1 : 0); }
+
 template <typename T>
-void values(const T* v, int64_t stride, int64_t n, const float* s, int64_t d, float* acc) {
+void values(const T* v, int64_t stride, int64_t n, const float* w, int64_t w_stride, int64_t d, float* acc,
+            LineStream& next) {
   const int64_t full = d / kW;
   int64_t i = 0;
-  for (; i + kValueVectors <= full; i += kValueVectors) value_pass<kValueVectors>(v + i * kW, stride, n, s, acc + i * kW);
-  switch (full - i) {
-    case 7: value_pass<7>(v + i * kW, stride, n, s, acc + i * kW); break;
-    case 6: value_pass<6>(v + i * kW, stride, n, s, acc + i * kW); break;
-    case 5: value_pass<5>(v + i * kW, stride, n, s, acc + i * kW); break;
-    case 4: value_pass<4>(v + i * kW, stride, n, s, acc + i * kW); break;
-    case 3: value_pass<3>(v + i * kW, stride, n, s, acc + i * kW); break;
-    case 2: value_pass<2>(v + i * kW, stride, n, s, acc + i * kW); break;
-    case 1: value_pass<1>(v + i * kW, stride, n, s, acc + i * kW); break;
-    default: break;
+  for (; i + kValueVectors <= full; i += kValueVectors) {
+    value_pass<kValueVectors>(v + i * kW, stride, n, w, w_stride, acc + i * kW, next);
   }
-  if (d % kW) value_tail(v + full * kW, stride, n, s, static_cast<int>(d % kW), acc + full * kW);
+  with_count<kValueVectors - 1>(static_cast<int>(full - i), [&](auto vectors) {
+    value_pass<decltype(vectors)::value>(v + i * kW, stride, n, w, w_stride, acc + i * kW, next);
+  });
+  if (d % kW) value_tail(v + full * kW, stride, n, w, w_stride, static_cast<int>(d % kW), acc + full * kW, next);
 }
 
-// q . k over d elements, q zero-padded to whole vectors.
-template <typename T>
-float dot(const T* k, const float* q, int64_t d) {
-  const int64_t full = d / kW * kW;
-  F acc = simd::set1(0.0f);
-  for (int64_t c = 0; c < full; c += kW) acc = simd::fmadd(load(k + c), simd::load(q + c), acc);
-  if (full < d) acc = simd::fmadd(load_partial(k + full, static_cast<int>(d - full)), simd::load(q + full), acc);
-  return simd::reduce_add(acc);
-}
-
-float exp2_scalar(float x) {
-  alignas(64) float lanes[kW];
-  simd::store(lanes, simd::exp2_nonpositive(simd::set1(x)));
-  return lanes[0];
-}
-
-// Sequence b, kv heads [h0, h1): block by block, slot by slot, every head of the range in
-// turn, so the cache is read in address order (a block of 16 slots x 12 heads x 64 dims is
-// 48 KiB in one piece; one kv head at a time read 256 B of every 3 KiB and ran at 2.6 GB/s).
 // Slot 0 of a block from the first kv head of an item's range, in K and V, and its slot count.
 template <typename T>
 struct BlockStart {
@@ -110,7 +154,7 @@ struct BlockStart {
   int64_t n = 0;
 };
 
-// The first block of item i's sequence, from its first kv head (block_table[b][0]).
+// The first block of sequence b from kv head h0 (block_table[b][0]).
 template <typename T>
 BlockStart<T> first_block(const AttentionDecodeParams& p, int64_t b, int64_t h0) {
   const int64_t row = p.block_table[b * p.max_blocks] * p.block_size * p.n_kv_heads * p.head_dim + h0 * p.head_dim;
@@ -118,70 +162,86 @@ BlockStart<T> first_block(const AttentionDecodeParams& p, int64_t b, int64_t h0)
           std::min<int64_t>(p.block_size, p.context_lens[b])};
 }
 
+// Sequence b, kv heads [h0, h1): block by block, slot by slot, every head of the range in
+// turn, so the cache is read in address order (a block of 16 slots x 12 heads x 64 dims is
+// 48 KiB in one piece; one kv head at a time read 256 B of every 3 KiB and ran at 2.6 GB/s).
+// `following` is the first block of the next item, prefetched during the last block.
 template <typename T>
 void decode_item(const AttentionDecodeParams& p, int64_t b, int64_t h0, int64_t h1, BlockStart<T> following,
                  DecodeScratch& ws) {
   const T* k_cache = static_cast<const T*>(p.k_cache);
   const T* v_cache = static_cast<const T*>(p.v_cache);
   const int64_t d = p.head_dim, dpad = round_up(d, kW), group = p.n_heads / p.n_kv_heads;
-  const int64_t bs = p.block_size, bs_pad = round_up(bs, kW), kv_stride = p.n_kv_heads * d;
-  const int64_t heads = h1 - h0, rows = heads * group;  // query heads h0 * group .. h1 * group
+  const int64_t bs = p.block_size, kv_stride = p.n_kv_heads * d;
+  const int64_t rows = (h1 - h0) * group, rows_pad = round_up(rows, kW);  // query heads h0 * group ..
+  const int64_t range_bytes = (h1 - h0) * d * static_cast<int64_t>(sizeof(T));
   ws.q.assign(rows * dpad, 0.0f);
   ws.acc.assign(rows * dpad, 0.0f);
-  ws.s.resize(rows * bs_pad);
-  ws.m.assign(rows, -kInf);
-  ws.l.assign(rows, 0.0f);
+  ws.s.resize(bs * rows_pad);
+  ws.m.assign(rows_pad, -kInf);
+  ws.l.assign(rows_pad, 0.0f);
+  ws.alpha.resize(rows_pad);
+  ws.k_offset.resize(rows);
   const float q_scale = p.scale * 1.44269504088896341f;  // log2(e): weights by exp2, as in prefill
   for (int64_t g = 0; g < rows; ++g) {
     const float* q = p.q + (b * p.n_heads + h0 * group + g) * d;
     for (int64_t c = 0; c < d; ++c) ws.q[g * dpad + c] = q[c] * q_scale;
+    ws.k_offset[g] = g / group * d;
   }
   // Slot `slot` of the cache, from kv head h0.
   auto row = [&](const T* cache, int64_t slot) { return cache + slot * kv_stride + h0 * d; };
   const int64_t length = p.context_lens[b];
   const int32_t* table = p.block_table + b * p.max_blocks;
+  const int64_t row_blocks = rows_pad / kW;
   for (int64_t blk = 0; blk * bs < length; ++blk) {
     const int64_t first = table[blk] * bs;
     const int64_t n = std::min(bs, length - blk * bs);
-    // The block after this one, or the first of the next item: prefetched slot by slot and
-    // head by head among this block's dot products (one burst per slot of both K and V
-    // rows, or V deferred to the value pass, kept the memory idle part of the time).
+    // The block after this one, or the first of the next item.
     BlockStart<T> next = following;
     if ((blk + 1) * bs < length) {
       next = {row(k_cache, table[blk + 1] * bs), row(v_cache, table[blk + 1] * bs), std::min(bs, length - (blk + 1) * bs)};
     }
+    const int64_t slot_bytes = kv_stride * static_cast<int64_t>(sizeof(T));
+    LineStream next_k{reinterpret_cast<const char*>(next.k), slot_bytes, range_bytes, next.n};
+    LineStream next_v{reinterpret_cast<const char*>(next.v), slot_bytes, range_bytes, next.n};
+    next_k.plan(n * row_blocks);
+    next_v.plan(rows * value_passes(d) * n);
     for (int64_t j = 0; j < n; ++j) {
       const T* k = row(k_cache, first + j);
-      for (int64_t g = 0; g < rows; ++g) {
-        if (j < next.n && g % group == 0) {
-          prefetch_l2(next.k + j * kv_stride + g / group * d, d * sizeof(T));
-          prefetch_l2(next.v + j * kv_stride + g / group * d, d * sizeof(T));
-        }
-        ws.s[g * bs_pad + j] = dot(k + g / group * d, ws.q.data() + g * dpad, d);
+      for (int64_t rb = 0; rb < row_blocks; ++rb) {
+        next_k.issue();
+        const int64_t g0 = rb * kW;
+        float* s = ws.s.data() + j * rows_pad + g0;
+        with_count<kW>(static_cast<int>(std::min<int64_t>(kW, rows - g0)), [&](auto count) {
+          simd::store(s, slot_scores<decltype(count)::value>(k, ws.k_offset.data() + g0, ws.q.data() + g0 * dpad, dpad, d));
+        });
       }
     }
-    for (int64_t g = 0; g < rows; ++g) {
-      float* s = ws.s.data() + g * bs_pad;
-      float max = -kInf;
-      for (int64_t j = 0; j < n; ++j) max = std::max(max, s[j]);
-      const float m_new = std::max(ws.m[g], max);
-      const float alpha = exp2_scalar(ws.m[g] - m_new);
-      float sum = 0.0f;
-      for (int64_t j = 0; j < n; j += kW) {
-        const int lanes = static_cast<int>(std::min<int64_t>(kW, n - j));
-        const F e = simd::exp2_nonpositive(simd::sub(simd::load_partial(s + j, lanes, -kInf), simd::set1(m_new)));
-        simd::store(s + j, e);
-        sum += simd::reduce_add(e);
+    // Online softmax, kW rows at a time (the scores are slot-major).
+    for (int64_t g0 = 0; g0 < rows_pad; g0 += kW) {
+      F max = simd::set1(-kInf);
+      for (int64_t j = 0; j < n; ++j) max = simd::max(max, simd::load(ws.s.data() + j * rows_pad + g0));
+      const F m_old = simd::load(ws.m.data() + g0);
+      const F m_new = simd::max(m_old, max);
+      const F alpha = simd::exp2_nonpositive(simd::sub(m_old, m_new));
+      F sum = simd::set1(0.0f);
+      for (int64_t j = 0; j < n; ++j) {
+        float* s = ws.s.data() + j * rows_pad + g0;
+        const F e = simd::exp2_nonpositive(simd::sub(simd::load(s), m_new));
+        simd::store(s, e);
+        sum = simd::add(sum, e);
       }
-      ws.l[g] = ws.l[g] * alpha + sum;
-      ws.m[g] = m_new;
-      if (alpha != 1.0f) {
-        float* acc = ws.acc.data() + g * dpad;
-        for (int64_t c = 0; c < dpad; c += kW) simd::store(acc + c, simd::mul(simd::load(acc + c), simd::set1(alpha)));
-      }
+      simd::store(ws.l.data() + g0, simd::fmadd(simd::load(ws.l.data() + g0), alpha, sum));
+      simd::store(ws.m.data() + g0, m_new);
+      simd::store(ws.alpha.data() + g0, alpha);
     }
     for (int64_t g = 0; g < rows; ++g) {
-      values(row(v_cache, first) + g / group * d, kv_stride, n, ws.s.data() + g * bs_pad, d, ws.acc.data() + g * dpad);
+      float* acc = ws.acc.data() + g * dpad;
+      if (ws.alpha[g] != 1.0f) {
+        const F alpha = simd::set1(ws.alpha[g]);
+        for (int64_t c = 0; c < dpad; c += kW) simd::store(acc + c, simd::mul(simd::load(acc + c), alpha));
+      }
+      values(row(v_cache, first) + ws.k_offset[g], kv_stride, n, ws.s.data() + g, rows_pad, d, acc, next_v);
     }
   }
   for (int64_t g = 0; g < rows; ++g) {

@@ -21,7 +21,7 @@ namespace {
 using simd::F;
 constexpr int kW = simd::kWidth;
 constexpr int kQ = kAttentionTile;  // queries per tile
-constexpr int kK = 64;              // keys per tile: 4 KiB of (64 x 64) scores stay in L1
+constexpr int kK = 64;              // keys per tile: 16 KiB of (64 x 64) scores stay in L1
 constexpr int kRowVectors = kQ / kW;
 constexpr float kInf = std::numeric_limits<float>::infinity();
 

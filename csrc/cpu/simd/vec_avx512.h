@@ -27,6 +27,12 @@ inline F max(F a, F b) { return _mm512_max_ps(a, b); }
 inline F fmadd(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
 inline float reduce_max(F a) { return _mm512_reduce_max_ps(a); }
 inline float reduce_add(F a) { return _mm512_reduce_add_ps(a); }
+// Lane i = reduce_add(a[i]) for i < 16, one reduction at a time.
+inline F reduce_add_lanes(const F* a) {
+  alignas(64) float sums[kWidth];
+  for (int i = 0; i < kWidth; ++i) sums[i] = reduce_add(a[i]);
+  return _mm512_load_ps(sums);
+}
 inline unsigned mask_gt(F a, F b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
 inline unsigned mask_ge(F a, F b) { return _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ); }
 inline unsigned mask_eq(F a, F b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }

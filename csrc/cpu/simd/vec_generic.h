@@ -42,6 +42,9 @@ inline float reduce_add(F a) {
   return s;
 }
 
+// Lane i = reduce_add(a[i]) for i < kWidth.
+inline F reduce_add_lanes(const F* a) { AIGC_LANES(reduce_add(a[i])); }
+
 #define AIGC_MASK(COND)                                     \
   unsigned m = 0;                                           \
   for (int i = 0; i < kWidth; ++i) m |= unsigned(COND) << i; \
