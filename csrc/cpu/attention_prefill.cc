@@ -111,15 +111,20 @@ void score_block(const float* qt, const float* const* krow, int64_t d, float* s)
   }
 }
 
-// s[j][r] = sum_c krow[j][c] * qt[c][r] for j < n_keys (a multiple of 4), all kQ queries.
-void scores(const float* qt, const float* const* krow, int n_keys, int64_t d, float* s) {
+// s[j][r] = sum_c krow[j][c] * qt[c][r] for j < n_keys (a multiple of 4), all kQ queries,
+// except blocks of 4 keys x kBlockVectors vectors where every key comes after every query
+// (key j is visible to query r when j <= r + diagonal): the mask overwrites those.
+void scores(const float* qt, const float* const* krow, int n_keys, int64_t d, int64_t diagonal, float* s) {
   constexpr int kTail = kRowVectors % kBlockVectors;
   for (int j0 = 0; j0 < n_keys; j0 += 4) {
     int v0 = 0;
     for (; v0 + kBlockVectors <= kRowVectors; v0 += kBlockVectors) {
+      if (j0 > (v0 + kBlockVectors) * kW - 1 + diagonal) continue;
       score_block<kBlockVectors>(qt + v0 * kW, krow + j0, d, s + j0 * kQ + v0 * kW);
     }
-    if constexpr (kTail > 0) score_block<kTail>(qt + v0 * kW, krow + j0, d, s + j0 * kQ + v0 * kW);
+    if constexpr (kTail > 0) {
+      if (j0 <= kQ - 1 + diagonal) score_block<kTail>(qt + v0 * kW, krow + j0, d, s + j0 * kQ + v0 * kW);
+    }
   }
 }
 
@@ -144,20 +149,24 @@ void accumulate_block(const float* p, const float* const* vrow, int64_t column, 
   }
 }
 
-// o[r][c] += sum_j p[j][r] * vrow[j][c] for rows r < n_rows (a multiple of 4), all dpad columns.
-void accumulate(const float* p, const float* const* vrow, int n_keys, int n_rows, int64_t dpad, float* o) {
+// o[r][c] += sum_j p[j][r] * vrow[j][c] for rows r < n_rows (a multiple of 4), all dpad
+// columns. Keys after the last of 4 rows (j > r0 + 3 + diagonal) have p = 0 for all of them
+// and are left out: on the diagonal tile, half the work.
+void accumulate(const float* p, const float* const* vrow, int n_keys, int n_rows, int64_t dpad, int64_t diagonal,
+                float* o) {
   for (int r0 = 0; r0 < n_rows; r0 += 4) {
+    const int keys = static_cast<int>(std::clamp<int64_t>(r0 + 4 + diagonal, 0, n_keys));
     float* orow = o + r0 * dpad;
     int64_t c0 = 0;
     for (; c0 + kBlockVectors * kW <= dpad; c0 += kBlockVectors * kW) {
-      accumulate_block<kBlockVectors>(p + r0, vrow, c0, n_keys, dpad, orow + c0);
+      accumulate_block<kBlockVectors>(p + r0, vrow, c0, keys, dpad, orow + c0);
     }
     const int64_t rest = (dpad - c0) / kW;  // fewer than kBlockVectors
     if constexpr (kBlockVectors > 3) {
-      if (rest == 3) accumulate_block<3>(p + r0, vrow, c0, n_keys, dpad, orow + c0);
+      if (rest == 3) accumulate_block<3>(p + r0, vrow, c0, keys, dpad, orow + c0);
     }
-    if (rest == 2) accumulate_block<2>(p + r0, vrow, c0, n_keys, dpad, orow + c0);
-    if (rest == 1) accumulate_block<1>(p + r0, vrow, c0, n_keys, dpad, orow + c0);
+    if (rest == 2) accumulate_block<2>(p + r0, vrow, c0, keys, dpad, orow + c0);
+    if (rest == 1) accumulate_block<1>(p + r0, vrow, c0, keys, dpad, orow + c0);
   }
 }
 
@@ -230,7 +239,7 @@ void prefill_tile(const AttentionPrefillParams& p, int64_t start, int64_t q0, in
     }
     next.issue(next.rows * (k0 + kK) / key_end);
     float* s = ws.s.data();
-    scores(ws.qt.data(), krow, nk4, d, s);
+    scores(ws.qt.data(), krow, nk4, d, q0 - k0, s);
     // Mask keys past the tile's end, and key j for the queries before it (r < k0 + j - q0);
     // only tiles that reach the diagonal.
     if (k0 + nk4 - 1 > q0 || nk < nk4) {
@@ -265,7 +274,7 @@ void prefill_tile(const AttentionPrefillParams& p, int64_t start, int64_t q0, in
         for (int64_t c = 0; c < dpad; c += kW) simd::store(o + c, simd::mul(simd::load(o + c), a));
       }
     }
-    accumulate(s, vrow, nk4, n_rows, dpad, ws.o.data());
+    accumulate(s, vrow, nk4, n_rows, dpad, q0 - k0, ws.o.data());
   }
   for (int64_t r = 0; r < nq; ++r) {
     float* out = p.out + ((start + q0 + r) * p.n_heads + head) * d;
