@@ -80,8 +80,17 @@ void stage_kv(const AttentionPrefillParams& p, int64_t start, int64_t kv_head, i
     ws.kh.resize(size, 0.0f);
     ws.vh.resize(size, 0.0f);
   }
+  // Rows 8 ahead prefetched as well: the rows fetched during the previous item still left
+  // 4% of the prefill in the first load of each row's copy (seq 512).
+  const int64_t bytes = p.kv_bf16 ? 2 : 4, row_stride = p.n_kv_heads * d * bytes;
   for (int64_t j = ws.staged; j < keys; ++j) {
     const int64_t index = ((start + j) * p.n_kv_heads + kv_head) * d;
+    if (j + 8 < keys) {
+      for (int64_t offset = 0; offset < d * bytes; offset += 64) {
+        __builtin_prefetch(static_cast<const char*>(p.k) + index * bytes + 8 * row_stride + offset);
+        __builtin_prefetch(static_cast<const char*>(p.v) + index * bytes + 8 * row_stride + offset);
+      }
+    }
     load_row(p.k, p.kv_bf16, index, d, ws.kh.data() + j * dpad);
     load_row(p.v, p.kv_bf16, index, d, ws.vh.data() + j * dpad);
     std::fill(ws.kh.data() + j * dpad + d, ws.kh.data() + (j + 1) * dpad, 0.0f);
