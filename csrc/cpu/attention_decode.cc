@@ -96,8 +96,9 @@ F slot_scores(const T* k, const int64_t* k_offset, const float* q, int64_t dpad,
     for (int i = 0; i < kRows; ++i) acc[i] = simd::fmadd(load(rows[i] + c), simd::load(q + i * dpad + c), acc[i]);
   }
   if (full < d) {
+    const int tail = static_cast<int>(d - full);
     for (int i = 0; i < kRows; ++i) {
-      acc[i] = simd::fmadd(load_partial(rows[i] + full, static_cast<int>(d - full)), simd::load(q + i * dpad + full), acc[i]);
+      acc[i] = simd::fmadd(load_partial(rows[i] + full, tail), simd::load(q + i * dpad + full), acc[i]);
     }
   }
   return simd::reduce_add_lanes(acc);
@@ -106,7 +107,8 @@ F slot_scores(const T* k, const int64_t* k_offset, const float* q, int64_t dpad,
 // acc[0 .. kVectors * kW) += sum_j w[j * w_stride] * v[j * stride ..] over the n slots of
 // a block, the accumulators in registers across the slots.
 template <int kVectors, typename T>
-void value_pass(const T* v, int64_t stride, int64_t n, const float* w, int64_t w_stride, float* acc, LineStream& next) {
+void value_pass(const T* v, int64_t stride, int64_t n, const float* w, int64_t w_stride, float* acc,
+                LineStream& next) {
   F a[kVectors];
   for (int i = 0; i < kVectors; ++i) a[i] = simd::load(acc + i * kW);
   for (int64_t j = 0; j < n; ++j) {
@@ -199,7 +201,8 @@ void decode_item(const AttentionDecodeParams& p, int64_t b, int64_t h0, int64_t 
     // The block after this one, or the first of the next item.
     BlockStart<T> next = following;
     if ((blk + 1) * bs < length) {
-      next = {row(k_cache, table[blk + 1] * bs), row(v_cache, table[blk + 1] * bs), std::min(bs, length - (blk + 1) * bs)};
+      const int64_t slot = table[blk + 1] * bs;
+      next = {row(k_cache, slot), row(v_cache, slot), std::min(bs, length - (blk + 1) * bs)};
     }
     const int64_t slot_bytes = kv_stride * static_cast<int64_t>(sizeof(T));
     LineStream next_k{reinterpret_cast<const char*>(next.k), slot_bytes, range_bytes, next.n};
@@ -213,7 +216,8 @@ void decode_item(const AttentionDecodeParams& p, int64_t b, int64_t h0, int64_t 
         const int64_t g0 = rb * kW;
         float* s = ws.s.data() + j * rows_pad + g0;
         with_count<kW>(static_cast<int>(std::min<int64_t>(kW, rows - g0)), [&](auto count) {
-          simd::store(s, slot_scores<decltype(count)::value>(k, ws.k_offset.data() + g0, ws.q.data() + g0 * dpad, dpad, d));
+          constexpr int kRows = decltype(count)::value;
+          simd::store(s, slot_scores<kRows>(k, ws.k_offset.data() + g0, ws.q.data() + g0 * dpad, dpad, d));
         });
       }
     }

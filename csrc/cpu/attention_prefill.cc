@@ -180,9 +180,9 @@ void accumulate(const float* p, const float* const* vrow, int n_keys, int n_rows
 }
 
 // The rows the next work item reads or writes (queries, outputs, keys, values: rows 3 KiB
-// apart at 12 heads x 64 dims), fetched into L2 a share per key tile of this item: its 64
-// queries missed in the cache one row at a time (10% of the prefill at seq 512), and all
-// 1024 lines at once stalled on the miss buffers (8%).
+// apart at 12 heads x 64 dims), prefetched a share per key tile of this item: its 64
+// queries missed in the cache one row at a time (10% of the samples at seq 512), and all
+// 1024 lines at once stalled on the miss buffers (8% of the samples).
 struct NextRows {
   struct Array {
     const char* first;
@@ -227,7 +227,9 @@ void prefill_tile(const AttentionPrefillParams& p, int64_t start, int64_t q0, in
   for (int64_t r0 = 0; r0 < nq; r0 += kW) {
     int64_t c0 = 0;
     if (r0 + kW <= nq) {
-      for (; c0 + kW <= d; c0 += kW) simd::transpose(q + r0 * q_stride + c0, q_stride, q_scale, ws.qt.data() + c0 * kQ + r0, kQ);
+      for (; c0 + kW <= d; c0 += kW) {
+        simd::transpose(q + r0 * q_stride + c0, q_stride, q_scale, ws.qt.data() + c0 * kQ + r0, kQ);
+      }
     }
     for (int64_t r = r0; r < std::min<int64_t>(nq, r0 + kW); ++r) {
       for (int64_t c = c0; c < d; ++c) ws.qt[c * kQ + r] = q[r * q_stride + c] * q_scale;
@@ -311,8 +313,9 @@ void attention_prefill_items(const AttentionPrefillParams& p, const int32_t* til
       next.rows = std::min<int64_t>(kQ, p.cu_seqlens[tile_seq[next_t] + 1] - token);
       next.arrays[0] = {reinterpret_cast<const char*>(p.q + q_index), p.n_heads * d * 4, d * 4, false};
       next.arrays[1] = {reinterpret_cast<const char*>(p.out + q_index), p.n_heads * d * 4, d * 4, true};
-      next.arrays[2] = {static_cast<const char*>(p.k) + kv_index * kv_bytes, p.n_kv_heads * d * kv_bytes, d * kv_bytes, false};
-      next.arrays[3] = {static_cast<const char*>(p.v) + kv_index * kv_bytes, p.n_kv_heads * d * kv_bytes, d * kv_bytes, false};
+      const int64_t kv_stride = p.n_kv_heads * d * kv_bytes;
+      next.arrays[2] = {static_cast<const char*>(p.k) + kv_index * kv_bytes, kv_stride, d * kv_bytes, false};
+      next.arrays[3] = {static_cast<const char*>(p.v) + kv_index * kv_bytes, kv_stride, d * kv_bytes, false};
     }
     prefill_tile(p, start, tile_start[t], std::min<int64_t>(kQ, length - tile_start[t]), head, next, ws);
   }
