@@ -59,10 +59,10 @@ void attention_decode_cpu(const AttentionDecodeParams& p);
 
 // Work item `i` of [first, last) is head i / n_tiles of tile i % n_tiles, tile t being the
 // query rows [tile_start[t], tile_start[t] + kAttentionTile) of sequence tile_seq[t]
-// (clipped to the sequence). One version per ISA (cpu/attention.cc).
+// (clipped to the sequence). One version per ISA (cpu/attention_prefill.cc).
 AIGC_ISA_DECLARE(void, attention_prefill_items,
                  (const AttentionPrefillParams& p, const int32_t* tile_seq, const int32_t* tile_start,
                   int64_t n_tiles, int64_t first, int64_t last))
 // Items [first, last) of batch x ceil(n_kv_heads / kv_heads_per_item): a sequence and a
-// range of its kv heads.
+// range of its kv heads. One version per ISA (cpu/attention_decode.cc).
 AIGC_ISA_DECLARE(void, attention_decode_items, (const AttentionDecodeParams& p, int64_t first, int64_t last))

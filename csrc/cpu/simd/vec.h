@@ -4,8 +4,10 @@
 // Every version has the same API (namespace simd inside the ISA namespace, so no
 // inline function built with AVX-512 flags can leak into the generic build):
 //   F; kWidth; load, load_partial, store, set1, add, sub, mul, div, max, fmadd,
-//   reduce_max, reduce_add, mask_gt, mask_ge, mask_eq, mask_nan (lane bitmasks), exp,
-//   load_bf16 / load_bf16_partial (bf16 bits, uint16, widened to float32).
+//   reduce_max, reduce_add, reduce_add_lanes (kWidth sums at once), mask_gt, mask_ge,
+//   mask_eq, mask_nan (lane bitmasks), exp,
+//   load_bf16 / load_bf16_partial (bf16 bits, uint16, widened to float32),
+//   transpose (a kWidth x kWidth block, scaled).
 // exp follows Cephes' expf (range reduction by ln 2 in two parts, degree-6 polynomial,
 // ≤ 2 ulp on [-87, 88]; larger inputs are clamped to 88); inputs below -87 (results under 2^-126) give exactly 0, so a
 // banned token (-inf) never gets a probability.

@@ -27,6 +27,12 @@ inline F max(F a, F b) { return _mm512_max_ps(a, b); }
 inline F fmadd(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
 inline float reduce_max(F a) { return _mm512_reduce_max_ps(a); }
 inline float reduce_add(F a) { return _mm512_reduce_add_ps(a); }
+// Lane i = reduce_add(a[i]) for i < 16, one reduction at a time.
+inline F reduce_add_lanes(const F* a) {
+  alignas(64) float sums[kWidth];
+  for (int i = 0; i < kWidth; ++i) sums[i] = reduce_add(a[i]);
+  return _mm512_load_ps(sums);
+}
 inline unsigned mask_gt(F a, F b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
 inline unsigned mask_ge(F a, F b) { return _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ); }
 inline unsigned mask_eq(F a, F b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
@@ -39,6 +45,14 @@ inline F load_bf16(const uint16_t* p) {
 inline F load_bf16_partial(const uint16_t* p, int n) {
   const __m256i bits = _mm256_maskz_loadu_epi16(static_cast<__mmask16>((1u << n) - 1), p);
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+}
+
+// dst[c * dst_stride + r] = src[r * src_stride + c] * scale for r, c < 16, one element at a
+// time: the 16 x 16 shuffle network could not be measured (or tested) without an AVX-512 CPU.
+inline void transpose(const float* src, int64_t src_stride, float scale, float* dst, int64_t dst_stride) {
+  for (int r = 0; r < kWidth; ++r) {
+    for (int c = 0; c < kWidth; ++c) dst[c * dst_stride + r] = src[r * src_stride + c] * scale;
+  }
 }
 
 inline F exp(F x) {

@@ -42,6 +42,9 @@ inline float reduce_add(F a) {
   return s;
 }
 
+// Lane i = reduce_add(a[i]) for i < kWidth.
+inline F reduce_add_lanes(const F* a) { AIGC_LANES(reduce_add(a[i])); }
+
 #define AIGC_MASK(COND)                                     \
   unsigned m = 0;                                           \
   for (int i = 0; i < kWidth; ++i) m |= unsigned(COND) << i; \
@@ -60,6 +63,13 @@ inline float bf16_lane(uint16_t b) {
 }
 inline F load_bf16(const uint16_t* p) { AIGC_LANES(bf16_lane(p[i])); }
 inline F load_bf16_partial(const uint16_t* p, int n) { AIGC_LANES(i < n ? bf16_lane(p[i]) : 0.0f); }
+
+// dst[c * dst_stride + r] = src[r * src_stride + c] * scale for r, c < kWidth.
+inline void transpose(const float* src, int64_t src_stride, float scale, float* dst, int64_t dst_stride) {
+  for (int r = 0; r < kWidth; ++r) {
+    for (int c = 0; c < kWidth; ++c) dst[c * dst_stride + r] = src[r * src_stride + c] * scale;
+  }
+}
 
 inline float exp_lane(float x) {
   if (!(x >= -87.0f)) return 0.0f;
