@@ -71,6 +71,63 @@ def test_a_row_does_not_depend_on_the_other_rows(dtype):
         np.testing.assert_array_equal(part, full[-m:])
 
 
+@settings(max_examples=20, deadline=None)
+@given(m=st.integers(1, 13), k=st.integers(1, 300), n=st.integers(1, 150), seed=st.integers(0, 2**31))
+def test_int8_is_the_same_on_every_isa(m, k, n, seed):
+    """int8 sums are exact (VNNI, AVX2 vpmaddwd, portable loops): y is bit-identical on every ISA."""
+    rng = np.random.default_rng(seed)
+    layer = _C.Linear(rng.standard_normal((k, n)).astype(np.float32), rng.standard_normal(n).astype(np.float32), "int8")
+    x = (rng.standard_normal((m, k)) * 10.0 ** rng.integers(-3, 4)).astype(np.float32)
+    outs = {}
+    for name in isa.SUPPORTED:
+        outs[name] = np.empty((m, n), np.float32)
+        with isa.forced(name):
+            layer.forward(x, outs[name])
+    for name in isa.SUPPORTED:
+        np.testing.assert_array_equal(outs[name], outs["generic"], err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fused_multiply_add_kernels_agree(dtype):
+    """AVX2 and AVX-512 both do one FMA per element and k, in k order: the same bits (the
+    portable loops round the product and the sum apart, so generic may differ)."""
+    fused = [name for name in isa.SUPPORTED if name != "generic"]
+    if len(fused) < 2:
+        pytest.skip(f"one FMA build on this CPU: {fused}")
+    rng = np.random.default_rng(4)
+    layer = _C.Linear(rng.standard_normal((333, 150)).astype(np.float32), rng.standard_normal(150).astype(np.float32), dtype)
+    x = rng.standard_normal((13, 333)).astype(np.float32)
+    outs = {}
+    for name in fused:
+        outs[name] = np.empty((13, 150), np.float32)
+        with isa.forced(name):
+            layer.forward(x, outs[name])
+    for name in fused:
+        np.testing.assert_array_equal(outs[name], outs[fused[0]], err_msg=name)
+
+
+def test_int8_extreme_products_stay_exact():
+    """|w| = 127 against activations at 1 and 255 (|x - 128| = 127): a pair of products reaches
+    2 · 255 · 127 = 64770, which vpmaddubsw's int16 sums would saturate. y is known exactly:
+    float32(Σ (xq − 128) · wq) · (x_scale · w_scale) + bias, the kernels' own float32 steps."""
+    rng = np.random.default_rng(3)
+    m, k, n = 7, 301, 130
+    w = rng.choice(np.array([-1.0, 1.0], np.float32), (k, n))
+    x = rng.choice(np.array([-1.0, 1.0], np.float32), (m, k))
+    x[:, :k // 2] = 1.0  # long runs of equal signs: sums near ±k · 127²
+    w[:k // 2, : n // 2] = 1.0
+    b = rng.standard_normal(n).astype(np.float32)
+    layer = _C.Linear(w, b, "int8")
+    exact = (x.astype(np.int64) * 127) @ (w.astype(np.int64) * 127)
+    scale = np.float32(1) / np.float32(127)  # both max |x| and max |w| are 1
+    expected = exact.astype(np.float32) * (scale * scale) + b
+    for name in isa.SUPPORTED:
+        out = np.empty((m, n), np.float32)
+        with isa.forced(name):
+            layer.forward(x, out)
+        np.testing.assert_array_equal(out, expected, err_msg=name)
+
+
 def test_quantised_layers_stay_close_to_float32():
     rng = np.random.default_rng(0)
     w = (rng.standard_normal((768, 256)) * 0.02).astype(np.float32)

@@ -72,30 +72,6 @@ Linear make_linear(const float* w, int64_t row_stride, int64_t col_stride, const
   return layer;
 }
 
-namespace {
-
-// Row r of x → (k4 · 4) bytes round(x · 127 / max|x_r|) + 128 and its scale max|x_r| / 127.
-// Reused buffers per thread: the decoder calls this every layer of every step.
-void quantize_rows(const float* x, int64_t m, int64_t k, int64_t k4, std::vector<uint8_t>& xq,
-                   std::vector<float>& x_scale) {
-  if (static_cast<int64_t>(xq.size()) < m * k4 * 4) xq.resize(m * k4 * 4);
-  if (static_cast<int64_t>(x_scale.size()) < m) x_scale.resize(m);
-  for (int64_t r = 0; r < m; ++r) {
-    const float* row = x + r * k;
-    float largest = 0.0f;
-    for (int64_t i = 0; i < k; ++i) largest = std::fmax(largest, std::fabs(row[i]));
-    const float inverse = largest > 0.0f ? 127.0f / largest : 0.0f;
-    x_scale[r] = largest / 127.0f;
-    uint8_t* out = xq.data() + r * k4 * 4;
-    for (int64_t i = 0; i < k; ++i) {
-      out[i] = static_cast<uint8_t>(static_cast<int32_t>(std::nearbyint(row[i] * inverse)) + 128);
-    }
-    for (int64_t i = k; i < k4 * 4; ++i) out[i] = 128;
-  }
-}
-
-}  // namespace
-
 void linear_forward(const Linear& layer, const float* x, int64_t m, float* y) {
   if (m <= 0) return;
   LinearPanelParams p{};
@@ -115,11 +91,14 @@ void linear_forward(const Linear& layer, const float* x, int64_t m, float* y) {
       p.panels = layer.w_bf16.data();
       return parallel_for(panels, [&](int64_t first, int64_t last) { AIGC_ISA_CALL(isa, linear_bf16_panels, p, first, last); });
     case WeightDtype::kInt8: {
+      // Reused buffers per thread: the decoder calls this every layer of every step.
       thread_local std::vector<uint8_t> xq;
       thread_local std::vector<float> x_scale;
       LinearInt8Params q{};
       q.k4 = (layer.k + 3) / 4;
-      quantize_rows(x, m, layer.k, q.k4, xq, x_scale);
+      if (static_cast<int64_t>(xq.size()) < m * q.k4 * 4) xq.resize(m * q.k4 * 4);
+      if (static_cast<int64_t>(x_scale.size()) < m) x_scale.resize(m);
+      AIGC_ISA_CALL(isa, quantize_rows, x, m, layer.k, q.k4, xq.data(), x_scale.data());
       q.xq = xq.data();
       q.x_scale = x_scale.data();
       q.m = m;

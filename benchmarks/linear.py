@@ -1,0 +1,83 @@
+"""The decoder's projections (own kernels, _C.Linear.forward with blas=False) at GPT-2-small shapes.
+
+m = 1 (one sequence decoding): GB/s of weight bytes, hot (the same layer again: from L3
+when it fits) and cold (a round of copies totalling >= 256 MB, as a decode step reads its
+layers), against the machine's read bandwidth. m = 8, 32: GOP/s (2·m·k·n per second),
+against numpy's float32 matmul (OpenBLAS) on the same shapes.
+
+    python -P benchmarks/linear.py [--quick] [--json results.json] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import timeit
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import Records, machine, median_seconds, parser, read_bandwidth  # noqa: E402
+
+SHAPES = ((768, 2304), (768, 3072), (3072, 768), (768, 50257))  # c_attn, c_fc, c_proj (mlp), lm_head
+BYTES = {"float32": 4, "bfloat16": 2, "int8": 1}
+COLD_BYTES = 256 * 2**20
+
+
+def one_thread_read(megabytes: int) -> float:
+    """numpy's a.sum() over a large float32 array: one core's read bandwidth (best of 5)."""
+    data = np.ones(megabytes * 2**20 // 4, dtype=np.float32)
+    data.sum()
+    return data.nbytes / min(timeit.repeat(data.sum, number=1, repeat=5))
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    os.environ["AIGC_NUM_THREADS"] = str(args.threads)
+    from aigc_engine import _C
+
+    records = Records(machine(args.threads))
+    repeats, min_seconds = (3, 0.1) if args.quick else (9, 0.5)
+    shapes = SHAPES[1:3] if args.quick else SHAPES
+    one, split = one_thread_read(512), read_bandwidth(args.threads, 512)
+    records.machine.update(read_one_thread_gbs=one / 1e9, read_split_gbs=split / 1e9)
+    print(f"read bandwidth (numpy sum, 512 MB): {one / 1e9:.1f} GB/s one thread, "
+          f"{split / 1e9:.1f} GB/s split over {args.threads} threads")
+    rng = np.random.default_rng(0)
+    for k, n in shapes:
+        w = (rng.standard_normal((k, n)) * 0.02).astype(np.float32)
+        b = rng.standard_normal(n).astype(np.float32)
+        xs = {m: rng.standard_normal((m, k)).astype(np.float32) for m in (1, 8, 32)}
+        numpy_s = {m: median_seconds(lambda m=m: xs[m] @ w, repeats, min_seconds) for m in (1, 32)}
+        numpy_rate = 2 * 32 * k * n / numpy_s[32] / 1e9
+        records.add("linear", "numpy float32", {"k": k, "n": n, "m": 32}, numpy_rate, "GFLOP/s")
+        print(f"\nk={k} n={n}   numpy float32 matmul: m=1 {k * n * 4 / numpy_s[1] / 1e9:.1f} GB/s, "
+              f"m=32 {numpy_rate:.1f} GFLOP/s")
+        for dtype, size in BYTES.items():
+            layer = _C.Linear(w, b, dtype)
+            weight_bytes = k * n * size
+            out = {m: np.empty((m, n), np.float32) for m in xs}
+            hot = median_seconds(lambda: layer.forward(xs[1], out[1], blas=False), repeats, min_seconds)
+            copies = [layer] + [_C.Linear(w, b, dtype) for _ in range(-(-COLD_BYTES // weight_bytes) - 1)]
+
+            def cold() -> None:
+                for copy in copies:
+                    copy.forward(xs[1], out[1], blas=False)
+            cold_s = median_seconds(cold, max(3, repeats // 3), min_seconds) / len(copies)
+            del copies
+            line = (f"  {dtype:9} m=1 {weight_bytes / hot / 1e9:6.1f} GB/s hot {weight_bytes / cold_s / 1e9:6.1f} cold "
+                    f"({weight_bytes / cold_s / split:.2f}x read)")
+            for where, seconds in (("hot", hot), ("cold", cold_s)):
+                records.add("linear", f"aigc {dtype}", {"k": k, "n": n, "m": 1, "weights": where},
+                            weight_bytes / seconds / 1e9, "GB/s")
+            for m in (8, 32):
+                seconds = median_seconds(lambda m=m: layer.forward(xs[m], out[m], blas=False), repeats, min_seconds)
+                rate = 2 * m * k * n / seconds / 1e9
+                records.add("linear", f"aigc {dtype}", {"k": k, "n": n, "m": m}, rate, "GOP/s")
+                line += f"   m={m} {rate:6.1f} GOP/s"
+            print(line + f" ({rate / numpy_rate:.2f}x numpy)")
+    records.write(args.json)
+
+
+if __name__ == "__main__":
+    main()
