@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-import timeit
 
 import numpy as np
 
@@ -24,13 +23,6 @@ BYTES = {"float32": 4, "bfloat16": 2, "int8": 1}
 COLD_BYTES = 256 * 2**20
 
 
-def one_thread_read(megabytes: int) -> float:
-    """numpy's a.sum() over a large float32 array: one core's read bandwidth (best of 5)."""
-    data = np.ones(megabytes * 2**20 // 4, dtype=np.float32)
-    data.sum()
-    return data.nbytes / min(timeit.repeat(data.sum, number=1, repeat=5))
-
-
 def main() -> None:
     args = parser(__doc__.splitlines()[0]).parse_args()
     os.environ["AIGC_NUM_THREADS"] = str(args.threads)
@@ -39,7 +31,7 @@ def main() -> None:
     records = Records(machine(args.threads))
     repeats, min_seconds = (3, 0.1) if args.quick else (9, 0.5)
     shapes = SHAPES[1:3] if args.quick else SHAPES
-    one, split = one_thread_read(512), read_bandwidth(args.threads, 512)
+    one, split = read_bandwidth(1, 512), read_bandwidth(args.threads, 512)
     records.machine.update(read_one_thread_gbs=one / 1e9, read_split_gbs=split / 1e9)
     print(f"read bandwidth (numpy sum, 512 MB): {one / 1e9:.1f} GB/s one thread, "
           f"{split / 1e9:.1f} GB/s split over {args.threads} threads")

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "aigc/attention.h"
+#include "cpu/counts.h"
 #include "cpu/simd/vec.h"
 
 namespace aigc {
@@ -22,8 +23,6 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 // Value accumulators held in registers across a block's slots: AVX-512 keeps its measured
 // 4; with 16 ymm, 8 (d = 64 in one pass) plus the weight still fit.
 constexpr int kValueVectors = kW == 16 ? 4 : 8;
-
-inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 // One vector of the cache as float32, from float32 or bf16 bits; the partial forms read
 // only n < kW elements.
@@ -69,18 +68,6 @@ struct LineStream {
     }
   }
 };
-
-// Calls fn(std::integral_constant<int, n>) for the n in 1 .. kMax given at run time.
-template <int kMax, typename Fn>
-void with_count(int n, Fn&& fn) {
-  if constexpr (kMax > 0) {
-    if (n == kMax) {
-      fn(std::integral_constant<int, kMax>{});
-    } else {
-      with_count<kMax - 1>(n, fn);
-    }
-  }
-}
 
 // Lane i = q[i] . k[k_offset[i]] over d elements for rows i < kRows of one slot (the other
 // lanes 0), q zero-padded to whole vectors: kRows independent chains and one tree of

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "aigc/attention.h"
+#include "cpu/counts.h"
 #include "cpu/simd/vec.h"
 
 namespace aigc {
@@ -32,8 +33,6 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 // 1.45x faster (64 queries = 8 vectors: passes of 3, 3 and 2). 6 keys x 2 vectors (15
 // registers) measured the same.
 constexpr int kBlockVectors = kW == 16 ? 4 : 3;
-
-inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 // Element `index` onwards of a K or V array, d values as float32 into dst.
 inline void load_row(const void* base, bool bf16, int64_t index, int64_t d, float* dst) {

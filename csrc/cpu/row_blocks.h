@@ -6,7 +6,8 @@
 #pragma once
 
 #include <cstdint>
-#include <type_traits>
+
+#include "cpu/counts.h"
 
 namespace aigc {
 namespace AIGC_ISA_NAMESPACE {
@@ -16,18 +17,9 @@ void for_each_row_block(int64_t m, Fn&& fn) {
   const int64_t blocks = (m + kMaxRows - 1) / kMaxRows;
   for (int64_t b = 0, row = 0; b < blocks; ++b) {
     const int64_t rows = m / blocks + (b < m % blocks ? 1 : 0);
-    switch (rows) {
-      case 6: fn(std::integral_constant<int, 6>{}, row); break;
-      case 5: fn(std::integral_constant<int, 5>{}, row); break;
-      case 4: fn(std::integral_constant<int, 4>{}, row); break;
-      case 3: fn(std::integral_constant<int, 3>{}, row); break;
-      case 2: fn(std::integral_constant<int, 2>{}, row); break;
-      case 1: fn(std::integral_constant<int, 1>{}, row); break;
-      default: break;
-    }
+    with_count<kMaxRows>(static_cast<int>(rows), [&](auto count) { fn(count, row); });
     row += rows;
   }
-  static_assert(kMaxRows >= 1 && kMaxRows <= 6, "for_each_row_block handles blocks of 1 to 6 rows");
 }
 
 }  // namespace AIGC_ISA_NAMESPACE
