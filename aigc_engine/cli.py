@@ -321,8 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="native decoder weights (default float32)")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger request bodies get 413 (default 1 MiB)")
     p.add_argument("--stream-interval", type=float, default=None,
-                   help="seconds between two events of one stream; the text made in between comes together "
-                        "(default 0.02; 0: an event per piece)")
+                   help="least seconds between two events of one stream; the text made in between comes "
+                        "together, a request's end comes at once (default 0.05; 0: an event per piece)")
     p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(run=_cmd_serve)
     return parser

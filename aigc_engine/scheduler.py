@@ -88,7 +88,9 @@ class Scheduler:
             return
         logits = self._forward(decoding, prompts)
         due = [i for i, seq in enumerate(batch) if seq.due]
-        if due:
+        if len(due) == len(batch):  # the usual case: no copy of (batch, vocab) logits
+            self._sample(logits, [seq.request for seq in batch])
+        elif due:
             self._sample(np.ascontiguousarray(logits[due]), [batch[i].request for i in due])
         for seq in batch:
             if seq.request.finished:

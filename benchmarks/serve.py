@@ -1,6 +1,6 @@
 """Load test of `aigc serve` on loopback against the in-process batched TextGenerator.generate.
 
-1, 16 and 64 concurrent clients (asyncio + httpx, in this process), each sending a fixed
+1, 16 and 64 concurrent clients (asyncio + httptools, in this process), each sending a fixed
 number of streamed completions one after another (prompt 16 token ids, a fixed number
 of new tokens: ignore_eos, temperature 0.8, top-p 0.95, its own seed) to `aigc serve`
 running in a subprocess (native backend, max batch 64). Reported: requests/s, tokens/s,
@@ -8,9 +8,10 @@ p50/p99 time to first token and latency; every request must end with [DONE], all
 tokens and no error, or the run fails. The in-process baseline runs the same prompts and
 params in one TextGenerator.generate call (continuous batch of up to 64); the ratio is
 server over in-process (target ≥ 0.8 at 64 clients). The model: the shipped pycode-gpt
-if installed, otherwise a GPT exported here with random weights (named in the output).
+if installed, otherwise a GPT exported here with random weights (named in the output),
+or the one --model names.
 
-    python benchmarks/serve.py [--quick] [--json results.json] [--threads N] [--cache DIR]
+    python benchmarks/serve.py [--quick] [--json results.json] [--threads N] [--cache DIR] [--model M]
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ import sysconfig
 import tempfile
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from common import Records, machine, parser
 
 from aigc_engine import SamplingParams, TextGenerator
-from aigc_engine.registry import MODELS_DIR
+from aigc_engine.registry import MODELS_DIR, resolve
 
 CLIENTS = (1, 16, 64)
 PROMPT_TOKENS = 16
@@ -88,18 +91,65 @@ def in_process(generator: TextGenerator, jobs) -> float:
     return seconds
 
 
-async def one_request(client, url: str, model: str, prompt: list[int], fields: dict) -> dict:
+class SseClient:
+    """One keep-alive HTTP/1.1 connection that POSTs JSON and reads a server-sent-event
+    stream. The load generator shares the machine's cores with the server, so it must be
+    cheap: httpx spent ~220 µs of CPU per event here (5-9× this client), time the server
+    lost as if it were its own slowness. This one writes the request itself and leaves
+    parsing the response (status, headers, chunked body) to httptools, the C parser
+    uvicorn uses."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.reader = self.writer = None
+
+    async def __aenter__(self) -> "SseClient":
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.writer.close()
+
+    async def post_events(self, path: str, body: dict) -> AsyncIterator[tuple[int, list[bytes]]]:
+        """(HTTP status, the events (`data: ...` lines) complete so far) as they arrive."""
+        import httptools
+
+        payload = json.dumps(body).encode()
+        self.writer.write(b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.host.encode(), self.port,
+                                                                  len(payload), payload))
+        events: list[bytes] = []
+        state = {"rest": b"", "complete": False}
+
+        class Callbacks:
+            def on_body(self, chunk: bytes) -> None:
+                *whole, state["rest"] = (state["rest"] + chunk).split(b"\n\n")
+                events.extend(whole)
+
+            def on_message_complete(self) -> None:
+                state["complete"] = True
+
+        parser = httptools.HttpResponseParser(Callbacks())
+        while not state["complete"]:
+            data = await self.reader.read(65536)
+            if not data:
+                raise ConnectionError("the server closed the connection mid-response")
+            parser.feed_data(data)
+            if events:
+                yield parser.get_status_code(), events[:]
+                events.clear()
+
+
+async def one_request(client: SseClient, model: str, prompt: list[int], fields: dict) -> dict:
     body = {"model": model, "prompt": prompt, "stream": True, "stream_options": {"include_usage": True}, **fields}
     started = time.perf_counter()
     first = None
     tokens, done, finish = 0, False, None
-    async with client.stream("POST", url, json=body) as response:
-        if response.status_code != 200:
-            return {"error": f"HTTP {response.status_code}: {(await response.aread())[:200]!r}"}
-        async for line in response.aiter_lines():
-            if not line:
-                continue
-            if line == "data: [DONE]":
+    async for status, events in client.post_events("/v1/completions", body):
+        if status != 200:
+            return {"error": f"HTTP {status}: {b''.join(events)[:200]!r}"}
+        for line in events:
+            if line == b"data: [DONE]":
                 done = True
                 continue
             event = json.loads(line[6:])
@@ -117,18 +167,27 @@ async def one_request(client, url: str, model: str, prompt: list[int], fields: d
     return {"ttft": (first or ended) - started, "latency": ended - started, "tokens": tokens}
 
 
-async def load_test(url: str, model: str, jobs, clients: int) -> tuple[float, list[dict]]:
-    import httpx
-
+async def load_test(base: str, model: str, jobs, clients: int) -> tuple[float, list[dict]]:
+    """Seconds and per-request results: `clients` connections, each sending its share of
+    the jobs one after another."""
+    address = urlsplit(base)
     per_client = len(jobs) // clients
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-        async def run_client(c: int) -> list[dict]:
-            return [await one_request(client, url, model, *jobs[c * per_client + k]) for k in range(per_client)]
-        started = time.perf_counter()
-        results = await asyncio.gather(*[run_client(c) for c in range(clients)])
-        seconds = time.perf_counter() - started
-    return seconds, [r for rs in results for r in rs]
+
+    async def run_client(c: int) -> list[dict]:
+        async with SseClient(address.hostname, address.port) as client:
+            return [await one_request(client, model, *jobs[c * per_client + k]) for k in range(per_client)]
+    started = time.perf_counter()
+    results = await asyncio.gather(*[run_client(c) for c in range(clients)])
+    return time.perf_counter() - started, [r for rs in results for r in rs]
+
+
+def run_async(coroutine):
+    """On uvloop when installed (as the server runs), else asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -155,16 +214,17 @@ def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "aigc-bench"),
                    help="where the stand-in model lives between runs")
+    p.add_argument("--model", help="a GPT's name or .onnx path to load-test instead of pycode-gpt")
     args = p.parse_args()
     os.environ["AIGC_NUM_THREADS"] = str(args.threads)
     try:
-        import httpx  # noqa: F401
+        import httptools  # noqa: F401
     except ImportError:
-        print("httpx is not installed (pip install httpx): skipped")
+        print("httptools is not installed (pip install '.[serve]'): skipped")
         return
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    found = bench_model(cache)
+    found = (str(resolve(args.model)), args.model) if args.model else bench_model(cache)
     if found is None:
         return
     path, description = found
@@ -178,7 +238,7 @@ def main() -> None:
     header = (f"{'clients':>7} {'requests':>8} {'req/s':>7} {'tok/s':>8} {'in-proc tok/s':>13} {'ratio':>6} "
               f"{'TTFT p50':>9} {'TTFT p99':>9} {'lat p50':>8} {'lat p99':>8} {'failed':>6}")
     try:
-        asyncio.run(load_test(base + "/v1/completions", model, workload(generator, 1, 1, 4), 1))  # warm-up
+        run_async(load_test(base, model, workload(generator, 1, 1, 4), 1))  # warm-up
         in_process(generator, workload(generator, 1, 1, 4))
         print(header)
         print("-" * len(header))
@@ -187,7 +247,7 @@ def main() -> None:
             total_tokens = len(jobs) * new_tokens
             runs, local = [], []
             for _ in range(rounds):  # server and in-process alternate, so a slow spell hits both
-                runs.append(asyncio.run(load_test(base + "/v1/completions", model, jobs, clients)))
+                runs.append(run_async(load_test(base, model, jobs, clients)))
                 local.append(in_process(generator, jobs))
             failures = [r["error"] for _, results in runs for r in results if "error" in r]
             lost = sum(len(jobs) - len(results) for _, results in runs)

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -153,18 +154,21 @@ def test_stream_sends_text_while_the_request_still_runs(served):
     assert "".join(c["choices"][0]["text"] for c in [first] + rest) == full
 
 
-def test_stream_interval_sends_the_text_made_meanwhile_in_one_event(served):
+def test_stream_interval_sends_the_text_made_meanwhile_in_one_event_and_the_end_at_once(served):
     url, server = served
     options = {"model": "gpt", "prompt": "def", "max_tokens": 20, "seed": 3, "ignore_eos": True}
     full = post(served, "/v1/completions", json=options).json()["choices"][0]["text"]
-    server.stream_interval = 1.0  # the tiny model makes 20 tokens well within it
+    server.stream_interval = 10.0  # the tiny model makes 20 tokens well within it
     try:
+        started = time.monotonic()
         with httpx.stream("POST", url + "/v1/completions", json=options | {"stream": True}, timeout=WAIT) as response:
             events = [json.loads(line[6:]) for line in response.iter_lines() if line and line != "data: [DONE]"]
+        seconds = time.monotonic() - started
     finally:
         server.stream_interval = 0.0
     texts = [event["choices"][0]["text"] for event in events]
     assert "".join(texts) == full and len(texts) <= 3  # the first piece at once, the rest together
+    assert seconds < 5  # the end is not held back until the next tick
     assert events[-1]["choices"][0]["finish_reason"] == "length"
 
 

@@ -1,9 +1,9 @@
 // The one pool of worker threads every CPU kernel shares. Its size is AIGC_NUM_THREADS
 // (default: the hardware threads), read when the pool is first used.
-// parallel_for(n, fn, grain) splits [0, n) into one contiguous range per thread (but no
-// range under `grain` items: waking a thread costs ~5-10 µs) and runs fn(begin, end) on
-// each, the calling thread included; it returns when all are done and
-// rethrows the first exception a range threw. Workers sleep on a condition variable
+// parallel_for(n, fn, grain) splits [0, n) into up to 4 contiguous ranges per thread (but
+// no range under `grain` items: waking a thread costs ~5-10 µs) and runs fn(begin, end) on
+// each, the threads (the calling one included) taking the next range as they come free;
+// it returns when all are done and rethrows the first exception a range threw. Workers sleep on a condition variable
 // between jobs, except inside a LingerScope (the decoder's step), where they first spin
 // 200 µs for the next kernel.
 #pragma once
