@@ -75,6 +75,7 @@ struct LinearPanelParams {
 struct LinearInt8Params {
   const uint8_t* xq;      // (m, k4 * 4) activations: round(x / x_scale) + 128, zero-padded with 128
   const float* x_scale;   // (m,) max |x| of the row / 127
+  const int16_t* xw;      // avx2 only: xq widened by avx2::widen_rows, else null
   int64_t m, k4, n;
   const int8_t* panels;   // the layer's w_i8
   const float* w_scale;   // (n,)
@@ -93,3 +94,12 @@ AIGC_ISA_DECLARE(void, linear_int8_panels, (const LinearInt8Params& p, int64_t f
 // Rows of x (m, k) → xq (m, k4 * 4) and x_scale (m,) as LinearInt8Params describes them; the
 // same bytes on every ISA (cpu/linear_int8.cc).
 AIGC_ISA_DECLARE(void, quantize_rows, (const float* x, int64_t m, int64_t k, int64_t k4, uint8_t* xq, float* x_scale))
+
+namespace aigc {
+namespace avx2 {
+// The avx2 int8 kernel (no VNNI) multiplies int16 activations: xq (m, k4 * 4) widened to
+// int16 and regrouped per row block as (k4, rows, 4), so that a block's broadcasts for one
+// group sit side by side. Once per call (xw: m * k4 * 4 values), not once per thread.
+void widen_rows(const uint8_t* xq, int64_t m, int64_t k4, int16_t* xw);
+}  // namespace avx2
+}  // namespace aigc

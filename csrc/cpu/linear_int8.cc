@@ -80,7 +80,10 @@ constexpr int kStripVectors = R == 1 ? 16 : R == 2 ? 4 : 2;
 // Groups of 4 k per pass: 16 KB of the panel, which stays in L1 while every row block of
 // the call takes its turn (as in cpu/linear.cc).
 constexpr int64_t kChunk = 64;
-constexpr int64_t kAhead = 32;  // groups prefetched ahead, by each strip for its own lines
+// Groups prefetched ahead, by each strip for its own lines (cpu/linear.cc's prefetch of the
+// next chunk shared by the row blocks: one core, weights from memory, 6% faster at m = 8
+// but 20% slower at m = 32, where this kernel is bound by its multiply-adds, not memory).
+constexpr int64_t kAhead = 32;
 
 // 16 weight bytes (4 columns × 4 k) as int16.
 inline __m256i load_widened(const int8_t* src) {
@@ -142,37 +145,34 @@ void block(const int8_t* panel, const int16_t* xw, int64_t g0, int64_t g1, int32
 // Rows [row0, row0 + R) of xq → (k4, R, 4) int16: a block's 4-activation broadcasts for
 // one group side by side, at fixed offsets from one pointer.
 template <int R>
-void regroup(const LinearInt8Params& p, int64_t row0, int16_t* out) {
-  const int64_t width = p.k4 * 4;
+void regroup(const uint8_t* xq, int64_t k4, int16_t* out) {
+  const int64_t width = k4 * 4;
   for (int r = 0; r < R; ++r) {
-    const uint8_t* xq = p.xq + (row0 + r) * width;
+    const uint8_t* row = xq + r * width;
     int64_t g = 0;
-    for (; g + 4 <= p.k4; g += 4) {
-      const __m256i wide = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xq + g * 4)));
+    for (; g + 4 <= k4; g += 4) {
+      const __m256i wide = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + g * 4)));
       const __m128i low = _mm256_castsi256_si128(wide), high = _mm256_extracti128_si256(wide, 1);
       _mm_storel_epi64(reinterpret_cast<__m128i*>(out + ((g + 0) * R + r) * 4), low);
       _mm_storel_epi64(reinterpret_cast<__m128i*>(out + ((g + 1) * R + r) * 4), _mm_unpackhi_epi64(low, low));
       _mm_storel_epi64(reinterpret_cast<__m128i*>(out + ((g + 2) * R + r) * 4), high);
       _mm_storel_epi64(reinterpret_cast<__m128i*>(out + ((g + 3) * R + r) * 4), _mm_unpackhi_epi64(high, high));
     }
-    for (; g < p.k4; ++g)
-      for (int i = 0; i < 4; ++i) out[(g * R + r) * 4 + i] = xq[g * 4 + i];
+    for (; g < k4; ++g)
+      for (int i = 0; i < 4; ++i) out[(g * R + r) * 4 + i] = row[g * 4 + i];
   }
 }
 
 void panels(const LinearInt8Params& p, int64_t first, int64_t last) {
   const int64_t width = p.k4 * 4;
-  thread_local std::vector<int16_t> xw;     // the activations as int16, (k4, rows, 4) per row block
   thread_local std::vector<int32_t> sums;   // (m, kPanel) column sums of one panel
-  if (static_cast<int64_t>(xw.size()) < p.m * width) xw.resize(p.m * width);
   if (static_cast<int64_t>(sums.size()) < p.m * kPanel) sums.resize(p.m * kPanel);
-  for_each_row_block<kRows>(p.m, [&](auto rows, int64_t row) { regroup<decltype(rows)::value>(p, row, xw.data() + row * width); });
   for (int64_t panel = first; panel < last; ++panel) {
     const int8_t* w = p.panels + panel * p.k4 * kPanel * 4;
     for (int64_t g0 = 0; g0 < p.k4; g0 += kChunk) {
       const int64_t g1 = g0 + kChunk < p.k4 ? g0 + kChunk : p.k4;
       for_each_row_block<kRows>(p.m, [&](auto rows, int64_t row) {
-        block<decltype(rows)::value>(w, xw.data() + row * width, g0, g1, sums.data() + row * kPanel);
+        block<decltype(rows)::value>(w, p.xw + row * width, g0, g1, sums.data() + row * kPanel);
       });
     }
     store_block(p, sums.data(), p.m, 0, panel * kPanel);
@@ -215,6 +215,12 @@ void panels(const LinearInt8Params& p, int64_t first, int64_t last) {
 #endif
 
 }  // namespace
+
+#if defined(__AVX2__) && !defined(__AVX512F__)
+void widen_rows(const uint8_t* xq, int64_t m, int64_t k4, int16_t* xw) {
+  for_each_row_block<kRows>(m, [&](auto rows, int64_t row) { regroup<decltype(rows)::value>(xq + row * k4 * 4, k4, xw + row * k4 * 4); });
+}
+#endif
 
 void linear_int8_panels(const LinearInt8Params& p, int64_t first, int64_t last) { panels(p, first, last); }
 

@@ -101,6 +101,12 @@ void linear_forward(const Linear& layer, const float* x, int64_t m, float* y) {
       AIGC_ISA_CALL(isa, quantize_rows, x, m, layer.k, q.k4, xq.data(), x_scale.data());
       q.xq = xq.data();
       q.x_scale = x_scale.data();
+      if (isa == Isa::kAvx2) {
+        thread_local std::vector<int16_t> xw;
+        if (static_cast<int64_t>(xw.size()) < m * q.k4 * 4) xw.resize(m * q.k4 * 4);
+        avx2::widen_rows(xq.data(), m, q.k4, xw.data());
+        q.xw = xw.data();
+      }
       q.m = m;
       q.n = layer.n;
       q.panels = layer.w_i8.data();
