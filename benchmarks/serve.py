@@ -127,6 +127,8 @@ class SseClient:
                 events.extend(whole)
 
             def on_message_complete(self) -> None:
+                if state["rest"]:  # a body that is not an event stream (an error's JSON)
+                    events.append(state["rest"])
                 state["complete"] = True
 
         parser = httptools.HttpResponseParser(Callbacks())
