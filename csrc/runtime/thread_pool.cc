@@ -44,8 +44,8 @@ constexpr auto kSpin = std::chrono::microseconds(200);
 
 // A job is cut into this many chunks per thread, and every thread takes the next chunk
 // until none is left: when another process or the server's event loop holds a core for a
-// few milliseconds, the other threads take over its share instead of waiting for it
-// (with one fixed range per thread, `aigc serve` under load lost a third of its speed).
+// few milliseconds, the other threads take over its share instead of waiting for it (with
+// one fixed range per thread, a kernel lasts as long as its most delayed thread).
 constexpr int kChunksPerThread = 4;
 
 template <typename Done>
