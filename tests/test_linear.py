@@ -31,6 +31,16 @@ def int8_activations(x: np.ndarray) -> np.ndarray:
     return np.rint(x * inverse.astype(np.float32)) * (largest.astype(np.float64) / 127)
 
 
+def forward_under_each(layer, x: np.ndarray, isas) -> dict[str, np.ndarray]:
+    """y = layer(x) under each named ISA build."""
+    outs = {}
+    for name in isas:
+        outs[name] = np.empty((x.shape[0], layer.n), np.float32)
+        with isa.forced(name):
+            layer.forward(x, outs[name])
+    return outs
+
+
 ROUNDING = {"float32": lambda w: w.astype(np.float64), "bfloat16": bf16_round, "int8": int8_round}
 ACTIVATIONS = {"float32": lambda x: x.astype(np.float64), "bfloat16": lambda x: x.astype(np.float64),
                "int8": int8_activations}
@@ -78,11 +88,7 @@ def test_int8_is_the_same_on_every_isa(m, k, n, seed):
     rng = np.random.default_rng(seed)
     layer = _C.Linear(rng.standard_normal((k, n)).astype(np.float32), rng.standard_normal(n).astype(np.float32), "int8")
     x = (rng.standard_normal((m, k)) * 10.0 ** rng.integers(-3, 4)).astype(np.float32)
-    outs = {}
-    for name in isa.SUPPORTED:
-        outs[name] = np.empty((m, n), np.float32)
-        with isa.forced(name):
-            layer.forward(x, outs[name])
+    outs = forward_under_each(layer, x, isa.SUPPORTED)
     for name in isa.SUPPORTED:
         np.testing.assert_array_equal(outs[name], outs["generic"], err_msg=name)
 
@@ -97,11 +103,7 @@ def test_fused_multiply_add_kernels_agree(dtype):
     rng = np.random.default_rng(4)
     layer = _C.Linear(rng.standard_normal((333, 150)).astype(np.float32), rng.standard_normal(150).astype(np.float32), dtype)
     x = rng.standard_normal((13, 333)).astype(np.float32)
-    outs = {}
-    for name in fused:
-        outs[name] = np.empty((13, 150), np.float32)
-        with isa.forced(name):
-            layer.forward(x, outs[name])
+    outs = forward_under_each(layer, x, fused)
     for name in fused:
         np.testing.assert_array_equal(outs[name], outs[fused[0]], err_msg=name)
 
@@ -121,10 +123,7 @@ def test_int8_extreme_products_stay_exact():
     exact = (x.astype(np.int64) * 127) @ (w.astype(np.int64) * 127)
     scale = np.float32(1) / np.float32(127)  # both max |x| and max |w| are 1
     expected = exact.astype(np.float32) * (scale * scale) + b
-    for name in isa.SUPPORTED:
-        out = np.empty((m, n), np.float32)
-        with isa.forced(name):
-            layer.forward(x, out)
+    for name, out in forward_under_each(layer, x, isa.SUPPORTED).items():
         np.testing.assert_array_equal(out, expected, err_msg=name)
 
 
