@@ -1,13 +1,13 @@
 // The batched sampler (aigc/sampling.h), one row at a time; compiled once per ISA.
-// logits: (batch, vocab) float32, row r at logits + r * vocab. Per row, over the vocab:
-// one read for the max, the NaN / +inf check, the raw log-sum-exp and the copy that bias
-// and penalties edit (scan_row), then
-// either a streaming top-k (threshold + candidate buffer: no sort of the vocabulary) or,
+// logits: (batch, vocab) float32, row r at logits + r * vocab. Per row: one read of the
+// logits from memory (scan_row) for the NaN / +inf check, the raw log-sum-exp and the
+// maximum of every block of kSampleBlock logits; bias and penalties edit copies of the
+// few blocks they touch; then greedy (the block maxima point at the argmax), a streaming
+// top-k that reads only the blocks that can hold a candidate (cpu/sampling_select.h), or,
 // with top_k off, one pass of exp((l - max) / T) and a radix search on the probabilities'
-// bits for the nucleus and the draw. Bias and penalties touch only their few tokens.
+// bits for the nucleus and the draw. Nothing sorts the vocabulary.
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -15,35 +15,31 @@
 
 #include "aigc/rng.h"
 #include "aigc/sampling.h"
+#include "cpu/sampling_select.h"
 #include "cpu/simd/vec.h"
 
 namespace aigc {
 namespace AIGC_ISA_NAMESPACE {
 namespace {
 
-constexpr float kInf = std::numeric_limits<float>::infinity();
-// Below this many candidates a mass search sorts them: 64 is one cache line of ids.
-constexpr int64_t kSortBelow = 64;
-
-// value: a logit during top-k selection, an unnormalised probability afterwards.
-struct Candidate {
-  float value;
-  int32_t id;
+struct TokenCount {
+  int64_t token;  // -1: an empty slot
+  int64_t generated;
 };
 
-// The sampling order: descending value, ties to the lower id.
-inline bool ahead(const Candidate& a, const Candidate& b) {
-  return a.value > b.value || (a.value == b.value && a.id < b.id);
-}
-
 struct Workspace {
-  std::vector<float> logits;       // (vocab) the row after bias and penalties
+  std::vector<float> block_max;    // (blocks) of the raw row, from scan_row
+  std::vector<int32_t> slot;       // (blocks) -1, or the block's edited copy (RowView)
+  std::vector<float> copies;       // the edited blocks, kSampleBlock floats each
+  std::vector<float> copy_max;     // their maxima
+  std::vector<int64_t> edited;     // which blocks have a copy, in `slot` order
+  std::vector<float> scratch;      // kth_lower_bound's block maxima
   std::vector<float> probs;        // (vocab) exp((l - max) / T), top_k off
   std::vector<Candidate> cand;     // top-k survivors
   std::vector<Candidate> kept;     // after top_p / min_p
   std::vector<Candidate> search;   // the mass search's shrinking bucket
   std::vector<float> values;       // candidate values, packed for SIMD exp
-  std::vector<int64_t> history;    // token * 2 + (generated ? 1 : 0), sorted
+  std::vector<TokenCount> counts;  // a hash table: each history token, its generated count
 };
 
 Workspace& workspace() {
@@ -55,78 +51,67 @@ Workspace& workspace() {
   throw std::invalid_argument("logits: row " + std::to_string(row) + " " + what);
 }
 
-// Max of x[0, n) and whether any element is NaN.
-float max_and_nan(const float* x, int64_t n, bool* nan) {
-  simd::F m = simd::set1(-kInf);
-  unsigned bad = 0;
-  int64_t i = 0;
-  for (; i + simd::kWidth <= n; i += simd::kWidth) {
-    const simd::F v = simd::load(x + i);
-    bad |= simd::mask_nan(v);
-    m = simd::max(m, v);
-  }
-  if (i < n) {
-    const simd::F v = simd::load_partial(x + i, static_cast<int>(n - i), -kInf);
-    bad |= simd::mask_nan(v);
-    m = simd::max(m, v);
-  }
-  *nan = bad != 0;
-  return simd::reduce_max(m);
-}
-
-// One read of the row for max, NaN check, log-sum-exp and (copy != null) the copy that
-// bias and penalties will edit: chunks of kChunk floats (4 KiB, in L1) get their max from
-// memory, then sum exp(x - chunk max) from L1 into 4 chains (one chain waited on the add
-// latency), and the chunks combine in double, rescaled to the running max. Four passes
-// (max, sum_exp, memcpy, ...) were 2.6 ms at (64, 50257), 3.2x one read of the logits.
-constexpr int64_t kChunk = 1024;
+// One read of the row from memory for its NaN check, the maximum of every block (into
+// block_max) and the raw log-sum-exp: chunks of kChunk floats (4 KiB, in L1) get their
+// block maxima from memory, then, while the next chunk is prefetched, sum from L1
+// 2^(x log2 e - c), c = chunk max * log2 e rounded to float (one fused multiply-add, the
+// error of c corrected once in double); chunks combine in double, rescaled to the
+// running max.
+constexpr int64_t kChunk = 8 * kSampleBlock;
 struct RowStats {
   float max;
   double log_total;  // max + log(sum exp(x - max))
   bool nan;
 };
-RowStats scan_row(const float* x, int64_t n, float* copy) {
+RowStats scan_row(const float* x, int64_t n, float* block_max) {
   const int64_t kVec = simd::kWidth;
+  const float log2e = 1.44269504088896341f;
   float max = -kInf;
   double total = 0.0;  // sum exp(x - max) so far
   unsigned bad = 0;
-  alignas(64) float tail[kChunk];
   for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
     const int64_t len = std::min(kChunk, n - c0);
     const float* chunk = x + c0;
-    simd::F m = simd::set1(-kInf);
-    int64_t i = 0;
-    for (; i + kVec <= len; i += kVec) {
-      const simd::F v = simd::load(chunk + i);
-      bad |= simd::mask_nan(v);
-      m = simd::max(m, v);
-      if (copy != nullptr) simd::store(copy + c0 + i, v);
+    float chunk_max = -kInf;
+    for (int64_t b0 = 0; b0 < len; b0 += kSampleBlock) {
+      const int64_t end = std::min(b0 + kSampleBlock, len);
+      simd::F m = simd::set1(-kInf);
+      int64_t i = b0;
+      for (; i + kVec <= end; i += kVec) {
+        const simd::F v = simd::load(chunk + i);
+        bad |= simd::mask_nan(v);
+        m = simd::max(m, v);
+      }
+      float block = simd::reduce_max(m);
+      for (; i < end; ++i) {
+        bad |= std::isnan(chunk[i]) ? 1u : 0u;
+        block = std::max(block, chunk[i]);
+      }
+      block_max[(c0 + b0) / kSampleBlock] = block;
+      chunk_max = std::max(chunk_max, block);
     }
-    if (i < len) {
-      // The ragged end, padded with -inf in a local copy so the sum below reads whole vectors.
-      const int rest = static_cast<int>(len - i);
-      const simd::F v = simd::load_partial(chunk + i, rest, -kInf);
-      bad |= simd::mask_nan(v);
-      m = simd::max(m, v);
-      std::memcpy(tail, chunk, i * sizeof(float));
-      simd::store(tail + i, v);
-      if (copy != nullptr) std::memcpy(copy + c0 + i, chunk + i, rest * sizeof(float));
-      chunk = tail;
-      i += kVec;
-    }
-    const float chunk_max = simd::reduce_max(m);
     if (chunk_max == -kInf || chunk_max == kInf || bad != 0) {
       max = std::max(max, chunk_max);  // the caller reports +inf and NaN; -inf adds nothing
       continue;
     }
-    const simd::F shift = simd::set1(chunk_max);
-    simd::F acc[4] = {simd::set1(0.0f), simd::set1(0.0f), simd::set1(0.0f), simd::set1(0.0f)};
+    const float c = chunk_max * log2e;
+    const simd::F scale = simd::set1(log2e), offset = simd::set1(-c), floor = simd::set1(-126.0f);
+    auto term = [&](int64_t i) {
+      return simd::exp2_in_range(simd::max(simd::fmadd(simd::load(chunk + i), scale, offset), floor));
+    };
+    const float* next = c0 + kChunk < n ? chunk + kChunk : nullptr;
+    simd::F acc[2] = {simd::set1(0.0f), simd::set1(0.0f)};
     int64_t k = 0;
-    for (; k + 4 * kVec <= i; k += 4 * kVec) {
-      for (int a = 0; a < 4; ++a) acc[a] = simd::add(acc[a], simd::exp(simd::sub(simd::load(chunk + k + a * kVec), shift)));
+    for (; k + 2 * kVec <= len; k += 2 * kVec) {
+      for (int64_t line = 0; next != nullptr && line < 2 * kVec; line += 16) __builtin_prefetch(next + k + line);
+      acc[0] = simd::add(acc[0], term(k));
+      acc[1] = simd::add(acc[1], term(k + kVec));
     }
-    for (; k < i; k += kVec) acc[0] = simd::add(acc[0], simd::exp(simd::sub(simd::load(chunk + k), shift)));
-    const double sum = simd::reduce_add(simd::add(simd::add(acc[0], acc[1]), simd::add(acc[2], acc[3])));
+    for (; k + kVec <= len; k += kVec) acc[0] = simd::add(acc[0], term(k));
+    // 2^(x log2 e - c) = exp(x - chunk_max) * 2^(chunk_max log2 e - c): undo the second factor
+    double sum = simd::reduce_add(simd::add(acc[0], acc[1])) *
+                 std::exp2(static_cast<double>(c) - static_cast<double>(chunk_max) * log2e);
+    for (; k < len; ++k) sum += std::exp(static_cast<double>(chunk[k]) - chunk_max);
     if (chunk_max > max) {
       total = total * std::exp(static_cast<double>(max) - chunk_max) + sum;
       max = chunk_max;
@@ -166,141 +151,28 @@ double exp_scaled(const float* x, float* out, int64_t n, float shift, float temp
   return total;
 }
 
-// The first index of the maximum of x[0, n) (greedy: ties to the lowest id).
-int64_t argmax(const float* x, int64_t n, float max) {
-  const simd::F m = simd::set1(max);
-  int64_t i = 0;
-  for (; i + simd::kWidth <= n; i += simd::kWidth) {
-    const unsigned hit = simd::mask_eq(simd::load(x + i), m);
-    if (hit) return i + __builtin_ctz(hit);
-  }
-  for (; i < n; ++i) {
-    if (x[i] == max) return i;
-  }
-  return n - 1;
-}
 
-// A value <= the k-th largest of x[0, n): split x into k segments; their k maxima are k
-// distinct tokens, so the smallest of them is at most the k-th largest. -inf when the
-// segments would be shorter than two vectors (then it filters too little to pay).
-float kth_lower_bound(const float* x, int64_t n, int64_t k) {
-  const int64_t segment = n / k;
-  if (segment < 2 * simd::kWidth) return -kInf;
-  float bound = kInf;
-  for (int64_t s = 0; s < k; ++s) {
-    const float* begin = x + s * segment;
-    const int64_t length = s == k - 1 ? n - s * segment : segment;
-    simd::F m = simd::set1(-kInf);
-    int64_t i = 0;
-    for (; i + simd::kWidth <= length; i += simd::kWidth) m = simd::max(m, simd::load(begin + i));
-    float segment_max = simd::reduce_max(m);
-    for (; i < length; ++i) segment_max = std::max(segment_max, begin[i]);
-    bound = std::min(bound, segment_max);
-  }
-  return bound;
-}
-
-// The k first tokens of x[0, n) in the sampling order, unordered, into out (fewer when
-// fewer than k are > -inf). Streaming: a token enters the buffer only at or above the
-// current threshold, first kth_lower_bound (for random logits it lets about 0.5% of the
-// vocab through, against 10% for a threshold raised only by the buffer: 4x faster at
-// k = 50, vocab 50257), then the k-th best value so far; when the buffer fills,
-// nth_element cuts it back to k and raises the threshold. Later tokens have higher ids,
-// so from then on one equal to the threshold loses the tie: the test becomes strict.
-void top_k_select(const float* x, int64_t n, int64_t k, std::vector<Candidate>& out) {
-  const int64_t capacity = std::max<int64_t>(2 * k, k + 512);
-  out.resize(capacity);
-  int64_t count = 0;
-  float threshold = kth_lower_bound(x, n, k);
-  bool strict = threshold == -kInf;  // -inf tokens are never candidates
-  auto compact = [&] {
-    std::nth_element(out.begin(), out.begin() + (k - 1), out.begin() + count, ahead);
-    count = k;
-    threshold = out[k - 1].value;
-    strict = true;
-  };
-  auto offer = [&](int64_t i) {
-    if (!(x[i] > threshold || (!strict && x[i] == threshold))) return;
-    out[count++] = {x[i], static_cast<int32_t>(i)};
-    if (count == capacity) compact();
-  };
-  int64_t i = 0;
-  for (; i + simd::kWidth <= n; i += simd::kWidth) {
-    const simd::F v = simd::load(x + i), t = simd::set1(threshold);
-    unsigned hit = strict ? simd::mask_gt(v, t) : simd::mask_ge(v, t);
-    while (hit) {
-      offer(i + __builtin_ctz(hit));
-      hit &= hit - 1;
-    }
-  }
-  for (; i < n; ++i) offer(i);
-  if (count > k) compact();
-  out.resize(count);
-}
-
-// Where the cumulative mass of the candidates, taken in the sampling order (descending
-// probability, ties to the lower id), first reaches `target` (>= target, or > target when
-// strict): the candidate at which it does. No full sort: a radix search on the bits of
-// the (non-negative) probabilities, whose order as integers is their order as floats —
-// histogram the mass by 10 bits (from bit 20 down), find the bucket where the running
-// mass crosses the target, keep only its members, and repeat with the next 10 bits;
-// once at most kSortBelow are left (or all share every bit), sort them and walk.
-// `value(i)` and `id(i)` read candidate i of the m; zero probabilities never get chosen.
-template <typename Value, typename Id>
-Candidate mass_search(const Value& value, const Id& id, int64_t m, double target, bool strict,
-                      std::vector<Candidate>& bucket) {
-  auto reached = [&](double mass) { return strict ? mass > target : mass >= target; };
-  auto bits = [](float v) {
-    uint32_t b;
-    std::memcpy(&b, &v, sizeof b);
-    return b;
-  };
-  double before = 0.0;  // mass of everything ahead of the current bucket
-  // Picks the bucket of 10 bits at `shift` over `count` members; returns it.
-  auto pick = [&](auto&& member_value, int64_t count, int shift) {
-    double mass[1024] = {};
-    for (int64_t i = 0; i < count; ++i) {
-      const float v = member_value(i);
-      mass[(bits(v) >> shift) & 1023] += v;
-    }
-    int last = -1;
-    for (int b = 1023; b >= 0; --b) {
-      if (mass[b] == 0.0) continue;
-      if (reached(before + mass[b])) return b;
-      before += mass[b];
-      last = b;
-    }
-    before -= mass[last];  // rounding kept the total just under the target: the last bucket
-    return last;
-  };
-  bucket.clear();
-  if (m <= kSortBelow) {
-    for (int64_t i = 0; i < m; ++i) bucket.push_back({value(i), id(i)});
+// Before a row: no block has an edited copy.
+void forget_edits(Workspace& ws, int64_t blocks) {
+  if (static_cast<int64_t>(ws.slot.size()) != blocks) {
+    ws.slot.assign(blocks, -1);
   } else {
-    const int b = pick(value, m, 20);
-    for (int64_t i = 0; i < m; ++i) {
-      if (static_cast<int>(bits(value(i)) >> 20) == b) bucket.push_back({value(i), id(i)});
-    }
-    for (int shift : {10, 0}) {
-      const int64_t count = static_cast<int64_t>(bucket.size());
-      if (count <= kSortBelow) break;
-      const int c = pick([&](int64_t i) { return bucket[i].value; }, count, shift);
-      int64_t kept = 0;
-      for (int64_t i = 0; i < count; ++i) {
-        if (static_cast<int>((bits(bucket[i].value) >> shift) & 1023) == c) bucket[kept++] = bucket[i];
-      }
-      bucket.resize(kept);
-    }
+    for (const int64_t b : ws.edited) ws.slot[b] = -1;
   }
-  std::sort(bucket.begin(), bucket.end(), ahead);
-  Candidate last{0.0f, -1};
-  for (const Candidate& c : bucket) {
-    if (c.value == 0.0f) break;
-    before += c.value;
-    last = c;
-    if (reached(before)) return c;
+  ws.edited.clear();
+}
+
+// The editable logit of `token`: its block is copied out of the raw row on first touch.
+float& editable(Workspace& ws, const float* raw, int64_t n, int64_t token) {
+  const int64_t b = token / kSampleBlock, first = b * kSampleBlock;
+  int32_t& slot = ws.slot[b];
+  if (slot < 0) {
+    slot = static_cast<int32_t>(ws.edited.size());
+    ws.edited.push_back(b);
+    ws.copies.resize(ws.edited.size() * kSampleBlock);
+    std::copy(raw + first, raw + std::min(first + kSampleBlock, n), ws.copies.data() + slot * kSampleBlock);
   }
-  return last;
+  return ws.copies[slot * kSampleBlock + (token - first)];
 }
 
 bool has_penalties(const SampleParams& p, int64_t r) {
@@ -310,55 +182,65 @@ bool has_penalties(const SampleParams& p, int64_t r) {
 bool has_bias(const SampleParams& p, int64_t r) {
   return p.bias_ids != nullptr && p.bias_offsets[r + 1] > p.bias_offsets[r];
 }
-// Whether the row needs an editable copy (scan_row makes it).
-bool needs_copy(const SampleParams& p, int64_t r) { return has_penalties(p, r) || has_bias(p, r); }
 
 // Applies logit bias, then repetition, frequency and presence penalties (vLLM's order) to
-// the tokens they touch, in ws.logits (the copy scan_row made). Returns false when
-// nothing applies to the row.
-bool bias_and_penalties(const SampleParams& p, int64_t r, Workspace& ws) {
+// the tokens they touch, in copies of their blocks, and gives `row` those copies.
+void bias_and_penalties(const SampleParams& p, int64_t r, Workspace& ws, RowView& row) {
   const float repetition = p.repetition_penalty[r], presence = p.presence_penalty[r],
               frequency = p.frequency_penalty[r];
   const bool penalties = has_penalties(p, r);
-  const bool bias = has_bias(p, r);
-  if (!penalties && !bias) return false;
-  float* logits = ws.logits.data();
-  auto check = [&](int64_t token) {
-    if (std::isnan(logits[token]) || logits[token] == kInf) {
-      row_error(r, "has logit " + std::to_string(logits[token]) + " at token " + std::to_string(token) +
+  if (!penalties && !has_bias(p, r)) return;
+  auto check = [&](int64_t token, float x) {
+    if (std::isnan(x) || x == kInf) {
+      row_error(r, "has logit " + std::to_string(x) + " at token " + std::to_string(token) +
                        " after logit_bias and penalties");
     }
   };
-  if (bias) {
+  if (has_bias(p, r)) {
     for (int64_t j = p.bias_offsets[r]; j < p.bias_offsets[r + 1]; ++j) {
-      logits[p.bias_ids[j]] += p.bias_values[j];
-      check(p.bias_ids[j]);
+      float& x = editable(ws, row.raw, row.n, p.bias_ids[j]);
+      x += p.bias_values[j];
+      check(p.bias_ids[j], x);
     }
   }
-  if (!penalties) return true;
-  const int64_t begin = p.history_offsets[r], end = p.history_offsets[r + 1];
-  const int64_t prompt_end = begin + (p.prompt_lens != nullptr ? p.prompt_lens[r] : 0);
-  ws.history.clear();
-  for (int64_t j = begin; j < end; ++j) ws.history.push_back(p.history[j] * 2 + (j >= prompt_end ? 1 : 0));
-  std::sort(ws.history.begin(), ws.history.end());
-  for (size_t j = 0; j < ws.history.size();) {
-    const int64_t token = ws.history[j] / 2;
-    int64_t generated = 0;
-    for (; j < ws.history.size() && ws.history[j] / 2 == token; ++j) generated += ws.history[j] & 1;
-    float x = logits[token];
-    if (repetition != 1.0f) x = x < 0.0f ? x * repetition : x / repetition;
-    if (generated > 0) {
-      x = x - frequency * static_cast<float>(generated);
-      x = x - presence;
+  if (penalties) {
+    // Each distinct token once, with how often it was generated: an open-addressing table
+    // of at least twice the history's length (a sort of the history cost ~3 µs a row).
+    const int64_t begin = p.history_offsets[r], end = p.history_offsets[r + 1];
+    const int64_t prompt_end = begin + (p.prompt_lens != nullptr ? p.prompt_lens[r] : 0);
+    int bits = 4;
+    while ((int64_t{1} << bits) < 2 * (end - begin)) ++bits;
+    const uint64_t mask = (uint64_t{1} << bits) - 1;
+    ws.counts.assign(mask + 1, TokenCount{-1, 0});
+    for (int64_t j = begin; j < end; ++j) {
+      const int64_t token = p.history[j];
+      uint64_t h = (static_cast<uint64_t>(token) * 0x9E3779B97F4A7C15ull) >> (64 - bits);
+      while (ws.counts[h].token != token && ws.counts[h].token != -1) h = (h + 1) & mask;
+      ws.counts[h].token = token;
+      ws.counts[h].generated += j >= prompt_end ? 1 : 0;
     }
-    logits[token] = x;
-    check(token);
+    for (const TokenCount& entry : ws.counts) {
+      if (entry.token < 0) continue;
+      float& x = editable(ws, row.raw, row.n, entry.token);
+      if (repetition != 1.0f) x = x < 0.0f ? x * repetition : x / repetition;
+      if (entry.generated > 0) {
+        x = x - frequency * static_cast<float>(entry.generated);
+        x = x - presence;
+      }
+      check(entry.token, x);
+    }
   }
-  return true;
+  ws.copy_max.resize(ws.edited.size());
+  for (size_t s = 0; s < ws.edited.size(); ++s) {
+    ws.copy_max[s] = max_of_span(ws.copies.data() + s * kSampleBlock, row.length(ws.edited[s]));
+  }
+  row.slot = ws.slot.data();
+  row.copies = ws.copies.data();
+  row.copy_max = ws.copy_max.data();
 }
 
-// The draw for temperature > 0; `logits` is the row after bias and penalties.
-int64_t draw(const SampleParams& p, int64_t r, const float* logits, Workspace& ws) {
+// The draw for temperature > 0 over `row`, the logits after bias and penalties.
+int64_t draw(const SampleParams& p, int64_t r, const RowView& row, Workspace& ws) {
   const int64_t vocab = p.vocab;
   const float temperature = p.temperature[r], top_p = p.top_p[r], min_p = p.min_p[r];
   const int64_t top_k = p.top_k[r];
@@ -367,12 +249,12 @@ int64_t draw(const SampleParams& p, int64_t r, const float* logits, Workspace& w
   const bool by_mass = top_p < 1.0f;
 
   // Candidates (value, id) with probabilities exp((l - max) / T), and their sum.
-  double total;
+  double total = 0.0;
   const Candidate* cand = nullptr;
   const float* dense = nullptr;  // top_k off: every token, id = index
   int64_t m;
   if (top_k > 0 && top_k < vocab) {
-    top_k_select(logits, vocab, top_k, ws.cand);
+    top_k_select(row, top_k, ws.scratch, ws.cand);
     m = static_cast<int64_t>(ws.cand.size());
     if (m == 0) row_error(r, "has every token at -inf after logit_bias");
     float max = -kInf;
@@ -383,11 +265,12 @@ int64_t draw(const SampleParams& p, int64_t r, const float* logits, Workspace& w
     for (int64_t i = 0; i < m; ++i) ws.cand[i].value = ws.values[i];
     cand = ws.cand.data();
   } else {
-    bool nan;
-    const float max = max_and_nan(logits, vocab, &nan);
+    const float max = row.max();
     if (max == -kInf) row_error(r, "has every token at -inf after logit_bias");
     ws.probs.resize(vocab);
-    total = exp_scaled(logits, ws.probs.data(), vocab, max, temperature);
+    for (int64_t b = 0; b < row.blocks; ++b) {
+      total += exp_scaled(row.block(b), ws.probs.data() + b * kSampleBlock, row.length(b), max, temperature);
+    }
     dense = ws.probs.data();
     m = vocab;
   }
@@ -422,38 +305,38 @@ int64_t draw(const SampleParams& p, int64_t r, const float* logits, Workspace& w
 }
 
 void sample_row(const SampleParams& p, int64_t r, Workspace& ws) {
-  const int64_t vocab = p.vocab;
+  const int64_t vocab = p.vocab, blocks = (vocab + kSampleBlock - 1) / kSampleBlock;
   const float* raw = p.logits + r * vocab;
-  ws.logits.resize(vocab);
-  const RowStats stats = scan_row(raw, vocab, needs_copy(p, r) ? ws.logits.data() : nullptr);
-  bool nan = stats.nan;
-  const float raw_max = stats.max;
-  if (nan) row_error(r, "has NaN");
-  if (raw_max == kInf) row_error(r, "has +inf");
-  if (raw_max == -kInf) row_error(r, "is all -inf");
-  const double log_total = stats.log_total;
+  ws.block_max.resize(blocks);
+  forget_edits(ws, blocks);
+  const RowStats stats = scan_row(raw, vocab, ws.block_max.data());
+  if (stats.nan) row_error(r, "has NaN");
+  if (stats.max == kInf) row_error(r, "has +inf");
+  if (stats.max == -kInf) row_error(r, "is all -inf");
 
-  const float* logits = bias_and_penalties(p, r, ws) ? ws.logits.data() : raw;
+  const RowView raw_row{raw, vocab, blocks, ws.block_max.data()};
+  RowView row = raw_row;
+  bias_and_penalties(p, r, ws, row);
   int64_t token;
   if (p.temperature[r] == 0.0f) {
-    const float max = logits == raw ? raw_max : max_and_nan(logits, vocab, &nan);
+    const float max = row.max();
     if (max == -kInf) row_error(r, "has every token at -inf after logit_bias");
-    token = argmax(logits, vocab, max);
+    token = argmax(row, max);
   } else {
-    token = draw(p, r, logits, ws);
+    token = draw(p, r, row, ws);
   }
   p.tokens[r] = token;
-  p.logprobs[r] = static_cast<float>(raw[token] - log_total);
+  p.logprobs[r] = static_cast<float>(raw[token] - stats.log_total);
 
   const int n = p.num_logprobs;
   if (n > 0) {
-    top_k_select(raw, vocab, n, ws.cand);
+    top_k_select(raw_row, n, ws.scratch, ws.cand);
     std::sort(ws.cand.begin(), ws.cand.end(), ahead);
     for (int j = 0; j < n; ++j) {
       // Fewer than n finite logits: the rest are -inf tokens, lowest ids first.
       const bool have = j < static_cast<int>(ws.cand.size());
       p.top_ids[r * n + j] = have ? ws.cand[j].id : -1;
-      p.top_logprobs[r * n + j] = have ? static_cast<float>(ws.cand[j].value - log_total) : -kInf;
+      p.top_logprobs[r * n + j] = have ? static_cast<float>(ws.cand[j].value - stats.log_total) : -kInf;
     }
     if (static_cast<int>(ws.cand.size()) < n) {
       int j = static_cast<int>(ws.cand.size());
