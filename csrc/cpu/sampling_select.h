@@ -90,13 +90,32 @@ inline int64_t argmax(const RowView& row, float max) {
   return b * kSampleBlock + first_index_of(row.block(b), row.length(b), max);
 }
 
-// A value <= the k-th largest logit of the row: one that at least k block maxima reach (k
-// blocks hold k distinct tokens at or above it), found by 12 halvings between the
-// smallest and the largest finite block maximum, each a vector count of the maxima that
-// reach the midpoint (nth_element on the maxima mispredicted its way to 4 µs a row).
-// -inf when fewer than k blocks have a finite maximum.
+// The maximum of tokens [first, end) of the row, end > first.
+inline float range_max(const RowView& row, int64_t first, int64_t end) {
+  float result = -kInf;
+  for (int64_t b = first / kSampleBlock; b * kSampleBlock < end; ++b) {
+    const int64_t lo = std::max(first - b * kSampleBlock, int64_t{0});
+    const int64_t hi = std::min(end - b * kSampleBlock, row.length(b));
+    result = std::max(result, max_of_span(row.block(b) + lo, hi - lo));
+  }
+  return result;
+}
+
+// A value <= the k-th largest logit of the row, from k disjoint parts of it: the smallest
+// of their maxima, which are k distinct tokens. With k blocks or more, one that at least
+// k block maxima reach, found by 12 halvings between the smallest and the largest finite
+// block maximum, each a vector count of the maxima that reach the midpoint (nth_element
+// on the maxima mispredicted its way to 4 µs a row). With fewer blocks (a small vocab),
+// the row cut into k segments, read once more; -inf when those would be shorter than two
+// vectors (then it filters too little to pay) or fewer than k parts have a finite maximum.
 inline float kth_lower_bound(const RowView& row, int64_t k, std::vector<float>& maxima) {
-  if (row.blocks < k) return -kInf;
+  if (row.blocks < k) {
+    const int64_t segment = row.n / k;
+    if (segment < 2 * simd::kWidth) return -kInf;
+    float bound = kInf;
+    for (int64_t s = 0; s < k; ++s) bound = std::min(bound, range_max(row, s * segment, s == k - 1 ? row.n : (s + 1) * segment));
+    return bound;
+  }
   const int64_t padded = (row.blocks + simd::kWidth - 1) / simd::kWidth * simd::kWidth;
   maxima.assign(padded, -kInf);
   float lo = kInf, hi = -kInf;
