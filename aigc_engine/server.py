@@ -25,11 +25,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from .engine import Engine, EngineClosed, EngineOverloaded, RequestCancelled, RequestFailed, iterate_async
+from .engine import Engine, EngineClosed, EngineOverloaded
 from .errors import AigcError
+from .handles import RequestCancelled, RequestFailed, iterate_async
 from .images import ImageGenerator
 from .png import encode_png
-from .sampling import Completion, SamplingParams
+from .sampling import Completion
 from .server_params import completion_params, image_params, prompts_of
 
 MAX_BODY_BYTES = 1 << 20
