@@ -3,7 +3,8 @@ CTranslate2 (fp32, int8) and aigc_engine (native fp32 / bf16 / int8, and its onn
 backend), side by side on the same weights.
 
 Tokens/s = batch × new tokens / wall time of the whole call: prompt 32 tokens, 128 new
-tokens (greedy, no early stop), batch 1, 8 and 32, the same thread count everywhere. Two
+tokens (greedy, no early stop), batch 1, 8 and 32, the same thread count everywhere; the
+median of 3 rounds in which every system makes one call in turn. Two
 models: the shipped pycode-gpt, and a GPT-2-small-shaped model (124M, random init) saved
 in Hugging Face format (every system loads the same weights; aigc_engine's file comes
 from `aigc import-hf`). At batch 1 the last column is the share of the memory-bandwidth
@@ -81,14 +82,19 @@ def prompts_for(batch: int, tokenizer) -> list[list[int]]:
     return [ids[i * PROMPT_TOKENS:(i + 1) * PROMPT_TOKENS] for i in range(batch)]
 
 
-def seconds_of(run, prompts, new_tokens: int, repeats: int) -> float:
-    run(prompts, 4)  # warm-up: sessions, caches, thread pools
-    times = []
+def seconds_of(found: dict, prompts, new_tokens: int, repeats: int) -> dict[str, float]:
+    """Median wall time of each system's call. The systems take turns, one call each per
+    round, so that a slow spell of the machine (a shared VM's bandwidth drifts by 10-30 %
+    over minutes) weighs on all of them rather than on whichever ran then."""
+    for run in found.values():
+        run(prompts, 4)  # warm-up: sessions, caches, thread pools
+    times = {system: [] for system in found}
     for _ in range(repeats):
-        started = time.perf_counter()
-        run(prompts, new_tokens)
-        times.append(time.perf_counter() - started)
-    return sorted(times)[len(times) // 2]
+        for system, run in found.items():
+            started = time.perf_counter()
+            run(prompts, new_tokens)
+            times[system].append(time.perf_counter() - started)
+    return {system: sorted(t)[len(t) // 2] for system, t in times.items()}
 
 
 def main() -> None:
@@ -119,9 +125,9 @@ def main() -> None:
         aigc = found["aigc-native-float32"].generator
         for batch in batches:
             prompts = prompts_for(batch, aigc.tokenizer)
-            rates = {}
-            for system, run in found.items():
-                rates[system] = batch * new_tokens / seconds_of(run, prompts, new_tokens, repeats)
+            rates = {system: batch * new_tokens / seconds
+                     for system, seconds in seconds_of(found, prompts, new_tokens, repeats).items()}
+            for system in found:
                 records.add("text", system, {"model": name, "batch": batch, "prompt": PROMPT_TOKENS,
                                              "new_tokens": new_tokens, "threads": args.threads}, rates[system], "tokens/s")
             for system, rate in rates.items():
