@@ -108,6 +108,43 @@ def _per_row(value, batch: int, dtype) -> np.ndarray:
     return value
 
 
+class Sampler:
+    """The batched sampler prepared for a batch of rows (see `sample` for what it computes):
+    every per-row parameter is checked and copied once, then each call — one per decode
+    step — checks only the logits, the steps and the history. The arrays it returns are
+    its own, overwritten by the next call.
+
+    ``batch`` rows of ``vocab`` logits; the keyword arguments are `sample`'s, less the
+    per-step ``logits``, ``steps``, ``history`` and ``history_offsets``.
+    """
+
+    def __init__(self, batch: int, vocab: int, *, seeds: np.ndarray, temperature: np.ndarray, top_k: np.ndarray,
+                 top_p: np.ndarray, min_p: np.ndarray, repetition_penalty: np.ndarray,
+                 presence_penalty: np.ndarray, frequency_penalty: np.ndarray, prompt_lens: np.ndarray | None = None,
+                 logit_bias: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, num_logprobs: int = 0):
+        if isinstance(num_logprobs, bool) or not isinstance(num_logprobs, (int, np.integer)):
+            raise AigcError(f"num_logprobs: expected an integer 0..{_C.max_logprobs}, got {num_logprobs!r}")
+        n = int(num_logprobs)
+        bias_ids, bias_values, bias_offsets = None, None, None
+        if logit_bias is not None:
+            if not isinstance(logit_bias, tuple) or len(logit_bias) != 3:
+                raise AigcError("logit_bias: expected (ids int64 (m,), values float32 (m,), offsets int64 (batch + 1,))")
+            bias_ids, bias_values, bias_offsets = logit_bias
+        self._native = _C.Sampler(
+            batch, vocab, _per_row(seeds, batch, np.uint64), _per_row(temperature, batch, np.float32),
+            _per_row(top_k, batch, np.int32), _per_row(top_p, batch, np.float32), _per_row(min_p, batch, np.float32),
+            _per_row(repetition_penalty, batch, np.float32), _per_row(presence_penalty, batch, np.float32),
+            _per_row(frequency_penalty, batch, np.float32), prompt_lens, bias_ids, bias_values, bias_offsets, n)
+        self._result = SampleResult(np.empty(batch, np.int64), np.empty(batch, np.float32),
+                                    np.empty((batch, max(n, 0)), np.int64), np.empty((batch, max(n, 0)), np.float32))
+
+    def __call__(self, logits: np.ndarray, steps: np.ndarray, history: np.ndarray | None = None,
+                 history_offsets: np.ndarray | None = None) -> SampleResult:
+        batch = self._result.tokens.shape[0]
+        self._native.sample(logits, _per_row(steps, batch, np.uint64), history, history_offsets, *self._result)
+        return self._result
+
+
 def sample(logits: np.ndarray, *, seeds: np.ndarray, steps: np.ndarray, temperature: np.ndarray,
            top_k: np.ndarray, top_p: np.ndarray, min_p: np.ndarray, repetition_penalty: np.ndarray,
            presence_penalty: np.ndarray, frequency_penalty: np.ndarray,
@@ -142,26 +179,15 @@ def sample(logits: np.ndarray, *, seeds: np.ndarray, steps: np.ndarray, temperat
     at the chosen token; ``top_ids`` / ``top_logprobs`` the ``num_logprobs`` (0..20) largest.
     NaN or +inf logits, or a row of all -inf, raise ValueError naming the row.
     """
-    batch = logits.shape[0] if getattr(logits, "ndim", 0) == 2 else 0
-    if isinstance(num_logprobs, bool) or not isinstance(num_logprobs, (int, np.integer)):
-        raise AigcError(f"num_logprobs: expected an integer 0..{_C.max_logprobs}, got {num_logprobs!r}")
-    n = int(num_logprobs)
-    bias_ids, bias_values, bias_offsets = None, None, None
-    if logit_bias is not None:
-        if not isinstance(logit_bias, tuple) or len(logit_bias) != 3:
-            raise AigcError("logit_bias: expected (ids int64 (m,), values float32 (m,), offsets int64 (batch + 1,))")
-        bias_ids, bias_values, bias_offsets = logit_bias
-    tokens = np.empty(batch, np.int64)
-    logprobs = np.empty(batch, np.float32)
-    top_ids = np.empty((batch, max(n, 0)), np.int64)
-    top_logprobs = np.empty((batch, max(n, 0)), np.float32)
-    _C.sample(logits, _per_row(seeds, batch, np.uint64), _per_row(steps, batch, np.uint64),
-              _per_row(temperature, batch, np.float32), _per_row(top_k, batch, np.int32),
-              _per_row(top_p, batch, np.float32), _per_row(min_p, batch, np.float32),
-              _per_row(repetition_penalty, batch, np.float32), _per_row(presence_penalty, batch, np.float32),
-              _per_row(frequency_penalty, batch, np.float32), history, history_offsets, prompt_lens,
-              bias_ids, bias_values, bias_offsets, n, tokens, logprobs, top_ids, top_logprobs)
-    return SampleResult(tokens, logprobs, top_ids, top_logprobs)
+    if getattr(logits, "ndim", None) != 2:
+        shown = np.asarray(logits)
+        raise AigcError(f"logits: expected C-contiguous float32 (batch, vocab), got {shown.dtype} {shown.shape}")
+    batch, vocab = logits.shape  # a wrong dtype or layout gets the extension's message
+    sampler = Sampler(batch, vocab, seeds=seeds, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                      repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+                      frequency_penalty=frequency_penalty, prompt_lens=prompt_lens, logit_bias=logit_bias,
+                      num_logprobs=num_logprobs)
+    return sampler(logits, steps, history, history_offsets)
 
 
 def to_bf16(x: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@ Each prompt is a request with its own SamplingParams. Two backends:
 - "onnxruntime" (GPT and LSTM): the exported graph, one batch per call (in groups of
   max_batch_size): one prefill, then one decode step at a time, finished requests
   leaving the batch at once.
-The next token of every row comes from the native sampler (aigc_engine.ops.sample),
+The next token of every row comes from the native sampler (aigc_engine.ops.Sampler),
 keyed by (the request's seed, its step), so a request's tokens do not depend on what
 else shares its batch. A TextGenerator serves one caller at a time; services with many
 callers use aigc_engine.engine.Engine, which shares one batch among them.
@@ -57,7 +57,7 @@ class TextGenerator:
         self.max_batch_size = max_batch_size
         self.tokenizer = TextTokenizer.from_json(artifact.tokenizer_json, str(artifact.path))
         self.eos_token_id = artifact.config["eos_token_id"]
-        self._row_params_cache: tuple[list[Request], dict] = ([], {})
+        self._sampler_cache: tuple[list[Request], tuple[ops.Sampler, bool] | None] = ([], None)
         if backend == "native":
             self._model = NativeGpt(artifact, dtype, kv_cache_mb)
             self.scheduler = Scheduler(self._model, self._sample_into, max_batch_size)
@@ -208,29 +208,25 @@ class TextGenerator:
             logits, state = self._model.step(state, np.array([r.last_token for r in active], np.int64))
 
     def _sample_into(self, logits: np.ndarray, requests: list[Request]) -> None:
-        rows = self._row_params(requests, logits.shape[1])
-        history = offsets = prompt_lens = None
-        if rows["penalised"]:
+        sampler, penalised = self._sampler_for(requests, logits.shape[1])
+        history = offsets = None
+        if penalised:
             histories = [r.history() for r in requests]
             history = np.concatenate(histories)
             offsets = np.zeros(len(requests) + 1, np.int64)
             np.cumsum([len(h) for h in histories], out=offsets[1:])
-            prompt_lens = rows["prompt_lens"]
-        result = ops.sample(
-            logits, seeds=rows["seeds"], steps=np.fromiter((len(r.generated) for r in requests), np.uint64, len(requests)),
-            temperature=rows["temperature"], top_k=rows["top_k"], top_p=rows["top_p"], min_p=rows["min_p"],
-            repetition_penalty=rows["repetition_penalty"], presence_penalty=rows["presence_penalty"],
-            frequency_penalty=rows["frequency_penalty"], history=history, history_offsets=offsets,
-            prompt_lens=prompt_lens, logit_bias=rows["bias"], num_logprobs=rows["num_logprobs"])
+        steps = np.fromiter((len(r.generated) for r in requests), np.uint64, len(requests))
+        result = sampler(logits, steps, history, offsets)
         for row, request in enumerate(requests):
             request.accept(int(result.tokens[row]), float(result.logprobs[row]),
                            result.top_ids[row], result.top_logprobs[row])
 
-    def _row_params(self, requests: list[Request], vocab: int) -> dict:
-        """The sampler's per-row parameter arrays for this batch, built again only when the
-        batch's requests change (at batch 32, building them every step cost as much as the
-        sampling)."""
-        cached_requests, cached = self._row_params_cache
+    def _sampler_for(self, requests: list[Request], vocab: int) -> tuple[ops.Sampler, bool]:
+        """The sampler prepared for this batch's requests, and whether any of them has
+        penalties (then each step passes the histories); prepared again only when the
+        batch's requests change (at batch 32, building the parameter arrays every step cost
+        as much as the sampling)."""
+        cached_requests, cached = self._sampler_cache
         if len(cached_requests) == len(requests) and all(a is b for a, b in zip(cached_requests, requests)):
             return cached
         params = [r.params for r in requests]
@@ -240,19 +236,17 @@ class TextGenerator:
             values = [np.array(list(p.logit_bias.values()), np.float32) for p in params]
             bias = (np.concatenate(ids), np.concatenate(values),
                     np.concatenate([[0], np.cumsum([len(i) for i in ids])]).astype(np.int64))
-        rows = {
-            "seeds": np.array([r.seed for r in requests], np.uint64),
-            "temperature": np.array([p.temperature for p in params], np.float32),
-            "top_k": np.array([min(p.top_k, vocab) for p in params], np.int32),
-            "top_p": np.array([p.top_p for p in params], np.float32),
-            "min_p": np.array([p.min_p for p in params], np.float32),
-            "repetition_penalty": np.array([p.repetition_penalty for p in params], np.float32),
-            "presence_penalty": np.array([p.presence_penalty for p in params], np.float32),
-            "frequency_penalty": np.array([p.frequency_penalty for p in params], np.float32),
-            "penalised": any(p.repetition_penalty != 1 or p.presence_penalty or p.frequency_penalty for p in params),
-            "prompt_lens": np.array([len(r.prompt_ids) for r in requests], np.int64),
-            "bias": bias,
-            "num_logprobs": max((p.logprobs or 0) for p in params),
-        }
-        self._row_params_cache = (list(requests), rows)
-        return rows
+        penalised = any(p.repetition_penalty != 1 or p.presence_penalty or p.frequency_penalty for p in params)
+        sampler = ops.Sampler(
+            len(requests), vocab, seeds=np.array([r.seed for r in requests], np.uint64),
+            temperature=np.array([p.temperature for p in params], np.float32),
+            top_k=np.array([min(p.top_k, vocab) for p in params], np.int32),
+            top_p=np.array([p.top_p for p in params], np.float32),
+            min_p=np.array([p.min_p for p in params], np.float32),
+            repetition_penalty=np.array([p.repetition_penalty for p in params], np.float32),
+            presence_penalty=np.array([p.presence_penalty for p in params], np.float32),
+            frequency_penalty=np.array([p.frequency_penalty for p in params], np.float32),
+            prompt_lens=np.array([len(r.prompt_ids) for r in requests], np.int64) if penalised else None,
+            logit_bias=bias, num_logprobs=max((p.logprobs or 0) for p in params))
+        self._sampler_cache = (list(requests), (sampler, penalised))
+        return sampler, penalised

@@ -317,3 +317,37 @@ def test_bad_arguments_raise_clear_errors():
         ops.sample(np.zeros((2, 2), np.float32), **params(2),
                    logit_bias=(np.array([0, 1], np.int64), np.full(2, -np.inf, np.float32),
                                np.array([0, 0, 2], np.int64)))
+
+
+def test_a_prepared_sampler_gives_what_sample_gives_step_after_step():
+    """ops.Sampler checks and copies the per-row parameters once (the generation loop's
+    form): its calls equal one-shot ops.sample calls, a later change to the caller's arrays
+    does not reach it, and a logits array of another shape is refused by name."""
+    rng = np.random.default_rng(12)
+    batch, vocab = 5, 3000
+    kwargs = params(batch, seeds=rng.integers(0, 2**63, batch, dtype=np.uint64), temperature=0.9, top_k=40,
+                    top_p=0.9, repetition_penalty=1.3, frequency_penalty=0.2)
+    del kwargs["steps"]  # per call
+    bias = (np.array([7, 8], np.int64), np.array([2.0, -np.inf], np.float32), np.array([0, 1, 1, 2, 2, 2], np.int64))
+    prompt_lens = np.full(batch, 4, np.int64)
+    sampler = ops.Sampler(batch, vocab, **kwargs, prompt_lens=prompt_lens, logit_bias=bias, num_logprobs=3)
+    reference_kwargs = {key: value.copy() for key, value in kwargs.items()}
+    kwargs["top_k"][:] = 1  # after preparation: the sampler keeps its own copy
+    histories = [list(rng.integers(0, vocab, 4)) for _ in range(batch)]
+    for step in range(6):
+        logits = random_logits(rng, batch, vocab)
+        history = np.concatenate(histories).astype(np.int64)
+        offsets = np.arange(batch + 1, dtype=np.int64) * len(histories[0])
+        steps = np.full(batch, step, np.uint64)
+        expected = ops.sample(logits, **dict(reference_kwargs, steps=steps), history=history, history_offsets=offsets,
+                              prompt_lens=prompt_lens, logit_bias=bias, num_logprobs=3)
+        got = sampler(logits, steps, history, offsets)
+        for field_expected, field_got in zip(expected, got):
+            np.testing.assert_array_equal(field_got, field_expected)
+        for row, h in enumerate(histories):
+            h.append(int(got.tokens[row]))
+    with pytest.raises(ValueError, match=r"logits: expected \(5, 3000\), the \(batch, vocab\) the sampler was "
+                                         r"prepared for, got float32 \(4, 3000\)"):
+        sampler(random_logits(rng, 4, vocab), np.zeros(4, np.uint64))
+    with pytest.raises(ValueError, match="prompt_lens: given without history"):
+        sampler(random_logits(rng, batch, vocab), np.zeros(batch, np.uint64))

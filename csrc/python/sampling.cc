@@ -1,18 +1,21 @@
-// pybind11 binding of the sampler (aigc/sampling.h): array checks and the validation of
-// every per-row parameter, with messages that name the argument and the row. No math.
-// Outputs are allocated by the caller (aigc_engine/ops.py); the GIL is released around
-// the kernel.
+// pybind11 binding of the sampler (aigc/sampling.h): a Sampler is prepared once for a
+// batch of rows — every per-row parameter checked, with messages that name the argument
+// and the row, and copied — and then samples step after step, each call checking only
+// the logits, the steps and the history. No math. Outputs are allocated by the caller
+// (aigc_engine/ops.py); the GIL is released around the kernel.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "aigc/sampling.h"
 #include "python/array_checks.h"
 
 namespace py = pybind11;
 using aigc::python::checked_data;
+using aigc::python::describe;
 
 namespace {
 
@@ -59,104 +62,153 @@ const int64_t* optional_ids(const py::object& a, const char* name, py::ssize_t n
   return checked_data<int64_t>(a.cast<py::array>(), name, "int64", {"n"}, {n}, false);
 }
 
-void sample(py::array logits, py::array seeds, py::array steps, py::array temperature, py::array top_k,
-            py::array top_p, py::array min_p, py::array repetition_penalty, py::array presence_penalty,
-            py::array frequency_penalty, py::object history, py::object history_offsets, py::object prompt_lens,
-            py::object bias_ids, py::object bias_values, py::object bias_offsets, int num_logprobs,
-            py::array tokens, py::array logprobs, py::array top_ids, py::array top_logprobs) {
-  aigc::SampleParams p{};
-  p.logits = checked_data<float>(logits, "logits", "float32", {"batch", "vocab"}, {-1, -1}, false);
-  p.batch = logits.shape(0);
-  p.vocab = logits.shape(1);
-  const py::ssize_t b = p.batch;
-  if (p.vocab < 1 || p.vocab > INT32_MAX) {
-    throw py::value_error("logits: expected a vocab of 1 .. 2**31 - 1 tokens, got " + std::to_string(p.vocab));
-  }
-  p.seeds = checked_data<uint64_t>(seeds, "seeds", "uint64", {"batch"}, {b}, false);
-  p.steps = checked_data<uint64_t>(steps, "steps", "uint64", {"batch"}, {b}, false);
-  p.temperature = checked_data<float>(temperature, "temperature", "float32", {"batch"}, {b}, false);
-  p.top_k = checked_data<int32_t>(top_k, "top_k", "int32", {"batch"}, {b}, false);
-  p.top_p = checked_data<float>(top_p, "top_p", "float32", {"batch"}, {b}, false);
-  p.min_p = checked_data<float>(min_p, "min_p", "float32", {"batch"}, {b}, false);
-  p.repetition_penalty =
-      checked_data<float>(repetition_penalty, "repetition_penalty", "float32", {"batch"}, {b}, false);
-  p.presence_penalty = checked_data<float>(presence_penalty, "presence_penalty", "float32", {"batch"}, {b}, false);
-  p.frequency_penalty =
-      checked_data<float>(frequency_penalty, "frequency_penalty", "float32", {"batch"}, {b}, false);
-  check_rows(p.temperature, b, "temperature", "a finite number >= 0 (0 = greedy)",
-             [](float t) { return t >= 0.0f && std::isfinite(t); });
-  check_rows(p.top_k, b, "top_k", ">= 0 (0 = off)", [](int32_t k) { return k >= 0; });
-  check_rows(p.top_p, b, "top_p", "in (0, 1] (1 = off)", [](float x) { return x > 0.0f && x <= 1.0f; });
-  check_rows(p.min_p, b, "min_p", "in [0, 1] (0 = off)", [](float x) { return x >= 0.0f && x <= 1.0f; });
-  check_rows(p.repetition_penalty, b, "repetition_penalty", "a finite number > 0 (1 = off)",
-             [](float x) { return x > 0.0f && std::isfinite(x); });
-  check_rows(p.presence_penalty, b, "presence_penalty", "a finite number (0 = off)",
-             [](float x) { return std::isfinite(x); });
-  check_rows(p.frequency_penalty, b, "frequency_penalty", "a finite number (0 = off)",
-             [](float x) { return std::isfinite(x); });
-
-  if (history.is_none() != history_offsets.is_none()) {
-    throw py::value_error("history and history_offsets: give both or neither");
-  }
-  if (!history.is_none()) {
-    const py::array h = history.cast<py::array>();
-    p.history = checked_data<int64_t>(h, "history", "int64", {"total"}, {-1}, false);
-    p.history_offsets = optional_ids(history_offsets, "history_offsets", b + 1);
-    check_offsets(p.history_offsets, b, h.shape(0), "history_offsets");
-    check_ids(p.history, h.shape(0), p.vocab, "history");
-    p.prompt_lens = optional_ids(prompt_lens, "prompt_lens", b);
-    for (int64_t r = 0; p.prompt_lens && r < b; ++r) {
-      const int64_t length = p.history_offsets[r + 1] - p.history_offsets[r];
-      if (p.prompt_lens[r] < 0 || p.prompt_lens[r] > length) {
-        throw py::value_error("prompt_lens: row " + std::to_string(r) + " is " + std::to_string(p.prompt_lens[r]) +
-                              ", expected 0 .. " + std::to_string(length) + " (its history length)");
-      }
-    }
-  } else if (!prompt_lens.is_none()) {
-    throw py::value_error("prompt_lens: given without history");
-  }
-
-  if (!bias_ids.is_none()) {
-    const py::array ids = bias_ids.cast<py::array>();
-    p.bias_ids = checked_data<int64_t>(ids, "logit_bias ids", "int64", {"m"}, {-1}, false);
-    const py::ssize_t m = ids.shape(0);
-    p.bias_values = checked_data<float>(bias_values.cast<py::array>(), "logit_bias values", "float32", {"m"}, {m},
-                                        false);
-    p.bias_offsets = optional_ids(bias_offsets, "logit_bias offsets", b + 1);
-    check_offsets(p.bias_offsets, b, m, "logit_bias offsets");
-    check_ids(p.bias_ids, m, p.vocab, "logit_bias ids");
-    for (py::ssize_t j = 0; j < m; ++j) {
-      if (std::isnan(p.bias_values[j]) || p.bias_values[j] == INFINITY) {
-        throw py::value_error("logit_bias values: index " + std::to_string(j) + " is " + num(p.bias_values[j]) +
-                              ", expected a finite number or -inf (a ban)");
-      }
-    }
-  }
-
-  if (num_logprobs < 0 || num_logprobs > aigc::kMaxLogprobs || num_logprobs > p.vocab) {
-    throw py::value_error("num_logprobs: expected 0 .. " +
-                          std::to_string(std::min<int64_t>(aigc::kMaxLogprobs, p.vocab)) + ", got " +
-                          std::to_string(num_logprobs));
-  }
-  p.num_logprobs = num_logprobs;
-  p.tokens = checked_data<int64_t>(tokens, "tokens", "int64", {"batch"}, {b}, true);
-  p.logprobs = checked_data<float>(logprobs, "logprobs", "float32", {"batch"}, {b}, true);
-  p.top_ids = checked_data<int64_t>(top_ids, "top_ids", "int64", {"batch", "n"}, {b, num_logprobs}, true);
-  p.top_logprobs =
-      checked_data<float>(top_logprobs, "top_logprobs", "float32", {"batch", "n"}, {b, num_logprobs}, true);
-  if (b == 0) return;
-  py::gil_scoped_release release;
-  aigc::sample_cpu(p);
+// A checked (n,) array, copied.
+template <typename T>
+std::vector<T> copied(const py::array& a, const char* name, const char* dtype, py::ssize_t n) {
+  const T* data = checked_data<T>(a, name, dtype, {"batch"}, {n}, false);
+  return std::vector<T>(data, data + n);
 }
+
+class Sampler {
+ public:
+  Sampler(int64_t batch, int64_t vocab, py::array seeds, py::array temperature, py::array top_k, py::array top_p,
+          py::array min_p, py::array repetition_penalty, py::array presence_penalty, py::array frequency_penalty,
+          py::object prompt_lens, py::object bias_ids, py::object bias_values, py::object bias_offsets,
+          int num_logprobs)
+      : batch_(batch), vocab_(vocab), num_logprobs_(num_logprobs) {
+    if (batch < 0) throw py::value_error("batch: expected >= 0, got " + std::to_string(batch));
+    if (vocab < 1 || vocab > INT32_MAX) {
+      throw py::value_error("logits: expected a vocab of 1 .. 2**31 - 1 tokens, got " + std::to_string(vocab));
+    }
+    const py::ssize_t b = batch;
+    seeds_ = copied<uint64_t>(seeds, "seeds", "uint64", b);
+    temperature_ = copied<float>(temperature, "temperature", "float32", b);
+    top_k_ = copied<int32_t>(top_k, "top_k", "int32", b);
+    top_p_ = copied<float>(top_p, "top_p", "float32", b);
+    min_p_ = copied<float>(min_p, "min_p", "float32", b);
+    repetition_ = copied<float>(repetition_penalty, "repetition_penalty", "float32", b);
+    presence_ = copied<float>(presence_penalty, "presence_penalty", "float32", b);
+    frequency_ = copied<float>(frequency_penalty, "frequency_penalty", "float32", b);
+    check_rows(temperature_.data(), b, "temperature", "a finite number >= 0 (0 = greedy)",
+               [](float t) { return t >= 0.0f && std::isfinite(t); });
+    check_rows(top_k_.data(), b, "top_k", ">= 0 (0 = off)", [](int32_t k) { return k >= 0; });
+    check_rows(top_p_.data(), b, "top_p", "in (0, 1] (1 = off)", [](float x) { return x > 0.0f && x <= 1.0f; });
+    check_rows(min_p_.data(), b, "min_p", "in [0, 1] (0 = off)", [](float x) { return x >= 0.0f && x <= 1.0f; });
+    check_rows(repetition_.data(), b, "repetition_penalty", "a finite number > 0 (1 = off)",
+               [](float x) { return x > 0.0f && std::isfinite(x); });
+    check_rows(presence_.data(), b, "presence_penalty", "a finite number (0 = off)",
+               [](float x) { return std::isfinite(x); });
+    check_rows(frequency_.data(), b, "frequency_penalty", "a finite number (0 = off)",
+               [](float x) { return std::isfinite(x); });
+    if (!prompt_lens.is_none()) prompt_lens_ = copied<int64_t>(prompt_lens.cast<py::array>(), "prompt_lens", "int64", b);
+
+    if (!bias_ids.is_none()) {
+      const py::array ids = bias_ids.cast<py::array>();
+      const int64_t* id = checked_data<int64_t>(ids, "logit_bias ids", "int64", {"m"}, {-1}, false);
+      const py::ssize_t m = ids.shape(0);
+      const float* value = checked_data<float>(bias_values.cast<py::array>(), "logit_bias values", "float32", {"m"},
+                                               {m}, false);
+      const int64_t* offset = optional_ids(bias_offsets, "logit_bias offsets", b + 1);
+      check_offsets(offset, b, m, "logit_bias offsets");
+      check_ids(id, m, vocab, "logit_bias ids");
+      for (py::ssize_t j = 0; j < m; ++j) {
+        if (std::isnan(value[j]) || value[j] == INFINITY) {
+          throw py::value_error("logit_bias values: index " + std::to_string(j) + " is " + num(value[j]) +
+                                ", expected a finite number or -inf (a ban)");
+        }
+      }
+      bias_ids_.assign(id, id + m);
+      bias_values_.assign(value, value + m);
+      bias_offsets_.assign(offset, offset + b + 1);
+    }
+    if (num_logprobs < 0 || num_logprobs > aigc::kMaxLogprobs || num_logprobs > vocab) {
+      throw py::value_error("num_logprobs: expected 0 .. " +
+                            std::to_string(std::min<int64_t>(aigc::kMaxLogprobs, vocab)) + ", got " +
+                            std::to_string(num_logprobs));
+    }
+  }
+
+  void sample(py::array logits, py::array steps, py::object history, py::object history_offsets, py::array tokens,
+              py::array logprobs, py::array top_ids, py::array top_logprobs) const {
+    aigc::SampleParams p{};
+    p.logits = checked_data<float>(logits, "logits", "float32", {"batch", "vocab"}, {-1, -1}, false);
+    if (logits.shape(0) != batch_ || logits.shape(1) != vocab_) {
+      throw py::value_error("logits: expected (" + std::to_string(batch_) + ", " + std::to_string(vocab_) +
+                            "), the (batch, vocab) the sampler was prepared for, got " + describe(logits));
+    }
+    p.batch = batch_;
+    p.vocab = vocab_;
+    const py::ssize_t b = batch_;
+    p.steps = checked_data<uint64_t>(steps, "steps", "uint64", {"batch"}, {b}, false);
+    p.seeds = seeds_.data();
+    p.temperature = temperature_.data();
+    p.top_k = top_k_.data();
+    p.top_p = top_p_.data();
+    p.min_p = min_p_.data();
+    p.repetition_penalty = repetition_.data();
+    p.presence_penalty = presence_.data();
+    p.frequency_penalty = frequency_.data();
+    if (history.is_none() != history_offsets.is_none()) {
+      throw py::value_error("history and history_offsets: give both or neither");
+    }
+    if (!history.is_none()) {
+      const py::array h = history.cast<py::array>();
+      p.history = checked_data<int64_t>(h, "history", "int64", {"total"}, {-1}, false);
+      p.history_offsets = optional_ids(history_offsets, "history_offsets", b + 1);
+      check_offsets(p.history_offsets, b, h.shape(0), "history_offsets");
+      check_ids(p.history, h.shape(0), vocab_, "history");
+      if (!prompt_lens_.empty()) {
+        p.prompt_lens = prompt_lens_.data();
+        for (int64_t r = 0; r < b; ++r) {
+          const int64_t length = p.history_offsets[r + 1] - p.history_offsets[r];
+          if (p.prompt_lens[r] < 0 || p.prompt_lens[r] > length) {
+            throw py::value_error("prompt_lens: row " + std::to_string(r) + " is " + std::to_string(p.prompt_lens[r]) +
+                                  ", expected 0 .. " + std::to_string(length) + " (its history length)");
+          }
+        }
+      }
+    } else if (!prompt_lens_.empty()) {
+      throw py::value_error("prompt_lens: given without history");
+    }
+    if (!bias_ids_.empty()) {
+      p.bias_ids = bias_ids_.data();
+      p.bias_values = bias_values_.data();
+      p.bias_offsets = bias_offsets_.data();
+    }
+    p.num_logprobs = num_logprobs_;
+    p.tokens = checked_data<int64_t>(tokens, "tokens", "int64", {"batch"}, {b}, true);
+    p.logprobs = checked_data<float>(logprobs, "logprobs", "float32", {"batch"}, {b}, true);
+    p.top_ids = checked_data<int64_t>(top_ids, "top_ids", "int64", {"batch", "n"}, {b, num_logprobs_}, true);
+    p.top_logprobs =
+        checked_data<float>(top_logprobs, "top_logprobs", "float32", {"batch", "n"}, {b, num_logprobs_}, true);
+    if (b == 0) return;
+    py::gil_scoped_release release;
+    aigc::sample_cpu(p);
+  }
+
+ private:
+  int64_t batch_, vocab_;
+  int num_logprobs_;
+  std::vector<uint64_t> seeds_;
+  std::vector<float> temperature_, top_p_, min_p_, repetition_, presence_, frequency_;
+  std::vector<int32_t> top_k_;
+  std::vector<int64_t> prompt_lens_;  // empty: none given
+  std::vector<int64_t> bias_ids_, bias_offsets_;  // empty: no bias
+  std::vector<float> bias_values_;
+};
 
 }  // namespace
 
 void bind_sampling(py::module_& m) {
   m.attr("max_logprobs") = aigc::kMaxLogprobs;
-  m.def("sample", &sample, py::arg("logits"), py::arg("seeds"), py::arg("steps"), py::arg("temperature"),
-        py::arg("top_k"), py::arg("top_p"), py::arg("min_p"), py::arg("repetition_penalty"),
-        py::arg("presence_penalty"), py::arg("frequency_penalty"), py::arg("history"), py::arg("history_offsets"),
-        py::arg("prompt_lens"), py::arg("bias_ids"), py::arg("bias_values"), py::arg("bias_offsets"),
-        py::arg("num_logprobs"), py::arg("tokens"), py::arg("logprobs"), py::arg("top_ids"),
-        py::arg("top_logprobs"));
+  py::class_<Sampler>(m, "Sampler")
+      .def(py::init<int64_t, int64_t, py::array, py::array, py::array, py::array, py::array, py::array, py::array,
+                    py::array, py::object, py::object, py::object, py::object, int>(),
+           py::arg("batch"), py::arg("vocab"), py::arg("seeds"), py::arg("temperature"), py::arg("top_k"),
+           py::arg("top_p"), py::arg("min_p"), py::arg("repetition_penalty"), py::arg("presence_penalty"),
+           py::arg("frequency_penalty"), py::arg("prompt_lens"), py::arg("bias_ids"), py::arg("bias_values"),
+           py::arg("bias_offsets"), py::arg("num_logprobs"))
+      .def("sample", &Sampler::sample, py::arg("logits"), py::arg("steps"), py::arg("history"),
+           py::arg("history_offsets"), py::arg("tokens"), py::arg("logprobs"), py::arg("top_ids"),
+           py::arg("top_logprobs"));
 }
