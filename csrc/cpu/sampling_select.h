@@ -113,7 +113,9 @@ inline float kth_lower_bound(const RowView& row, int64_t k, std::vector<float>& 
     const int64_t segment = row.n / k;
     if (segment < 2 * simd::kWidth) return -kInf;
     float bound = kInf;
-    for (int64_t s = 0; s < k; ++s) bound = std::min(bound, range_max(row, s * segment, s == k - 1 ? row.n : (s + 1) * segment));
+    for (int64_t s = 0; s < k; ++s) {
+      bound = std::min(bound, range_max(row, s * segment, s == k - 1 ? row.n : (s + 1) * segment));
+    }
     return bound;
   }
   const int64_t padded = (row.blocks + simd::kWidth - 1) / simd::kWidth * simd::kWidth;
@@ -127,7 +129,9 @@ inline float kth_lower_bound(const RowView& row, int64_t k, std::vector<float>& 
   auto reaching = [&](float x) {
     const simd::F t = simd::set1(x);
     int64_t count = 0;
-    for (int64_t b = 0; b < padded; b += simd::kWidth) count += __builtin_popcount(simd::mask_ge(simd::load(&maxima[b]), t));
+    for (int64_t b = 0; b < padded; b += simd::kWidth) {
+      count += __builtin_popcount(simd::mask_ge(simd::load(&maxima[b]), t));
+    }
     return count;
   };
   if (hi == -kInf || reaching(lo) < k) return -kInf;

@@ -138,7 +138,6 @@ inline F exp2_in_range(F x) {
   return _mm256_mul_ps(y, _mm256_castsi256_ps(scale));
 }
 
-
 }  // namespace simd
 }  // namespace AIGC_ISA_NAMESPACE
 }  // namespace aigc
