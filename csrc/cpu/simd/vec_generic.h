@@ -71,6 +71,14 @@ inline void transpose(const float* src, int64_t src_stride, float scale, float* 
   }
 }
 
+// 2^n for a whole number n in [-126, 127], built from its exponent bits.
+inline float pow2_lane(float n) {
+  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return scale;
+}
+
 inline float exp_lane(float x) {
   if (!(x >= -87.0f)) return 0.0f;
   x = x < 88.0f ? x : 88.0f;
@@ -85,10 +93,7 @@ inline float exp_lane(float x) {
   y = y * x + 1.6666665459e-1f;
   y = y * x + 5.0000001201e-1f;
   y = y * (x * x) + (x + 1.0f);
-  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return y * scale;
+  return y * pow2_lane(n);
 }
 inline F exp(F a) { AIGC_LANES(exp_lane(a.v[i])); }
 
@@ -103,10 +108,7 @@ inline float exp2_lane(float x) {
   y = y * f + 0.240226462f;
   y = y * f + 0.693147182f;
   y = y * f + 1.0f;
-  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return y * scale;
+  return y * pow2_lane(n);
 }
 // 2^x for x <= 0 (softmax weights); x < -126 and -inf give exactly 0 (see vec.h).
 inline F exp2_nonpositive(F a) { AIGC_LANES(exp2_lane(a.v[i])); }
@@ -122,10 +124,7 @@ inline float exp2_in_range_lane(float x) {
   y = y * f + 0.240222424f;
   y = y * f + 0.693147004f;
   y = y * f + 1.0f;
-  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return y * scale;
+  return y * pow2_lane(n);
 }
 inline F exp2_in_range(F a) { AIGC_LANES(exp2_in_range_lane(a.v[i])); }
 
