@@ -332,6 +332,9 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as error:
         sock.close()
         raise OSError(f"--host {host} --port {port}: cannot bind ({error.strerror})") from None
+    # Listening from here (uvicorn's backlog), not from when uvicorn starts: a client that
+    # connects as soon as the URL is printed waits in the queue instead of being refused.
+    sock.listen(2048)
     return sock
 
 
