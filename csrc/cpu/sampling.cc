@@ -23,15 +23,17 @@ namespace AIGC_ISA_NAMESPACE {
 namespace {
 
 struct TokenCount {
-  int64_t token;  // -1: an empty slot
-  int64_t generated;
+  int32_t token;  // -1: an empty slot
+  int32_t generated;
 };
 
 struct Workspace {
   std::vector<float> block_max;    // (blocks) of the raw row, from scan_row
+  std::vector<float> lane_max;     // (blocks, kWidth) their lane maxima (RowView), from scan_row
   std::vector<int32_t> slot;       // (blocks) -1, or the block's edited copy (RowView)
   std::vector<float> copies;       // the edited blocks, kSampleBlock floats each
   std::vector<float> copy_max;     // their maxima
+  std::vector<float> copy_lanes;   // and lane maxima
   std::vector<int64_t> edited;     // which blocks have a copy, in `slot` order
   std::vector<float> scratch;      // kth_lower_bound's block maxima
   std::vector<float> probs;        // (vocab) exp((l - max) / T), top_k off
@@ -40,6 +42,7 @@ struct Workspace {
   std::vector<Candidate> search;   // the mass search's shrinking bucket
   std::vector<float> values;       // candidate values, packed for SIMD exp
   std::vector<TokenCount> counts;  // a hash table: each history token, its generated count
+  std::vector<int64_t> distinct;   // its filled slots, in order of first appearance
 };
 
 Workspace& workspace() {
@@ -52,7 +55,7 @@ Workspace& workspace() {
 }
 
 // One read of the row from memory for its NaN check, the maximum of every block (into
-// block_max) and the raw log-sum-exp: chunks of kChunk floats (4 KiB, in L1) get their
+// block_max, its lane maxima into lane_max) and the raw log-sum-exp: chunks of kChunk floats (4 KiB, in L1) get their
 // block maxima from memory, then, while the next chunk is prefetched, sum from L1
 // 2^(x log2 e - c), c = chunk max * log2 e rounded to float (one fused multiply-add, the
 // error of c corrected once in double); chunks combine in double, rescaled to the
@@ -63,7 +66,7 @@ struct RowStats {
   double log_total;  // max + log(sum exp(x - max))
   bool nan;
 };
-RowStats scan_row(const float* x, int64_t n, float* block_max) {
+RowStats scan_row(const float* x, int64_t n, float* block_max, float* lane_max) {
   const int64_t kVec = simd::kWidth;
   const float log2e = 1.44269504088896341f;
   float max = -kInf;
@@ -82,6 +85,7 @@ RowStats scan_row(const float* x, int64_t n, float* block_max) {
         bad |= simd::mask_nan(v);
         m = simd::max(m, v);
       }
+      simd::store(lane_max + (c0 + b0) / kSampleBlock * kVec, m);
       float block = simd::reduce_max(m);
       for (; i < end; ++i) {
         bad |= std::isnan(chunk[i]) ? 1u : 0u;
@@ -155,6 +159,7 @@ double exp_scaled(const float* x, float* out, int64_t n, float shift, float temp
 void forget_edits(Workspace& ws, int64_t blocks) {
   if (static_cast<int64_t>(ws.slot.size()) != blocks) {
     ws.slot.assign(blocks, -1);
+    ws.copies.resize(blocks * kSampleBlock);  // room for every block: no growth per edit
   } else {
     for (const int64_t b : ws.edited) ws.slot[b] = -1;
   }
@@ -168,7 +173,6 @@ float& editable(Workspace& ws, const float* raw, int64_t n, int64_t token) {
   if (slot < 0) {
     slot = static_cast<int32_t>(ws.edited.size());
     ws.edited.push_back(b);
-    ws.copies.resize(ws.edited.size() * kSampleBlock);
     std::copy(raw + first, raw + std::min(first + kSampleBlock, n), ws.copies.data() + slot * kSampleBlock);
   }
   return ws.copies[slot * kSampleBlock + (token - first)];
@@ -211,15 +215,21 @@ void bias_and_penalties(const SampleParams& p, int64_t r, Workspace& ws, RowView
     while ((int64_t{1} << bits) < 2 * (end - begin)) ++bits;
     const uint64_t mask = (uint64_t{1} << bits) - 1;
     ws.counts.assign(mask + 1, TokenCount{-1, 0});
+    ws.distinct.clear();
     for (int64_t j = begin; j < end; ++j) {
-      const int64_t token = p.history[j];
+      const auto token = static_cast<int32_t>(p.history[j]);
       uint64_t h = (static_cast<uint64_t>(token) * 0x9E3779B97F4A7C15ull) >> (64 - bits);
       while (ws.counts[h].token != token && ws.counts[h].token != -1) h = (h + 1) & mask;
-      ws.counts[h].token = token;
+      if (ws.counts[h].token == -1) {
+        ws.counts[h].token = token;
+        ws.distinct.push_back(static_cast<int64_t>(h));
+      }
       ws.counts[h].generated += j >= prompt_end ? 1 : 0;
     }
-    for (const TokenCount& entry : ws.counts) {
-      if (entry.token < 0) continue;
+    // The filled slots from their list: a walk of the whole table would branch on each
+    // slot, most of them empty, in an order no predictor learns.
+    for (const int64_t h : ws.distinct) {
+      const TokenCount& entry = ws.counts[h];
       float& x = editable(ws, row.raw, row.n, entry.token);
       if (repetition != 1.0f) x = x < 0.0f ? x * repetition : x / repetition;
       if (entry.generated > 0) {
@@ -230,12 +240,41 @@ void bias_and_penalties(const SampleParams& p, int64_t r, Workspace& ws, RowView
     }
   }
   ws.copy_max.resize(ws.edited.size());
+  ws.copy_lanes.resize(ws.edited.size() * simd::kWidth);
   for (size_t s = 0; s < ws.edited.size(); ++s) {
-    ws.copy_max[s] = max_of_span(ws.copies.data() + s * kSampleBlock, row.length(ws.edited[s]));
+    ws.copy_max[s] = block_max(ws.copies.data() + s * kSampleBlock, row.length(ws.edited[s]),
+                               ws.copy_lanes.data() + s * simd::kWidth);
   }
   row.slot = ws.slot.data();
   row.copies = ws.copies.data();
   row.copy_max = ws.copy_max.data();
+  row.copy_lanes = ws.copy_lanes.data();
+}
+
+// The draw from a few candidates (probabilities, `total` their sum; top_k <= kSortBelow):
+// sorted once into the sampling order, where top_p and min_p each keep a prefix — the
+// shorter wins — and the draw walks the kept prefix, as mass_search would (it sorts what
+// it is given below kSortBelow) but with one sort instead of one per search.
+int64_t draw_sorted(std::vector<Candidate>& cand, double total, float top_p, float min_p, double u) {
+  if (!std::is_sorted(cand.begin(), cand.end(), ahead)) {  // top_k_select sorts, exp may tie
+    rank_sort(cand.data(), static_cast<int64_t>(cand.size()), static_cast<int64_t>(cand.size()));
+  }
+  const double target = static_cast<double>(top_p) * total;
+  const bool by_mass = top_p < 1.0f;
+  size_t kept = 0;
+  double mass = 0.0;
+  while (kept < cand.size() && cand[kept].value > 0.0f && cand[kept].value >= min_p) {
+    mass += cand[kept++].value;
+    if (by_mass && mass >= target) break;
+  }
+  // u in [0, 1): the first token whose cumulative mass exceeds u * mass (the last kept one
+  // when rounding keeps the sum under it).
+  double before = 0.0;
+  for (size_t i = 0; i < kept; ++i) {
+    before += cand[i].value;
+    if (before > u * mass) return cand[i].id;
+  }
+  return cand[kept - 1].id;
 }
 
 // The draw for temperature > 0 over `row`, the logits after bias and penalties.
@@ -262,6 +301,7 @@ int64_t draw(const SampleParams& p, int64_t r, const RowView& row, Workspace& ws
     for (int64_t i = 0; i < m; ++i) ws.values[i] = ws.cand[i].value;
     total = exp_scaled(ws.values.data(), ws.values.data(), m, max, temperature);
     for (int64_t i = 0; i < m; ++i) ws.cand[i].value = ws.values[i];
+    if (m <= kSortBelow) return draw_sorted(ws.cand, total, top_p, min_p, u);
     cand = ws.cand.data();
   } else {
     const float max = row.max();
@@ -307,13 +347,14 @@ void sample_row(const SampleParams& p, int64_t r, Workspace& ws) {
   const int64_t vocab = p.vocab, blocks = (vocab + kSampleBlock - 1) / kSampleBlock;
   const float* raw = p.logits + r * vocab;
   ws.block_max.resize(blocks);
+  ws.lane_max.resize(blocks * simd::kWidth);
   forget_edits(ws, blocks);
-  const RowStats stats = scan_row(raw, vocab, ws.block_max.data());
+  const RowStats stats = scan_row(raw, vocab, ws.block_max.data(), ws.lane_max.data());
   if (stats.nan) row_error(r, "has NaN");
   if (stats.max == kInf) row_error(r, "has +inf");
   if (stats.max == -kInf) row_error(r, "is all -inf");
 
-  const RowView raw_row{raw, vocab, blocks, ws.block_max.data()};
+  const RowView raw_row{raw, vocab, blocks, ws.block_max.data(), ws.lane_max.data()};
   RowView row = raw_row;
   bias_and_penalties(p, r, ws, row);
   int64_t token;
@@ -330,7 +371,7 @@ void sample_row(const SampleParams& p, int64_t r, Workspace& ws) {
   const int n = p.num_logprobs;
   if (n > 0) {
     top_k_select(raw_row, n, ws.scratch, ws.cand);
-    std::sort(ws.cand.begin(), ws.cand.end(), ahead);
+    rank_sort(ws.cand.data(), static_cast<int64_t>(ws.cand.size()), static_cast<int64_t>(ws.cand.size()));
     for (int j = 0; j < n; ++j) {
       // Fewer than n finite logits: the rest are -inf tokens, lowest ids first.
       const bool have = j < static_cast<int>(ws.cand.size());

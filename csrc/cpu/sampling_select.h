@@ -36,21 +36,102 @@ inline bool ahead(const Candidate& a, const Candidate& b) {
   return a.value > b.value || (a.value == b.value && a.id < b.id);
 }
 
+// How many of values[0, padded) reach x (padded: a multiple of kWidth).
+inline int64_t count_reaching(const float* values, int64_t padded, float x) {
+  const simd::F t = simd::set1(x);
+  int64_t count = 0;
+  for (int64_t i = 0; i < padded; i += simd::kWidth) count += __builtin_popcount(simd::mask_ge(simd::load(values + i), t));
+  return count;
+}
+
+// A value that at least k of values[0, padded) reach, near the k-th largest: 12 halvings
+// of [lo, hi], lo reached by at least k, each a vector count (no branch on single values;
+// nth_element mispredicted its way to 4 µs a row on 393 block maxima).
+inline float reached_by_k(const float* values, int64_t padded, int64_t k, float lo, float hi) {
+  for (int i = 0; i < 12; ++i) {
+    const float mid = lo + (hi - lo) / 2;
+    (count_reaching(values, padded, mid) >= k ? lo : hi) = mid;
+  }
+  return lo;
+}
+
+// Sorts n <= kRankBelow candidates into the sampling order and keeps the first `keep`
+// (<= n), without comparisons that branch on the values: a candidate's place is a vector
+// count of the values at or above its own (std::sort and nth_element mispredicted their
+// way to ~1.5 µs a row over the ~100 candidates of real text's logits). Equal values share
+// a count, so a place below `keep` stays empty: then std::sort decides the ties.
+constexpr int64_t kRankBelow = 256;
+inline void rank_sort(Candidate* cand, int64_t n, int64_t keep) {
+  alignas(64) float values[kRankBelow + simd::kWidth];
+  auto pack = [&] {  // the values, padded below every candidate (never -inf)
+    for (int64_t i = 0; i < n; ++i) values[i] = cand[i].value;
+    const int64_t padded = (n + simd::kWidth - 1) / simd::kWidth * simd::kWidth;
+    std::fill(values + n, values + padded, -kInf);
+    return padded;
+  };
+  int64_t padded = pack();
+  if (keep < n) {
+    // The ranking costs n^2: first drop, without a branch, those under a value that `keep`
+    // of them reach (at vocab 4096, ~120 candidates left by the stream become ~55).
+    float lo = kInf, hi = -kInf;
+    for (int64_t i = 0; i < n; ++i) {
+      lo = std::min(lo, values[i]);
+      hi = std::max(hi, values[i]);
+    }
+    const float bound = reached_by_k(values, padded, keep, lo, hi);
+    int64_t kept = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      cand[kept] = cand[i];
+      kept += cand[i].value >= bound ? 1 : 0;
+    }
+    n = kept;
+    padded = pack();
+  }
+  Candidate sorted[kRankBelow];
+  bool taken[kRankBelow] = {};
+  int64_t filled = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const simd::F x = simd::set1(values[i]);
+    int64_t place = -1;
+    for (int64_t j = 0; j < padded; j += simd::kWidth) {
+      place += __builtin_popcount(simd::mask_ge(simd::load(values + j), x));
+    }
+    if (place < keep) {
+      filled += taken[place] ? 0 : 1;
+      taken[place] = true;
+      sorted[place] = cand[i];
+    }
+  }
+  if (filled == keep) {
+    std::copy_n(sorted, keep, cand);
+  } else {
+    std::sort(cand, cand + n, ahead);
+  }
+}
+
 // A row of n logits as blocks of kSampleBlock: the raw logits, except the blocks that
 // bias or penalties touched, which live in edited copies (a touched token costs a copy
-// of its block, not of the row). Every block comes with its maximum.
+// of its block, not of the row). Every block comes with its maximum and its kWidth lane
+// maxima: lane j's is the maximum of the block's tokens j, j + kWidth, j + 2 kWidth, ...
+// (the tokens of a partial last vector belong to no lane), so a row has kWidth times more
+// disjoint parts with a known maximum than it has blocks, at no extra read.
 struct RowView {
   const float* raw;
   int64_t n;
   int64_t blocks;
-  const float* raw_max;             // (blocks) the raw blocks' maxima
-  const int32_t* slot = nullptr;    // (blocks) -1, or the block's index among the copies; null: none
-  const float* copies = nullptr;    // kSampleBlock floats per copy
-  const float* copy_max = nullptr;  // their maxima
+  const float* raw_max;              // (blocks) the raw blocks' maxima
+  const float* raw_lanes;            // (blocks, kWidth) their lane maxima
+  const int32_t* slot = nullptr;     // (blocks) -1, or the block's index among the copies; null: none
+  const float* copies = nullptr;     // kSampleBlock floats per copy
+  const float* copy_max = nullptr;   // their maxima
+  const float* copy_lanes = nullptr;  // their lane maxima
 
   bool edited(int64_t b) const { return slot != nullptr && slot[b] >= 0; }
   const float* block(int64_t b) const { return edited(b) ? copies + slot[b] * kSampleBlock : raw + b * kSampleBlock; }
   float max_of(int64_t b) const { return edited(b) ? copy_max[slot[b]] : raw_max[b]; }
+  const float* lanes_of(int64_t b) const {
+    return edited(b) ? copy_lanes + slot[b] * simd::kWidth : raw_lanes + b * simd::kWidth;
+  }
   int64_t length(int64_t b) const { return std::min(kSampleBlock, n - b * kSampleBlock); }
   float max() const {
     float m = -kInf;
@@ -59,11 +140,12 @@ struct RowView {
   }
 };
 
-// Max of x[0, n), n >= 1, NaN-free.
-inline float max_of_span(const float* x, int64_t n) {
+// The maximum of block x[0, n), n >= 1, NaN-free; its lane maxima (see RowView) into lanes.
+inline float block_max(const float* x, int64_t n, float* lanes) {
   simd::F m = simd::set1(-kInf);
   int64_t i = 0;
   for (; i + simd::kWidth <= n; i += simd::kWidth) m = simd::max(m, simd::load(x + i));
+  simd::store(lanes, m);
   float result = simd::reduce_max(m);
   for (; i < n; ++i) result = std::max(result, x[i]);
   return result;
@@ -90,65 +172,41 @@ inline int64_t argmax(const RowView& row, float max) {
   return b * kSampleBlock + first_index_of(row.block(b), row.length(b), max);
 }
 
-// The maximum of tokens [first, end) of the row, end > first.
-inline float range_max(const RowView& row, int64_t first, int64_t end) {
-  float result = -kInf;
-  for (int64_t b = first / kSampleBlock; b * kSampleBlock < end; ++b) {
-    const int64_t lo = std::max(first - b * kSampleBlock, int64_t{0});
-    const int64_t hi = std::min(end - b * kSampleBlock, row.length(b));
-    result = std::max(result, max_of_span(row.block(b) + lo, hi - lo));
-  }
-  return result;
-}
-
-// A value <= the k-th largest logit of the row, from k disjoint parts of it: the smallest
-// of their maxima, which are k distinct tokens. With k blocks or more, one that at least
-// k block maxima reach, found by 12 halvings between the smallest and the largest finite
-// block maximum, each a vector count of the maxima that reach the midpoint (nth_element
-// on the maxima mispredicted its way to 4 µs a row). With fewer blocks (a small vocab),
-// the row cut into k segments, read once more; -inf when those would be shorter than two
-// vectors (then it filters too little to pay) or fewer than k parts have a finite maximum.
+// A value <= the k-th largest logit of the row, from k disjoint parts of it: one that at
+// least k part maxima reach, which are k distinct tokens. The parts are the blocks when
+// there are k of them, else (a small vocab: 32 blocks at 4096) their lanes, which bound
+// the k-th logit far tighter than k segments would (at vocab 4096, 82 tokens pass instead
+// of 311), without another read. The value: reached_by_k between the smallest and the
+// largest finite part maximum. -inf when fewer than k parts have a finite maximum.
 inline float kth_lower_bound(const RowView& row, int64_t k, std::vector<float>& maxima) {
-  if (row.blocks < k) {
-    const int64_t segment = row.n / k;
-    if (segment < 2 * simd::kWidth) return -kInf;
-    float bound = kInf;
-    for (int64_t s = 0; s < k; ++s) {
-      bound = std::min(bound, range_max(row, s * segment, s == k - 1 ? row.n : (s + 1) * segment));
-    }
-    return bound;
-  }
-  const int64_t padded = (row.blocks + simd::kWidth - 1) / simd::kWidth * simd::kWidth;
-  maxima.assign(padded, -kInf);
-  float lo = kInf, hi = -kInf;
+  const bool by_block = row.blocks >= k;
+  const int64_t parts = by_block ? (row.blocks + simd::kWidth - 1) / simd::kWidth * simd::kWidth
+                                 : row.blocks * simd::kWidth;
+  if (parts < k) return -kInf;
+  maxima.assign(parts, -kInf);
   for (int64_t b = 0; b < row.blocks; ++b) {
-    maxima[b] = row.max_of(b);
-    if (maxima[b] > -kInf) lo = std::min(lo, maxima[b]);
-    hi = std::max(hi, maxima[b]);
-  }
-  auto reaching = [&](float x) {
-    const simd::F t = simd::set1(x);
-    int64_t count = 0;
-    for (int64_t b = 0; b < padded; b += simd::kWidth) {
-      count += __builtin_popcount(simd::mask_ge(simd::load(&maxima[b]), t));
+    if (by_block) {
+      maxima[b] = row.max_of(b);
+    } else {
+      std::copy_n(row.lanes_of(b), simd::kWidth, maxima.data() + b * simd::kWidth);
     }
-    return count;
-  };
-  if (hi == -kInf || reaching(lo) < k) return -kInf;
-  for (int i = 0; i < 12; ++i) {  // reaching(lo) >= k throughout
-    const float mid = lo + (hi - lo) / 2;
-    (reaching(mid) >= k ? lo : hi) = mid;
   }
-  return lo;
+  float lo = kInf, hi = -kInf;
+  for (const float m : maxima) {
+    if (m > -kInf) lo = std::min(lo, m);
+    hi = std::max(hi, m);
+  }
+  if (hi == -kInf || count_reaching(maxima.data(), parts, lo) < k) return -kInf;
+  return reached_by_k(maxima.data(), parts, k, lo, hi);
 }
 
-// The k first tokens of the row in the sampling order, unordered, into out (fewer when
-// fewer than k are > -inf). Streaming: a token enters the buffer only at or above the
-// current threshold, first kth_lower_bound (for random logits about 50 of 393 blocks at
-// vocab 50257 reach it: the others are skipped unread), then the k-th best value so far;
-// when the buffer fills, nth_element cuts it back to k and raises the threshold. Later
-// tokens have higher ids, so from then on one equal to the threshold loses the tie: the
-// test becomes strict.
+// The k first tokens of the row in the sampling order into out (fewer when fewer than k
+// are > -inf), sorted when the stream left at most kRankBelow, else unordered. Streaming:
+// a token enters the buffer only at or above the current threshold, first kth_lower_bound
+// (for random logits about 50 of 393 blocks at vocab 50257 reach it: the others are
+// skipped unread), then the k-th best value so far; when the buffer fills, nth_element
+// cuts it back to k and raises the threshold. Later tokens have higher ids, so from then
+// on one equal to the threshold loses the tie: the test becomes strict.
 inline void top_k_select(const RowView& row, int64_t k, std::vector<float>& scratch, std::vector<Candidate>& out) {
   const int64_t capacity = std::max<int64_t>(2 * k, k + 512);
   out.resize(capacity);
@@ -182,11 +240,12 @@ inline void top_k_select(const RowView& row, int64_t k, std::vector<float>& scra
     }
     for (; i < n; ++i) offer(x[i], first + i);
   }
-  if (count > k) {
+  if (count <= kRankBelow) {
+    rank_sort(out.data(), count, std::min(count, k));
+  } else if (count > k) {
     std::nth_element(out.begin(), out.begin() + (k - 1), out.begin() + count, ahead);
-    count = k;
   }
-  out.resize(count);
+  out.resize(std::min(count, k));
 }
 
 // Where the cumulative mass of the candidates, taken in the sampling order (descending
