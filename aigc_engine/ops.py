@@ -135,13 +135,11 @@ class Sampler:
             _per_row(top_k, batch, np.int32), _per_row(top_p, batch, np.float32), _per_row(min_p, batch, np.float32),
             _per_row(repetition_penalty, batch, np.float32), _per_row(presence_penalty, batch, np.float32),
             _per_row(frequency_penalty, batch, np.float32), prompt_lens, bias_ids, bias_values, bias_offsets, n)
-        self._result = SampleResult(np.empty(batch, np.int64), np.empty(batch, np.float32),
-                                    np.empty((batch, max(n, 0)), np.int64), np.empty((batch, max(n, 0)), np.float32))
+        self._result = SampleResult(*self._native.outputs)
 
     def __call__(self, logits: np.ndarray, steps: np.ndarray, history: np.ndarray | None = None,
                  history_offsets: np.ndarray | None = None) -> SampleResult:
-        batch = self._result.tokens.shape[0]
-        self._native.sample(logits, _per_row(steps, batch, np.uint64), history, history_offsets, *self._result)
+        self._native.sample(logits, _per_row(steps, len(self._result.tokens), np.uint64), history, history_offsets)
         return self._result
 
 

@@ -1,8 +1,10 @@
 // pybind11 binding of the sampler (aigc/sampling.h): a Sampler is prepared once for a
 // batch of rows — every per-row parameter checked, with messages that name the argument
 // and the row, and copied — and then samples step after step, each call checking only
-// the logits, the steps and the history. No math. Outputs are allocated by the caller
-// (aigc_engine/ops.py); the GIL is released around the kernel.
+// the logits, the steps and the history. No math. The Sampler owns its output arrays,
+// which every call overwrites (a step's call converts 4 arguments, not 8: at batch 1 the
+// call's cost in a decode step is mostly its fixed part). The GIL is released around the
+// kernel.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -126,10 +128,17 @@ class Sampler {
                             std::to_string(std::min<int64_t>(aigc::kMaxLogprobs, vocab)) + ", got " +
                             std::to_string(num_logprobs));
     }
+    tokens_ = py::array_t<int64_t>(b);
+    logprobs_ = py::array_t<float>(b);
+    top_ids_ = py::array_t<int64_t>({b, py::ssize_t{num_logprobs}});
+    top_logprobs_ = py::array_t<float>({b, py::ssize_t{num_logprobs}});
   }
 
-  void sample(py::array logits, py::array steps, py::object history, py::object history_offsets, py::array tokens,
-              py::array logprobs, py::array top_ids, py::array top_logprobs) const {
+  // (tokens int64 (batch,), logprobs float32 (batch,), top_ids int64 (batch, n),
+  // top_logprobs float32 (batch, n)): the last call's results.
+  py::tuple outputs() const { return py::make_tuple(tokens_, logprobs_, top_ids_, top_logprobs_); }
+
+  void sample(py::array logits, py::array steps, py::object history, py::object history_offsets) {
     aigc::SampleParams p{};
     p.logits = checked_data<float>(logits, "logits", "float32", {"batch", "vocab"}, {-1, -1}, false);
     if (logits.shape(0) != batch_ || logits.shape(1) != vocab_) {
@@ -176,11 +185,10 @@ class Sampler {
       p.bias_offsets = bias_offsets_.data();
     }
     p.num_logprobs = num_logprobs_;
-    p.tokens = checked_data<int64_t>(tokens, "tokens", "int64", {"batch"}, {b}, true);
-    p.logprobs = checked_data<float>(logprobs, "logprobs", "float32", {"batch"}, {b}, true);
-    p.top_ids = checked_data<int64_t>(top_ids, "top_ids", "int64", {"batch", "n"}, {b, num_logprobs_}, true);
-    p.top_logprobs =
-        checked_data<float>(top_logprobs, "top_logprobs", "float32", {"batch", "n"}, {b, num_logprobs_}, true);
+    p.tokens = tokens_.mutable_data();
+    p.logprobs = logprobs_.mutable_data();
+    p.top_ids = top_ids_.mutable_data();
+    p.top_logprobs = top_logprobs_.mutable_data();
     if (b == 0) return;
     py::gil_scoped_release release;
     aigc::sample_cpu(p);
@@ -195,6 +203,8 @@ class Sampler {
   std::vector<int64_t> prompt_lens_;  // empty: none given
   std::vector<int64_t> bias_ids_, bias_offsets_;  // empty: no bias
   std::vector<float> bias_values_;
+  py::array_t<int64_t> tokens_, top_ids_;
+  py::array_t<float> logprobs_, top_logprobs_;
 };
 
 }  // namespace
@@ -208,7 +218,7 @@ void bind_sampling(py::module_& m) {
            py::arg("top_p"), py::arg("min_p"), py::arg("repetition_penalty"), py::arg("presence_penalty"),
            py::arg("frequency_penalty"), py::arg("prompt_lens"), py::arg("bias_ids"), py::arg("bias_values"),
            py::arg("bias_offsets"), py::arg("num_logprobs"))
+      .def_property_readonly("outputs", &Sampler::outputs)
       .def("sample", &Sampler::sample, py::arg("logits"), py::arg("steps"), py::arg("history"),
-           py::arg("history_offsets"), py::arg("tokens"), py::arg("logprobs"), py::arg("top_ids"),
-           py::arg("top_logprobs"));
+           py::arg("history_offsets"));
 }
