@@ -30,14 +30,15 @@ struct Workspace {
   std::vector<float> copy_max;     // their maxima
   std::vector<float> copy_lanes;   // and lane maxima
   std::vector<int64_t> edited;     // which blocks have a copy, in `slot` order
-  std::vector<float> scratch;      // kth_lower_bound's block maxima
+  std::vector<float> scratch;      // kth_lower_bound's part maxima
   std::vector<float> probs;        // (vocab) exp((l - max) / T), top_k off
   std::vector<Candidate> cand;     // top-k survivors
   std::vector<Candidate> kept;     // after top_p / min_p
   std::vector<Candidate> search;   // the mass search's shrinking bucket
   std::vector<float> values;       // candidate values, packed for SIMD exp
-  // The penalties' token counts, indexed by token: a token's entries hold the current row's
-  // counts only when seen[token] == stamp, so no row clears them.
+  // The penalties' token counts, indexed by token (8 bytes a token: 400 KB at vocab 50257):
+  // a token's entries hold the current row's counts only when seen[token] == stamp, so no
+  // row clears them.
   std::vector<uint32_t> seen;      // (vocab)
   std::vector<int32_t> generated;  // (vocab) times generated
   uint32_t stamp = 0;
@@ -54,11 +55,11 @@ Workspace& workspace() {
 }
 
 // One read of the row from memory for its NaN check, the maximum of every block (into
-// block_max, its lane maxima into lane_max) and the raw log-sum-exp: chunks of kChunk floats (4 KiB, in L1) get their
-// block maxima from memory, then, while the next chunk is prefetched, sum from L1
-// 2^(x log2 e - c), c = chunk max * log2 e rounded to float (one fused multiply-add, the
-// error of c corrected once in double); chunks combine in double, rescaled to the
-// running max.
+// block_max, its lane maxima into lane_max) and the raw log-sum-exp: chunks of kChunk
+// floats (4 KiB, in L1) get their block maxima from memory, then, while the next chunk is
+// prefetched, sum from L1 2^(x log2 e - c), c = chunk max * log2 e rounded to float (one
+// fused multiply-add, the error of c corrected once in double); chunks combine in double,
+// rescaled to the running max.
 constexpr int64_t kChunk = 8 * kSampleBlock;
 struct RowStats {
   float max;
@@ -248,7 +249,7 @@ void bias_and_penalties(const SampleParams& p, int64_t r, Workspace& ws, RowView
   row.copy_lanes = ws.copy_lanes.data();
 }
 
-// The draw from a few candidates (probabilities, `total` their sum; top_k <= kSortBelow):
+// The draw from at most kSortBelow candidates (probabilities, `total` their sum):
 // sorted once into the sampling order, where top_p and min_p each keep a prefix — the
 // shorter wins — and the draw walks the kept prefix, as mass_search would (it sorts what
 // it is given below kSortBelow) but with one sort instead of one per search.
