@@ -6,6 +6,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -24,22 +25,36 @@ inline std::string describe(const py::array& a) {
 
 // `dims` names each dimension for the message; `expected` gives a required size or -1.
 template <typename T>
-T* checked_data(const py::array& a, const char* name, const char* dtype_name,
-                const std::vector<const char*>& dims, const std::vector<py::ssize_t>& expected,
-                bool writable) {
+T* checked_data(const py::array& a, const char* name, const char* dtype_name, const char* const* dims,
+                const py::ssize_t* expected, size_t ndim, bool writable) {
   bool ok = a.dtype().is(py::dtype::of<T>()) && (a.flags() & py::array::c_style) &&
-            a.ndim() == static_cast<py::ssize_t>(dims.size());
-  for (size_t d = 0; ok && d < expected.size(); ++d) ok = expected[d] < 0 || a.shape(d) == expected[d];
+            a.ndim() == static_cast<py::ssize_t>(ndim);
+  for (size_t d = 0; ok && d < ndim; ++d) ok = expected[d] < 0 || a.shape(d) == expected[d];
   if (!ok) {
     std::string want = std::string(name) + ": expected C-contiguous " + dtype_name + " (";
-    for (size_t d = 0; d < dims.size(); ++d) {
+    for (size_t d = 0; d < ndim; ++d) {
       want += (d ? ", " : "") + (expected[d] < 0 ? std::string(dims[d]) : std::to_string(expected[d]));
     }
-    want += dims.size() == 1 ? ",)" : ")";
+    want += ndim == 1 ? ",)" : ")";
     throw py::value_error(want + ", got " + describe(a));
   }
   if (writable && !a.writeable()) throw py::value_error(std::string(name) + ": array is read-only");
   return static_cast<T*>(const_cast<void*>(a.data()));
+}
+
+// The form the per-call checks use: brace lists, no allocation (the sampler checks its
+// arrays every decode step).
+template <typename T>
+T* checked_data(const py::array& a, const char* name, const char* dtype_name,
+                std::initializer_list<const char*> dims, std::initializer_list<py::ssize_t> expected,
+                bool writable) {
+  return checked_data<T>(a, name, dtype_name, dims.begin(), expected.begin(), dims.size(), writable);
+}
+
+template <typename T>
+T* checked_data(const py::array& a, const char* name, const char* dtype_name, const std::vector<const char*>& dims,
+                const std::vector<py::ssize_t>& expected, bool writable) {
+  return checked_data<T>(a, name, dtype_name, dims.data(), expected.data(), dims.size(), writable);
 }
 
 }  // namespace aigc::python
