@@ -139,7 +139,8 @@ class Sampler:
 
     def __call__(self, logits: np.ndarray, steps: np.ndarray, history: np.ndarray | None = None,
                  history_offsets: np.ndarray | None = None) -> SampleResult:
-        self._native.sample(logits, _per_row(steps, len(self._result.tokens), np.uint64), history, history_offsets)
+        """``steps`` uint64 (batch,); the rest as in `sample`."""
+        self._native.sample(logits, steps, history, history_offsets)
         return self._result
 
 
@@ -185,7 +186,7 @@ def sample(logits: np.ndarray, *, seeds: np.ndarray, steps: np.ndarray, temperat
                       repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
                       frequency_penalty=frequency_penalty, prompt_lens=prompt_lens, logit_bias=logit_bias,
                       num_logprobs=num_logprobs)
-    return sampler(logits, steps, history, history_offsets)
+    return sampler(logits, _per_row(steps, batch, np.uint64), history, history_offsets)
 
 
 def to_bf16(x: np.ndarray) -> np.ndarray:
