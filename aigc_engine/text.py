@@ -15,6 +15,7 @@ callers use aigc_engine.engine.Engine, which shares one batch among them.
 from __future__ import annotations
 
 import secrets
+import weakref
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -57,7 +58,8 @@ class TextGenerator:
         self.max_batch_size = max_batch_size
         self.tokenizer = TextTokenizer.from_json(artifact.tokenizer_json, str(artifact.path))
         self.eos_token_id = artifact.config["eos_token_id"]
-        self._sampler_cache: tuple[list[Request], tuple[ops.Sampler, bool] | None] = ([], None)
+        # The batch's requests held weakly: a finished one is not kept alive while the generator idles.
+        self._sampler_cache: tuple[list[weakref.ref[Request]], tuple[ops.Sampler, bool] | None] = ([], None)
         if backend == "native":
             self._model = NativeGpt(artifact, dtype, kv_cache_mb)
             self.scheduler = Scheduler(self._model, self._sample_into, max_batch_size)
@@ -227,7 +229,7 @@ class TextGenerator:
         batch's requests change (at batch 32, building the parameter arrays every step cost
         as much as the sampling)."""
         cached_requests, cached = self._sampler_cache
-        if len(cached_requests) == len(requests) and all(a is b for a, b in zip(cached_requests, requests)):
+        if len(cached_requests) == len(requests) and all(a() is b for a, b in zip(cached_requests, requests)):
             return cached
         params = [r.params for r in requests]
         bias = None
@@ -248,5 +250,5 @@ class TextGenerator:
             frequency_penalty=np.array([p.frequency_penalty for p in params], np.float32),
             prompt_lens=np.array([len(r.prompt_ids) for r in requests], np.int64) if penalised else None,
             logit_bias=bias, num_logprobs=max((p.logprobs or 0) for p in params))
-        self._sampler_cache = (list(requests), (sampler, penalised))
+        self._sampler_cache = ([weakref.ref(r) for r in requests], (sampler, penalised))
         return sampler, penalised

@@ -2,12 +2,15 @@
 equal a plain torch loop, seeded sampling does not depend on the batch, streaming is the
 same text in UTF-8-safe pieces, logprobs are the model's, and bad prompts fail alone."""
 
+import gc
+
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from aigc_engine import AigcError, ModelFileError, SamplingParams, TextGenerator  # noqa: E402
+from aigc_engine.request import Request  # noqa: E402
 from text_fixtures import export_tiny, torch_greedy, torch_logits  # noqa: E402
 
 torch.set_num_threads(1)
@@ -58,6 +61,17 @@ def test_native_seeded_sampling_survives_preemption(tiny):
     assert [c.token_ids for c in tight.generate(PROMPTS, params)] == expected
     assert tight.scheduler.preemptions > 0
     assert tight.scheduler.backend.cache.free_blocks == tight.scheduler.backend.cache.num_blocks
+
+
+@pytest.mark.parametrize("family, backend", CASES)
+def test_finished_requests_are_not_kept_alive(tiny, family, backend):
+    """The generator keeps the sampler it prepared for the last batch, but not that batch's
+    requests (histories, detokenizers) once the call has returned."""
+    generator = load(tiny, family, backend)
+    prompts = ["kept alive? one", "kept alive? two"]  # found among the live objects by these
+    generator.generate(prompts, SamplingParams(max_new_tokens=4, repetition_penalty=1.2))
+    gc.collect()
+    assert not [o for o in gc.get_objects() if isinstance(o, Request) and o.completion.prompt in prompts]
 
 
 @pytest.mark.parametrize("family, backend", CASES)
