@@ -254,9 +254,7 @@ void bias_and_penalties(const SampleParams& p, int64_t r, Workspace& ws, RowView
 // shorter wins — and the draw walks the kept prefix, as mass_search would (it sorts what
 // it is given below kSortBelow) but with one sort instead of one per search.
 int64_t draw_sorted(std::vector<Candidate>& cand, double total, float top_p, float min_p, double u) {
-  if (!std::is_sorted(cand.begin(), cand.end(), ahead)) {  // top_k_select sorts, exp may tie
-    rank_sort(cand.data(), static_cast<int64_t>(cand.size()), static_cast<int64_t>(cand.size()));
-  }
+  in_sampling_order(cand);  // exp may tie two logits
   const double target = static_cast<double>(top_p) * total;
   const bool by_mass = top_p < 1.0f;
   size_t kept = 0;
@@ -369,7 +367,7 @@ void sample_row(const SampleParams& p, int64_t r, Workspace& ws) {
   const int n = p.num_logprobs;
   if (n > 0) {
     top_k_select(raw_row, n, ws.scratch, ws.cand);
-    rank_sort(ws.cand.data(), static_cast<int64_t>(ws.cand.size()), static_cast<int64_t>(ws.cand.size()));
+    in_sampling_order(ws.cand);
     for (int j = 0; j < n; ++j) {
       // Fewer than n finite logits: the rest are -inf tokens, lowest ids first.
       const bool have = j < static_cast<int>(ws.cand.size());

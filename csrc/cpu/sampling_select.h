@@ -47,10 +47,17 @@ inline int64_t count_reaching(const float* values, int64_t padded, float x) {
 }
 
 // A value that at least k of values[0, padded) reach, near the k-th largest: 12 halvings
-// of [lo, hi], lo reached by at least k, each a vector count (no branch on single values;
-// nth_element mispredicted its way to 4 µs a row on 393 block maxima).
-inline float reached_by_k(const float* values, int64_t padded, int64_t k, float lo, float hi) {
-  for (int i = 0; i < 12; ++i) {
+// between the smallest and the largest finite value, each a vector count (no branch on
+// single values; nth_element mispredicted its way to 4 µs a row on 393 block maxima).
+// -inf when fewer than k values are finite (-inf pads and marks empty parts).
+inline float reached_by_k(const float* values, int64_t padded, int64_t k) {
+  float lo = kInf, hi = -kInf;
+  for (int64_t i = 0; i < padded; ++i) {
+    if (values[i] > -kInf) lo = std::min(lo, values[i]);
+    hi = std::max(hi, values[i]);
+  }
+  if (hi == -kInf || count_reaching(values, padded, lo) < k) return -kInf;
+  for (int i = 0; i < 12; ++i) {  // lo is reached by at least k throughout
     const float mid = lo + (hi - lo) / 2;
     (count_reaching(values, padded, mid) >= k ? lo : hi) = mid;
   }
@@ -75,12 +82,7 @@ inline void rank_sort(Candidate* cand, int64_t n, int64_t keep) {
   if (keep < n) {
     // The ranking costs n^2: first drop, without a branch, those under a value that `keep`
     // of them reach (at vocab 4096 the stream leaves ~70-130 for top_k 50).
-    float lo = kInf, hi = -kInf;
-    for (int64_t i = 0; i < n; ++i) {
-      lo = std::min(lo, values[i]);
-      hi = std::max(hi, values[i]);
-    }
-    const float bound = reached_by_k(values, padded, keep, lo, hi);
+    const float bound = reached_by_k(values, padded, keep);
     int64_t kept = 0;
     for (int64_t i = 0; i < n; ++i) {
       cand[kept] = cand[i];
@@ -108,6 +110,14 @@ inline void rank_sort(Candidate* cand, int64_t n, int64_t keep) {
     std::copy_n(sorted, keep, cand);
   } else {
     std::sort(cand, cand + n, ahead);
+  }
+}
+
+// At most kRankBelow candidates put in the sampling order, if they are not in it already
+// (top_k_select leaves them sorted but for the rare long stream).
+inline void in_sampling_order(std::vector<Candidate>& cand) {
+  if (!std::is_sorted(cand.begin(), cand.end(), ahead)) {
+    rank_sort(cand.data(), static_cast<int64_t>(cand.size()), static_cast<int64_t>(cand.size()));
   }
 }
 
@@ -178,8 +188,8 @@ inline int64_t argmax(const RowView& row, float max) {
 // least k part maxima reach, which are k distinct tokens. The parts are the blocks when
 // there are k of them, else (a small vocab: 32 blocks at 4096) their lanes, which bound
 // the k-th logit far tighter than k segments would (on a row of pycode-gpt's logits, 82
-// tokens pass for k 50 instead of 311), without another read. The value: reached_by_k between the smallest and the
-// largest finite part maximum. -inf when fewer than k parts have a finite maximum.
+// tokens pass for k 50 instead of 311), without another read. The value: reached_by_k of
+// the part maxima; -inf when fewer than k parts have a finite maximum.
 inline float kth_lower_bound(const RowView& row, int64_t k, std::vector<float>& maxima) {
   const bool by_block = row.blocks >= k;
   const int64_t parts = by_block ? (row.blocks + simd::kWidth - 1) / simd::kWidth * simd::kWidth
@@ -193,13 +203,7 @@ inline float kth_lower_bound(const RowView& row, int64_t k, std::vector<float>& 
       std::copy_n(row.lanes_of(b), simd::kWidth, maxima.data() + b * simd::kWidth);
     }
   }
-  float lo = kInf, hi = -kInf;
-  for (const float m : maxima) {
-    if (m > -kInf) lo = std::min(lo, m);
-    hi = std::max(hi, m);
-  }
-  if (hi == -kInf || count_reaching(maxima.data(), parts, lo) < k) return -kInf;
-  return reached_by_k(maxima.data(), parts, k, lo, hi);
+  return reached_by_k(maxima.data(), parts, k);
 }
 
 // The k first tokens of the row in the sampling order into out (fewer when fewer than k
