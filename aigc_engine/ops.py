@@ -110,21 +110,30 @@ def _per_row(value, batch: int, dtype) -> np.ndarray:
 
 class Sampler:
     """The batched sampler prepared for a batch of rows (see `sample` for what it computes):
-    every per-row parameter is checked and copied once, then each call — one per decode
-    step — checks only the logits, the steps and the history. The arrays it returns are
-    its own, overwritten by the next call.
+    every per-row parameter is checked and copied once and each row's history counted, then
+    each call — one per decode step — checks only the logits and the steps, and adds each
+    row's sampled token to its history as a generated one (the next call's penalties count
+    it). The arrays it returns are its own, overwritten by the next call.
 
     ``batch`` rows of ``vocab`` logits; the keyword arguments are `sample`'s, less the
-    per-step ``logits``, ``steps``, ``history`` and ``history_offsets``.
+    per-step ``logits`` and ``steps``; ``logprobs=False`` leaves the returned ``logprobs`` NaN
+    and saves the log-sum-exp over each row's raw logits (unless ``num_logprobs`` > 0);
+    ``overwrite_logits=True`` hands every call's logits over as scratch (they must be
+    writable): with no log-probabilities asked for, bias and penalties then edit them in
+    place rather than in copies.
     """
 
     def __init__(self, batch: int, vocab: int, *, seeds: np.ndarray, temperature: np.ndarray, top_k: np.ndarray,
                  top_p: np.ndarray, min_p: np.ndarray, repetition_penalty: np.ndarray,
-                 presence_penalty: np.ndarray, frequency_penalty: np.ndarray, prompt_lens: np.ndarray | None = None,
-                 logit_bias: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, num_logprobs: int = 0):
+                 presence_penalty: np.ndarray, frequency_penalty: np.ndarray, history: np.ndarray | None = None,
+                 history_offsets: np.ndarray | None = None, prompt_lens: np.ndarray | None = None,
+                 logit_bias: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, num_logprobs: int = 0,
+                 logprobs: bool = True, overwrite_logits: bool = False):
         if isinstance(num_logprobs, bool) or not isinstance(num_logprobs, (int, np.integer)):
             raise AigcError(f"num_logprobs: expected an integer 0..{_C.max_logprobs}, got {num_logprobs!r}")
-        n = int(num_logprobs)
+        for name, flag in (("logprobs", logprobs), ("overwrite_logits", overwrite_logits)):
+            if not isinstance(flag, bool):
+                raise AigcError(f"{name}: expected True or False, got {flag!r}")
         bias_ids, bias_values, bias_offsets = None, None, None
         if logit_bias is not None:
             if not isinstance(logit_bias, tuple) or len(logit_bias) != 3:
@@ -134,13 +143,13 @@ class Sampler:
             batch, vocab, _per_row(seeds, batch, np.uint64), _per_row(temperature, batch, np.float32),
             _per_row(top_k, batch, np.int32), _per_row(top_p, batch, np.float32), _per_row(min_p, batch, np.float32),
             _per_row(repetition_penalty, batch, np.float32), _per_row(presence_penalty, batch, np.float32),
-            _per_row(frequency_penalty, batch, np.float32), prompt_lens, bias_ids, bias_values, bias_offsets, n)
+            _per_row(frequency_penalty, batch, np.float32), history, history_offsets, prompt_lens, bias_ids,
+            bias_values, bias_offsets, int(num_logprobs), logprobs, overwrite_logits)
         self._result = SampleResult(*self._native.outputs)
 
-    def __call__(self, logits: np.ndarray, steps: np.ndarray, history: np.ndarray | None = None,
-                 history_offsets: np.ndarray | None = None) -> SampleResult:
-        """``steps`` uint64 (batch,); the rest as in `sample`."""
-        self._native.sample(logits, steps, history, history_offsets)
+    def __call__(self, logits: np.ndarray, steps: np.ndarray) -> SampleResult:
+        """``logits`` as in `sample`, ``steps`` uint64 (batch,)."""
+        self._native.sample(logits, steps)
         return self._result
 
 
@@ -184,9 +193,9 @@ def sample(logits: np.ndarray, *, seeds: np.ndarray, steps: np.ndarray, temperat
     batch, vocab = logits.shape  # a wrong dtype or layout gets the extension's message
     sampler = Sampler(batch, vocab, seeds=seeds, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                       repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
-                      frequency_penalty=frequency_penalty, prompt_lens=prompt_lens, logit_bias=logit_bias,
-                      num_logprobs=num_logprobs)
-    return sampler(logits, _per_row(steps, batch, np.uint64), history, history_offsets)
+                      frequency_penalty=frequency_penalty, history=history, history_offsets=history_offsets,
+                      prompt_lens=prompt_lens, logit_bias=logit_bias, num_logprobs=num_logprobs)
+    return sampler(logits, _per_row(steps, batch, np.uint64))
 
 
 def to_bf16(x: np.ndarray) -> np.ndarray:

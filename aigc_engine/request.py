@@ -21,10 +21,6 @@ class Request:
         self.params = params
         self.seed = seed
         self.generated: list[int] = []
-        # Prompt then generated tokens as one array, filled as tokens come: the penalties
-        # read it every step, and rebuilding it from the lists cost more than sampling.
-        self._history = np.zeros(len(prompt_ids) + params.max_new_tokens, np.int64)
-        self._history[:len(prompt_ids)] = prompt_ids
         self._tokenizer = tokenizer
         self._eos = None if params.ignore_eos else eos_token_id
         self._detokenizer = IncrementalDetokenizer(tokenizer)
@@ -41,12 +37,11 @@ class Request:
         return self.generated[-1]
 
     def history(self) -> np.ndarray:
-        """Prompt then generated tokens, for the penalties (a view: read it before the next token)."""
-        return self._history[:len(self.prompt_ids) + len(self.generated)]
+        """Prompt then generated tokens, int64, for the penalties."""
+        return np.array(self.prompt_ids + self.generated, np.int64)
 
     def accept(self, token: int, logprob: float, top_ids: np.ndarray, top_logprobs: np.ndarray) -> None:
         """Add the sampled token and decide whether the request has finished."""
-        self._history[len(self.prompt_ids) + len(self.generated)] = token
         self.generated.append(token)
         if self.completion.logprobs is not None:
             n = self.params.logprobs

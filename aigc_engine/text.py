@@ -59,7 +59,7 @@ class TextGenerator:
         self.tokenizer = TextTokenizer.from_json(artifact.tokenizer_json, str(artifact.path))
         self.eos_token_id = artifact.config["eos_token_id"]
         # The batch's requests held weakly: a finished one is not kept alive while the generator idles.
-        self._sampler_cache: tuple[list[weakref.ref[Request]], tuple[ops.Sampler, bool] | None] = ([], None)
+        self._sampler_cache: tuple[list[weakref.ref[Request]], ops.Sampler | None] = ([], None)
         if backend == "native":
             self._model = NativeGpt(artifact, dtype, kv_cache_mb)
             self.scheduler = Scheduler(self._model, self._sample_into, max_batch_size)
@@ -210,35 +210,34 @@ class TextGenerator:
             logits, state = self._model.step(state, np.array([r.last_token for r in active], np.int64))
 
     def _sample_into(self, logits: np.ndarray, requests: list[Request]) -> None:
-        sampler, penalised = self._sampler_for(requests, logits.shape[1])
-        history = offsets = None
-        if penalised:
-            histories = [r.history() for r in requests]
-            history = np.concatenate(histories)
-            offsets = np.zeros(len(requests) + 1, np.int64)
-            np.cumsum([len(h) for h in histories], out=offsets[1:])
+        sampler = self._sampler_for(requests, logits.shape[1])
         steps = np.fromiter((len(r.generated) for r in requests), np.uint64, len(requests))
-        result = sampler(logits, steps, history, offsets)
+        result = sampler(logits, steps)
         for row, request in enumerate(requests):
             request.accept(int(result.tokens[row]), float(result.logprobs[row]),
                            result.top_ids[row], result.top_logprobs[row])
 
-    def _sampler_for(self, requests: list[Request], vocab: int) -> tuple[ops.Sampler, bool]:
-        """The sampler prepared for this batch's requests, and whether any of them has
-        penalties (then each step passes the histories); prepared again only when the
+    def _sampler_for(self, requests: list[Request], vocab: int) -> ops.Sampler:
+        """The sampler prepared for this batch's requests, prepared again only when the
         batch's requests change (at batch 32, building the parameter arrays every step cost
-        as much as the sampling)."""
+        as much as the sampling). It holds the requests' histories for the penalties and
+        adds each token it samples, as accept() does to the request; the logits of a step
+        are scratch once sampled, so it may edit them in place."""
         cached_requests, cached = self._sampler_cache
         if len(cached_requests) == len(requests) and all(a() is b for a, b in zip(cached_requests, requests)):
             return cached
         params = [r.params for r in requests]
-        bias = None
+        bias = history = None
         if any(p.logit_bias for p in params):
             ids = [np.array(list(p.logit_bias), np.int64) for p in params]
             values = [np.array(list(p.logit_bias.values()), np.float32) for p in params]
             bias = (np.concatenate(ids), np.concatenate(values),
                     np.concatenate([[0], np.cumsum([len(i) for i in ids])]).astype(np.int64))
-        penalised = any(p.repetition_penalty != 1 or p.presence_penalty or p.frequency_penalty for p in params)
+        if any(p.repetition_penalty != 1 or p.presence_penalty or p.frequency_penalty for p in params):
+            histories = [r.history() for r in requests]
+            history = dict(history=np.concatenate(histories),
+                           history_offsets=np.concatenate([[0], np.cumsum([len(h) for h in histories])]).astype(np.int64),
+                           prompt_lens=np.array([len(r.prompt_ids) for r in requests], np.int64))
         sampler = ops.Sampler(
             len(requests), vocab, seeds=np.array([r.seed for r in requests], np.uint64),
             temperature=np.array([p.temperature for p in params], np.float32),
@@ -248,7 +247,7 @@ class TextGenerator:
             repetition_penalty=np.array([p.repetition_penalty for p in params], np.float32),
             presence_penalty=np.array([p.presence_penalty for p in params], np.float32),
             frequency_penalty=np.array([p.frequency_penalty for p in params], np.float32),
-            prompt_lens=np.array([len(r.prompt_ids) for r in requests], np.int64) if penalised else None,
-            logit_bias=bias, num_logprobs=max((p.logprobs or 0) for p in params))
-        self._sampler_cache = ([weakref.ref(r) for r in requests], (sampler, penalised))
-        return sampler, penalised
+            **(history or {}), logit_bias=bias, num_logprobs=max((p.logprobs or 0) for p in params),
+            logprobs=any(p.logprobs is not None for p in params), overwrite_logits=True)
+        self._sampler_cache = ([weakref.ref(r) for r in requests], sampler)
+        return sampler

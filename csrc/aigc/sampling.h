@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "aigc/isa.h"
 
@@ -16,6 +17,23 @@ namespace aigc {
 
 constexpr uint64_t kSamplerStream = 0x53414d504c45ull;  // "SAMPLE"; see kLatentStream in rng.h
 constexpr int kMaxLogprobs = 20;
+
+// One row's history as the penalties read it: each distinct token once, in token order
+// (the edits then walk the row's blocks in order), with how many times it was generated
+// (0: in the prompt only). A sampler that runs step after step keeps one per row and adds
+// each token it samples, so a step reads the distinct tokens, not the whole history again.
+class TokenCounts {
+ public:
+  // history[0, n) in [0, vocab), the first prompt_len of them prompt tokens.
+  TokenCounts(const int64_t* history, int64_t n, int64_t prompt_len, int64_t vocab);
+  void add_generated(int32_t token);
+  int64_t size() const { return static_cast<int64_t>(tokens_.size()); }
+  const int32_t* tokens() const { return tokens_.data(); }
+  const int32_t* generated() const { return generated_.data(); }
+
+ private:
+  std::vector<int32_t> tokens_, generated_;
+};
 
 struct SampleParams {
   const float* logits;  // (batch, vocab), finite or -inf
@@ -30,15 +48,17 @@ struct SampleParams {
   const float* repetition_penalty;     // (batch,) > 0, 1 = off
   const float* presence_penalty;       // (batch,) 0 = off
   const float* frequency_penalty;      // (batch,) 0 = off
-  const int64_t* history;              // (total,) ids in [0, vocab); null = no history
-  const int64_t* history_offsets;      // (batch + 1,) CSR, 0 .. total
-  const int64_t* prompt_lens;          // (batch,) prompt tokens at the start of each row's history
+  const TokenCounts* history;          // (batch,) each row's history; null = none
   const int64_t* bias_ids;             // (m,) ids in [0, vocab); null = no bias
   const float* bias_values;            // (m,) finite or -inf (a ban)
   const int64_t* bias_offsets;         // (batch + 1,) CSR, 0 .. m
+  // null, or `logits` itself, handed over as scratch: without log-probabilities to compute
+  // (logprobs null, num_logprobs 0) bias and penalties then edit it in place instead of in
+  // copies of the blocks they touch.
+  float* scratch_logits;
   int num_logprobs;                    // 0 .. kMaxLogprobs, <= vocab
   int64_t* tokens;                     // (batch,) out
-  float* logprobs;                     // (batch,) out
+  float* logprobs;                     // (batch,) out; null = not wanted (saves the raw log-sum-exp)
   int64_t* top_ids;                    // (batch, num_logprobs) out
   float* top_logprobs;                 // (batch, num_logprobs) out
 };

@@ -1,11 +1,12 @@
 // The batched sampler (aigc/sampling.h), one row at a time; compiled once per ISA.
 // logits: (batch, vocab) float32, row r at logits + r * vocab. Per row: one read of the
-// logits from memory (scan_row) for the NaN / +inf check, the raw log-sum-exp and the
-// maximum of every block of kSampleBlock logits; bias and penalties edit copies of the
-// few blocks they touch; then greedy (the block maxima point at the argmax), a streaming
-// top-k that reads only the blocks that can hold a candidate (cpu/sampling_select.h), or,
-// with top_k off, one pass of exp((l - max) / T) and a radix search on the probabilities'
-// bits for the nucleus and the draw. Nothing sorts the vocabulary.
+// logits from memory (scan_row) for the NaN / +inf check, the maximum of every block of
+// kSampleBlock logits and, when log-probabilities are wanted, the raw log-sum-exp; bias
+// and penalties edit copies of the few blocks they touch; then greedy (the block maxima
+// point at the argmax), a streaming top-k that reads only the blocks that can hold a
+// candidate (cpu/sampling_select.h), or, with top_k off, one pass of exp((l - max) / T)
+// and a radix search on the probabilities' bits for the nucleus and the draw. Nothing
+// sorts the vocabulary.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -32,17 +33,11 @@ struct Workspace {
   std::vector<int64_t> edited;     // which blocks have a copy, in `slot` order
   std::vector<float> scratch;      // kth_lower_bound's part maxima
   std::vector<float> probs;        // (vocab) exp((l - max) / T), top_k off
+  std::vector<Candidate> stream;   // top_k_select's buffer
   std::vector<Candidate> cand;     // top-k survivors
   std::vector<Candidate> kept;     // after top_p / min_p
   std::vector<Candidate> search;   // the mass search's shrinking bucket
   std::vector<float> values;       // candidate values, packed for SIMD exp
-  // The penalties' token counts, indexed by token (8 bytes a token: 400 KB at vocab 50257):
-  // a token's entries hold the current row's counts only when seen[token] == stamp, so no
-  // row clears them.
-  std::vector<uint32_t> seen;      // (vocab)
-  std::vector<int32_t> generated;  // (vocab) times generated
-  uint32_t stamp = 0;
-  std::vector<int32_t> distinct;   // the row's history tokens, each once
 };
 
 Workspace& workspace() {
@@ -55,7 +50,8 @@ Workspace& workspace() {
 }
 
 // One read of the row from memory for its NaN check, the maximum of every block (into
-// block_max, its lane maxima into lane_max) and the raw log-sum-exp: chunks of kChunk
+// block_max, its lane maxima into lane_max) and, when asked (with_total; it costs as much
+// as the rest of the scan), the raw log-sum-exp: chunks of kChunk
 // floats (4 KiB, in L1) get their block maxima from memory, then, while the next chunk is
 // prefetched, sum from L1 2^(x log2 e - c), c = chunk max * log2 e rounded to float (one
 // fused multiply-add, the error of c corrected once in double); chunks combine in double,
@@ -63,10 +59,10 @@ Workspace& workspace() {
 constexpr int64_t kChunk = 8 * kSampleBlock;
 struct RowStats {
   float max;
-  double log_total;  // max + log(sum exp(x - max))
+  double log_total;  // max + log(sum exp(x - max)); NaN when not asked for
   bool nan;
 };
-RowStats scan_row(const float* x, int64_t n, float* block_max, float* lane_max) {
+RowStats scan_row(const float* x, int64_t n, bool with_total, float* block_max, float* lane_max) {
   const int64_t kVec = simd::kWidth;
   const float log2e = 1.44269504088896341f;
   float max = -kInf;
@@ -94,7 +90,7 @@ RowStats scan_row(const float* x, int64_t n, float* block_max, float* lane_max) 
       block_max[(c0 + b0) / kSampleBlock] = block;
       chunk_max = std::max(chunk_max, block);
     }
-    if (chunk_max == -kInf || chunk_max == kInf || bad != 0) {
+    if (!with_total || chunk_max == -kInf || chunk_max == kInf || bad != 0) {
       max = std::max(max, chunk_max);  // the caller reports +inf and NaN; -inf adds nothing
       continue;
     }
@@ -123,7 +119,7 @@ RowStats scan_row(const float* x, int64_t n, float* block_max, float* lane_max) 
       total += sum * std::exp(static_cast<double>(chunk_max) - max);
     }
   }
-  return {max, max + std::log(total), bad != 0};
+  return {max, with_total ? max + std::log(total) : std::numeric_limits<double>::quiet_NaN(), bad != 0};
 }
 
 // out[i] = exp((x[i] - shift) / temperature); returns their sum. Lanes accumulate 64
@@ -179,7 +175,7 @@ float& editable(Workspace& ws, const float* raw, int64_t n, int64_t token) {
 }
 
 bool has_penalties(const SampleParams& p, int64_t r) {
-  return p.history != nullptr && p.history_offsets[r + 1] > p.history_offsets[r] &&
+  return p.history != nullptr && p.history[r].size() > 0 &&
          (p.repetition_penalty[r] != 1.0f || p.presence_penalty[r] != 0.0f || p.frequency_penalty[r] != 0.0f);
 }
 bool has_bias(const SampleParams& p, int64_t r) {
@@ -187,56 +183,43 @@ bool has_bias(const SampleParams& p, int64_t r) {
 }
 
 // Applies logit bias, then repetition, frequency and presence penalties (vLLM's order) to
-// the tokens they touch, in copies of their blocks, and gives `row` those copies.
-void bias_and_penalties(const SampleParams& p, int64_t r, Workspace& ws, RowView& row) {
-  const float repetition = p.repetition_penalty[r], presence = p.presence_penalty[r],
-              frequency = p.frequency_penalty[r];
-  const bool penalties = has_penalties(p, r);
-  if (!penalties && !has_bias(p, r)) return;
-  auto check = [&](int64_t token, float x) {
-    if (std::isnan(x) || x == kInf) {
-      row_error(r, "has logit " + std::to_string(x) + " at token " + std::to_string(token) +
-                       " after logit_bias and penalties");
-    }
-  };
+// the logits at(token) gives, check(token, x) on each result.
+template <typename At, typename Check>
+void edit_logits(const SampleParams& p, int64_t r, const At& at, const Check& check) {
   if (has_bias(p, r)) {
     for (int64_t j = p.bias_offsets[r]; j < p.bias_offsets[r + 1]; ++j) {
-      float& x = editable(ws, row.raw, row.n, p.bias_ids[j]);
+      float& x = at(p.bias_ids[j]);
       x += p.bias_values[j];
       check(p.bias_ids[j], x);
     }
   }
-  if (penalties) {
-    // Each distinct token once, with how often it was generated, counted in place by token
-    // (a hash table cost ~1.5 µs a row at 160 tokens in its probes and its walk; sorting the
-    // history ~2 µs at 100).
-    const int64_t begin = p.history_offsets[r], end = p.history_offsets[r + 1];
-    const int64_t prompt_end = begin + (p.prompt_lens != nullptr ? p.prompt_lens[r] : 0);
-    if (static_cast<int64_t>(ws.seen.size()) != row.n || ++ws.stamp == 0) {
-      ws.seen.assign(row.n, 0);
-      ws.generated.resize(row.n);
-      ws.stamp = 1;
-    }
-    ws.distinct.clear();
-    for (int64_t j = begin; j < end; ++j) {
-      const auto token = static_cast<int32_t>(p.history[j]);
-      if (ws.seen[token] != ws.stamp) {
-        ws.seen[token] = ws.stamp;
-        ws.generated[token] = 0;
-        ws.distinct.push_back(token);
-      }
-      ws.generated[token] += j >= prompt_end ? 1 : 0;
-    }
-    for (const int32_t token : ws.distinct) {
-      float& x = editable(ws, row.raw, row.n, token);
+  if (has_penalties(p, r)) {
+    const float repetition = p.repetition_penalty[r], presence = p.presence_penalty[r],
+                frequency = p.frequency_penalty[r];
+    const TokenCounts& history = p.history[r];
+    for (int64_t i = 0; i < history.size(); ++i) {
+      const int32_t token = history.tokens()[i], generated = history.generated()[i];
+      float& x = at(token);
       if (repetition != 1.0f) x = x < 0.0f ? x * repetition : x / repetition;
-      if (ws.generated[token] > 0) {
-        x = x - frequency * static_cast<float>(ws.generated[token]);
-        x = x - presence;
-      }
+      // No branch on whether the token was generated: prompt and generated ones interleave.
+      const float shifted = (x - frequency * static_cast<float>(generated)) - presence;
+      x = generated > 0 ? shifted : x;
       check(token, x);
     }
   }
+}
+
+// Bias and penalties in copies of the blocks they touch, which `row` then reads.
+void edit_copies(const SampleParams& p, int64_t r, Workspace& ws, RowView& row) {
+  if (!has_penalties(p, r) && !has_bias(p, r)) return;
+  edit_logits(
+      p, r, [&](int64_t token) -> float& { return editable(ws, row.raw, row.n, token); },
+      [&](int64_t token, float x) {
+        if (std::isnan(x) || x == kInf) {
+          row_error(r, "has logit " + std::to_string(x) + " at token " + std::to_string(token) +
+                           " after logit_bias and penalties");
+        }
+      });
   ws.copy_max.resize(ws.edited.size());
   ws.copy_lanes.resize(ws.edited.size() * simd::kWidth);
   for (size_t s = 0; s < ws.edited.size(); ++s) {
@@ -288,7 +271,7 @@ int64_t draw(const SampleParams& p, int64_t r, const RowView& row, Workspace& ws
   const float* dense = nullptr;  // top_k off: every token, id = index
   int64_t m;
   if (top_k > 0 && top_k < vocab) {
-    top_k_select(row, top_k, ws.scratch, ws.cand);
+    top_k_select(row, top_k, ws.scratch, ws.stream, ws.cand);
     m = static_cast<int64_t>(ws.cand.size());
     if (m == 0) row_error(r, "has every token at -inf after logit_bias");
     float max = -kInf;
@@ -345,14 +328,24 @@ void sample_row(const SampleParams& p, int64_t r, Workspace& ws) {
   ws.block_max.resize(blocks);
   ws.lane_max.resize(blocks * simd::kWidth);
   forget_edits(ws, blocks);
-  const RowStats stats = scan_row(raw, vocab, ws.block_max.data(), ws.lane_max.data());
+  const bool with_total = p.logprobs != nullptr || p.num_logprobs > 0;
+  // With no log-probability to compute nothing reads the raw logits after the edits: given
+  // them as scratch, bias and penalties edit them in place before the one read (which then
+  // finds a NaN or +inf they made), rather than copies of the blocks they touch after it.
+  const bool in_place = p.scratch_logits != nullptr && !with_total;
+  if (in_place) {
+    float* scratch = p.scratch_logits + r * vocab;
+    edit_logits(p, r, [&](int64_t token) -> float& { return scratch[token]; }, [](int64_t, float) {});
+  }
+  const RowStats stats = scan_row(raw, vocab, with_total, ws.block_max.data(), ws.lane_max.data());
   if (stats.nan) row_error(r, "has NaN");
   if (stats.max == kInf) row_error(r, "has +inf");
-  if (stats.max == -kInf) row_error(r, "is all -inf");
+  if (stats.max == -kInf) row_error(r, in_place && has_bias(p, r) ? "has every token at -inf after logit_bias"
+                                                                  : "is all -inf");
 
   const RowView raw_row{raw, vocab, blocks, ws.block_max.data(), ws.lane_max.data()};
   RowView row = raw_row;
-  bias_and_penalties(p, r, ws, row);
+  if (!in_place) edit_copies(p, r, ws, row);
   int64_t token;
   if (p.temperature[r] == 0.0f) {
     const float max = row.max();
@@ -362,11 +355,11 @@ void sample_row(const SampleParams& p, int64_t r, Workspace& ws) {
     token = draw(p, r, row, ws);
   }
   p.tokens[r] = token;
-  p.logprobs[r] = static_cast<float>(raw[token] - stats.log_total);
+  if (p.logprobs != nullptr) p.logprobs[r] = static_cast<float>(raw[token] - stats.log_total);
 
   const int n = p.num_logprobs;
   if (n > 0) {
-    top_k_select(raw_row, n, ws.scratch, ws.cand);
+    top_k_select(raw_row, n, ws.scratch, ws.stream, ws.cand);
     in_sampling_order(ws.cand);
     for (int j = 0; j < n; ++j) {
       // Fewer than n finite logits: the rest are -inf tokens, lowest ids first.

@@ -51,11 +51,15 @@ inline int64_t count_reaching(const float* values, int64_t padded, float x) {
 // single values; nth_element mispredicted its way to 4 µs a row on 393 block maxima).
 // -inf when fewer than k values are finite (-inf pads and marks empty parts).
 inline float reached_by_k(const float* values, int64_t padded, int64_t k) {
-  float lo = kInf, hi = -kInf;
-  for (int64_t i = 0; i < padded; ++i) {
-    if (values[i] > -kInf) lo = std::min(lo, values[i]);
-    hi = std::max(hi, values[i]);
+  const simd::F inf = simd::set1(kInf), minus_inf = simd::set1(-kInf);
+  simd::F lo_lanes = inf, hi_lanes = minus_inf;  // the smallest finite value, the largest
+  for (int64_t i = 0; i < padded; i += simd::kWidth) {
+    const simd::F v = simd::load(values + i);
+    lo_lanes = simd::min(lo_lanes, simd::select_eq(v, minus_inf, inf, v));
+    hi_lanes = simd::max(hi_lanes, v);
   }
+  float lo = -simd::reduce_max(simd::sub(simd::set1(0.0f), lo_lanes));  // the lanes' minimum
+  float hi = simd::reduce_max(hi_lanes);
   if (hi == -kInf || count_reaching(values, padded, lo) < k) return -kInf;
   for (int i = 0; i < 12; ++i) {  // lo is reached by at least k throughout
     const float mid = lo + (hi - lo) / 2;
@@ -207,26 +211,29 @@ inline float kth_lower_bound(const RowView& row, int64_t k, std::vector<float>& 
 }
 
 // The k first tokens of the row in the sampling order into out (fewer when fewer than k
-// are > -inf), sorted when the stream left at most kRankBelow, else unordered. Streaming:
+// are > -inf), sorted when the stream left at most kRankBelow, else unordered; `buffer`
+// holds the stream. Streaming:
 // a token enters the buffer only at or above the current threshold, first kth_lower_bound
 // (for random logits about 50 of 393 blocks at vocab 50257 reach it: the others are
 // skipped unread), then the k-th best value so far; when the buffer fills, nth_element
 // cuts it back to k and raises the threshold. Later tokens have higher ids, so from then
 // on one equal to the threshold loses the tie: the test becomes strict.
-inline void top_k_select(const RowView& row, int64_t k, std::vector<float>& scratch, std::vector<Candidate>& out) {
+inline void top_k_select(const RowView& row, int64_t k, std::vector<float>& scratch,
+                         std::vector<Candidate>& buffer, std::vector<Candidate>& out) {
   const int64_t capacity = std::max<int64_t>(2 * k, k + 512);
-  out.resize(capacity);
+  // The buffer only grows: resizing it every row would zero it every row.
+  if (static_cast<int64_t>(buffer.size()) < capacity) buffer.resize(capacity);
   int64_t count = 0;
   float threshold = kth_lower_bound(row, k, scratch);
   bool strict = threshold == -kInf;  // -inf tokens are never candidates
   auto passes = [&](float x) { return x > threshold || (!strict && x == threshold); };
   auto offer = [&](float x, int64_t id) {
     if (!passes(x)) return;
-    out[count++] = {x, static_cast<int32_t>(id)};
+    buffer[count++] = {x, static_cast<int32_t>(id)};
     if (count == capacity) {
-      std::nth_element(out.begin(), out.begin() + (k - 1), out.begin() + count, ahead);
+      std::nth_element(buffer.begin(), buffer.begin() + (k - 1), buffer.begin() + count, ahead);
       count = k;
-      threshold = out[k - 1].value;
+      threshold = buffer[k - 1].value;
       strict = true;
     }
   };
@@ -247,11 +254,11 @@ inline void top_k_select(const RowView& row, int64_t k, std::vector<float>& scra
     for (; i < n; ++i) offer(x[i], first + i);
   }
   if (count <= kRankBelow) {
-    rank_sort(out.data(), count, std::min(count, k));
+    rank_sort(buffer.data(), count, std::min(count, k));
   } else if (count > k) {
-    std::nth_element(out.begin(), out.begin() + (k - 1), out.begin() + count, ahead);
+    std::nth_element(buffer.begin(), buffer.begin() + (k - 1), buffer.begin() + count, ahead);
   }
-  out.resize(std::min(count, k));
+  out.assign(buffer.begin(), buffer.begin() + std::min(count, k));
 }
 
 // Where the cumulative mass of the candidates, taken in the sampling order (descending

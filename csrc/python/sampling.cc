@@ -1,13 +1,14 @@
 // pybind11 binding of the sampler (aigc/sampling.h): a Sampler is prepared once for a
 // batch of rows — every per-row parameter checked, with messages that name the argument
-// and the row, and copied — and then samples step after step, each call checking only
-// the logits, the steps and the history. No math. The Sampler owns its output arrays,
-// which every call overwrites (a step's call converts 4 arguments, not 8: at batch 1 the
-// call's cost in a decode step is mostly its fixed part). The GIL is released around the
-// kernel.
+// and the row, and copied, each row's history counted — and then samples step after step,
+// each call checking only the logits and the steps and adding each row's token to its
+// history. No math. The Sampler owns its output arrays, which every call overwrites (at
+// batch 1 a step's call costs mostly its fixed part: it converts 2 arguments). The GIL is
+// released around the kernel.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -75,9 +76,13 @@ class Sampler {
  public:
   Sampler(int64_t batch, int64_t vocab, py::array seeds, py::array temperature, py::array top_k, py::array top_p,
           py::array min_p, py::array repetition_penalty, py::array presence_penalty, py::array frequency_penalty,
-          py::object prompt_lens, py::object bias_ids, py::object bias_values, py::object bias_offsets,
-          int num_logprobs)
-      : batch_(batch), vocab_(vocab), num_logprobs_(num_logprobs) {
+          py::object history, py::object history_offsets, py::object prompt_lens, py::object bias_ids,
+          py::object bias_values, py::object bias_offsets, int num_logprobs, bool logprobs, bool overwrite_logits)
+      : batch_(batch),
+        vocab_(vocab),
+        num_logprobs_(num_logprobs),
+        logprobs_wanted_(logprobs),
+        overwrite_logits_(overwrite_logits) {
     if (batch < 0) throw py::value_error("batch: expected >= 0, got " + std::to_string(batch));
     if (vocab < 1 || vocab > INT32_MAX) {
       throw py::value_error("logits: expected a vocab of 1 .. 2**31 - 1 tokens, got " + std::to_string(vocab));
@@ -102,7 +107,7 @@ class Sampler {
                [](float x) { return std::isfinite(x); });
     check_rows(frequency_.data(), b, "frequency_penalty", "a finite number (0 = off)",
                [](float x) { return std::isfinite(x); });
-    if (!prompt_lens.is_none()) prompt_lens_ = copied<int64_t>(prompt_lens.cast<py::array>(), "prompt_lens", "int64", b);
+    count_histories(history, history_offsets, prompt_lens);
 
     if (!bias_ids.is_none()) {
       const py::array ids = bias_ids.cast<py::array>();
@@ -130,6 +135,7 @@ class Sampler {
     }
     tokens_ = py::array_t<int64_t>(b);
     logprobs_ = py::array_t<float>(b);
+    std::fill_n(logprobs_.mutable_data(), b, NAN);  // stays so when not wanted
     top_ids_ = py::array_t<int64_t>({b, py::ssize_t{num_logprobs}});
     top_logprobs_ = py::array_t<float>({b, py::ssize_t{num_logprobs}});
   }
@@ -138,9 +144,11 @@ class Sampler {
   // top_logprobs float32 (batch, n)): the last call's results.
   py::tuple outputs() const { return py::make_tuple(tokens_, logprobs_, top_ids_, top_logprobs_); }
 
-  void sample(py::array logits, py::array steps, py::object history, py::object history_offsets) {
+  void sample(py::array logits, py::array steps) {
     aigc::SampleParams p{};
-    p.logits = checked_data<float>(logits, "logits", "float32", {"batch", "vocab"}, {-1, -1}, false);
+    float* data = checked_data<float>(logits, "logits", "float32", {"batch", "vocab"}, {-1, -1}, overwrite_logits_);
+    p.logits = data;
+    p.scratch_logits = overwrite_logits_ ? data : nullptr;
     if (logits.shape(0) != batch_ || logits.shape(1) != vocab_) {
       throw py::value_error("logits: expected (" + std::to_string(batch_) + ", " + std::to_string(vocab_) +
                             "), the (batch, vocab) the sampler was prepared for, got " + describe(logits));
@@ -157,28 +165,7 @@ class Sampler {
     p.repetition_penalty = repetition_.data();
     p.presence_penalty = presence_.data();
     p.frequency_penalty = frequency_.data();
-    if (history.is_none() != history_offsets.is_none()) {
-      throw py::value_error("history and history_offsets: give both or neither");
-    }
-    if (!history.is_none()) {
-      const py::array h = history.cast<py::array>();
-      p.history = checked_data<int64_t>(h, "history", "int64", {"total"}, {-1}, false);
-      p.history_offsets = optional_ids(history_offsets, "history_offsets", b + 1);
-      check_offsets(p.history_offsets, b, h.shape(0), "history_offsets");
-      check_ids(p.history, h.shape(0), vocab_, "history");
-      if (!prompt_lens_.empty()) {
-        p.prompt_lens = prompt_lens_.data();
-        for (int64_t r = 0; r < b; ++r) {
-          const int64_t length = p.history_offsets[r + 1] - p.history_offsets[r];
-          if (p.prompt_lens[r] < 0 || p.prompt_lens[r] > length) {
-            throw py::value_error("prompt_lens: row " + std::to_string(r) + " is " + std::to_string(p.prompt_lens[r]) +
-                                  ", expected 0 .. " + std::to_string(length) + " (its history length)");
-          }
-        }
-      }
-    } else if (!prompt_lens_.empty()) {
-      throw py::value_error("prompt_lens: given without history");
-    }
+    if (!histories_.empty()) p.history = histories_.data();
     if (!bias_ids_.empty()) {
       p.bias_ids = bias_ids_.data();
       p.bias_values = bias_values_.data();
@@ -186,21 +173,53 @@ class Sampler {
     }
     p.num_logprobs = num_logprobs_;
     p.tokens = tokens_.mutable_data();
-    p.logprobs = logprobs_.mutable_data();
+    p.logprobs = logprobs_wanted_ ? logprobs_.mutable_data() : nullptr;
     p.top_ids = top_ids_.mutable_data();
     p.top_logprobs = top_logprobs_.mutable_data();
     if (b == 0) return;
     py::gil_scoped_release release;
     aigc::sample_cpu(p);
+    for (size_t r = 0; r < histories_.size(); ++r) histories_[r].add_generated(static_cast<int32_t>(p.tokens[r]));
   }
 
  private:
+  // Each row's history (prompt then generated tokens, rows concatenated, CSR offsets; the
+  // first prompt_lens[r] of row r prompt, all of them generated when prompt_lens is None),
+  // checked and counted into histories_.
+  void count_histories(const py::object& history, const py::object& history_offsets, const py::object& prompt_lens) {
+    if (history.is_none() != history_offsets.is_none()) {
+      throw py::value_error("history and history_offsets: give both or neither");
+    }
+    if (history.is_none()) {
+      if (!prompt_lens.is_none()) throw py::value_error("prompt_lens: given without history");
+      return;
+    }
+    const py::ssize_t b = batch_;
+    const py::array h = history.cast<py::array>();
+    const int64_t* ids = checked_data<int64_t>(h, "history", "int64", {"total"}, {-1}, false);
+    const int64_t* offsets = optional_ids(history_offsets, "history_offsets", b + 1);
+    check_offsets(offsets, b, h.shape(0), "history_offsets");
+    check_ids(ids, h.shape(0), vocab_, "history");
+    const int64_t* prompt = prompt_lens.is_none() ? nullptr : optional_ids(prompt_lens, "prompt_lens", b);
+    histories_.reserve(b);
+    for (int64_t r = 0; r < b; ++r) {
+      const int64_t length = offsets[r + 1] - offsets[r], in_prompt = prompt != nullptr ? prompt[r] : 0;
+      if (in_prompt < 0 || in_prompt > length) {
+        throw py::value_error("prompt_lens: row " + std::to_string(r) + " is " + std::to_string(in_prompt) +
+                              ", expected 0 .. " + std::to_string(length) + " (its history length)");
+      }
+      histories_.emplace_back(ids + offsets[r], length, in_prompt, vocab_);
+    }
+  }
+
   int64_t batch_, vocab_;
   int num_logprobs_;
+  bool logprobs_wanted_;
+  bool overwrite_logits_;  // the logits of every call are scratch
   std::vector<uint64_t> seeds_;
   std::vector<float> temperature_, top_p_, min_p_, repetition_, presence_, frequency_;
   std::vector<int32_t> top_k_;
-  std::vector<int64_t> prompt_lens_;  // empty: none given
+  std::vector<aigc::TokenCounts> histories_;  // (batch,) or empty: no history given
   std::vector<int64_t> bias_ids_, bias_offsets_;  // empty: no bias
   std::vector<float> bias_values_;
   py::array_t<int64_t> tokens_, top_ids_;
@@ -213,12 +232,13 @@ void bind_sampling(py::module_& m) {
   m.attr("max_logprobs") = aigc::kMaxLogprobs;
   py::class_<Sampler>(m, "Sampler")
       .def(py::init<int64_t, int64_t, py::array, py::array, py::array, py::array, py::array, py::array, py::array,
-                    py::array, py::object, py::object, py::object, py::object, int>(),
+                    py::array, py::object, py::object, py::object, py::object, py::object, py::object, int, bool,
+                    bool>(),
            py::arg("batch"), py::arg("vocab"), py::arg("seeds"), py::arg("temperature"), py::arg("top_k"),
            py::arg("top_p"), py::arg("min_p"), py::arg("repetition_penalty"), py::arg("presence_penalty"),
-           py::arg("frequency_penalty"), py::arg("prompt_lens"), py::arg("bias_ids"), py::arg("bias_values"),
-           py::arg("bias_offsets"), py::arg("num_logprobs"))
+           py::arg("frequency_penalty"), py::arg("history"), py::arg("history_offsets"), py::arg("prompt_lens"),
+           py::arg("bias_ids"), py::arg("bias_values"), py::arg("bias_offsets"), py::arg("num_logprobs"),
+           py::arg("logprobs"), py::arg("overwrite_logits"))
       .def_property_readonly("outputs", &Sampler::outputs)
-      .def("sample", &Sampler::sample, py::arg("logits"), py::arg("steps"), py::arg("history"),
-           py::arg("history_offsets"));
+      .def("sample", &Sampler::sample, py::arg("logits"), py::arg("steps"));
 }

@@ -24,7 +24,12 @@ inline F sub(F a, F b) { return _mm512_sub_ps(a, b); }
 inline F mul(F a, F b) { return _mm512_mul_ps(a, b); }
 inline F div(F a, F b) { return _mm512_div_ps(a, b); }
 inline F max(F a, F b) { return _mm512_max_ps(a, b); }
+inline F min(F a, F b) { return _mm512_min_ps(a, b); }
 inline F fmadd(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
+// Lanes where a == b take x, the others y.
+inline F select_eq(F a, F b, F x, F y) {
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ), y, x);
+}
 inline float reduce_max(F a) { return _mm512_reduce_max_ps(a); }
 inline float reduce_add(F a) { return _mm512_reduce_add_ps(a); }
 // Lane i = reduce_add(a[i]) for i < 16, one reduction at a time.

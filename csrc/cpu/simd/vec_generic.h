@@ -29,7 +29,10 @@ inline F sub(F a, F b) { AIGC_LANES(a.v[i] - b.v[i]); }
 inline F mul(F a, F b) { AIGC_LANES(a.v[i] * b.v[i]); }
 inline F div(F a, F b) { AIGC_LANES(a.v[i] / b.v[i]); }
 inline F max(F a, F b) { AIGC_LANES(a.v[i] > b.v[i] ? a.v[i] : b.v[i]); }
+inline F min(F a, F b) { AIGC_LANES(a.v[i] < b.v[i] ? a.v[i] : b.v[i]); }
 inline F fmadd(F a, F b, F c) { AIGC_LANES(a.v[i] * b.v[i] + c.v[i]); }
+// Lanes where a == b take x, the others y.
+inline F select_eq(F a, F b, F x, F y) { AIGC_LANES(a.v[i] == b.v[i] ? x.v[i] : y.v[i]); }
 
 inline float reduce_max(F a) {
   float m = a.v[0];
