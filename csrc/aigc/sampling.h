@@ -24,6 +24,7 @@ constexpr int kMaxLogprobs = 20;
 // each token it samples, so a step reads the distinct tokens, not the whole history again.
 class TokenCounts {
  public:
+  TokenCounts() = default;
   // history[0, n) in [0, vocab), the first prompt_len of them prompt tokens.
   TokenCounts(const int64_t* history, int64_t n, int64_t prompt_len, int64_t vocab);
   void add_generated(int32_t token);

@@ -15,6 +15,7 @@
 
 #include "aigc/sampling.h"
 #include "python/array_checks.h"
+#include "runtime/thread_pool.h"
 
 namespace py = pybind11;
 using aigc::python::checked_data;
@@ -201,15 +202,21 @@ class Sampler {
     check_offsets(offsets, b, h.shape(0), "history_offsets");
     check_ids(ids, h.shape(0), vocab_, "history");
     const int64_t* prompt = prompt_lens.is_none() ? nullptr : optional_ids(prompt_lens, "prompt_lens", b);
-    histories_.reserve(b);
     for (int64_t r = 0; r < b; ++r) {
       const int64_t length = offsets[r + 1] - offsets[r], in_prompt = prompt != nullptr ? prompt[r] : 0;
       if (in_prompt < 0 || in_prompt > length) {
         throw py::value_error("prompt_lens: row " + std::to_string(r) + " is " + std::to_string(in_prompt) +
                               ", expected 0 .. " + std::to_string(length) + " (its history length)");
       }
-      histories_.emplace_back(ids + offsets[r], length, in_prompt, vocab_);
     }
+    histories_.resize(b);
+    py::gil_scoped_release release;
+    aigc::parallel_for(b, [&](int64_t first, int64_t last) {
+      for (int64_t r = first; r < last; ++r) {
+        histories_[r] = aigc::TokenCounts(ids + offsets[r], offsets[r + 1] - offsets[r],
+                                          prompt != nullptr ? prompt[r] : 0, vocab_);
+      }
+    });
   }
 
   int64_t batch_, vocab_;
