@@ -111,21 +111,22 @@ def _per_row(value, batch: int, dtype) -> np.ndarray:
 class Sampler:
     """The batched sampler prepared for a batch of rows (see `sample` for what it computes):
     every per-row parameter is checked and copied once and each row's history counted, then
-    each call — one per decode step — checks only the logits and the steps, and adds each
-    row's sampled token to its history as a generated one (the next call's penalties count
-    it). The arrays it returns are its own, overwritten by the next call.
+    each call — one per decode step — checks only the logits, adds each row's sampled token
+    to its history as a generated one (the next call's penalties count it) and moves each
+    row's step on by one. The arrays it returns are its own, overwritten by the next call.
 
-    ``batch`` rows of ``vocab`` logits; the keyword arguments are `sample`'s, less the
-    per-step ``logits`` and ``steps``; ``logprobs=False`` leaves the returned ``logprobs`` NaN
+    ``batch`` rows of ``vocab`` logits; the keyword arguments are `sample`'s (``steps``: the
+    first call's, default 0), less the per-step ``logits``; ``logprobs=False`` leaves the returned ``logprobs`` NaN
     and saves the log-sum-exp over each row's raw logits (unless ``num_logprobs`` > 0);
     ``overwrite_logits=True`` hands every call's logits over as scratch (they must be
     writable): with no log-probabilities asked for, bias and penalties then edit them in
     place rather than in copies.
     """
 
-    def __init__(self, batch: int, vocab: int, *, seeds: np.ndarray, temperature: np.ndarray, top_k: np.ndarray,
-                 top_p: np.ndarray, min_p: np.ndarray, repetition_penalty: np.ndarray,
-                 presence_penalty: np.ndarray, frequency_penalty: np.ndarray, history: np.ndarray | None = None,
+    def __init__(self, batch: int, vocab: int, *, seeds: np.ndarray, steps: np.ndarray | int = 0,
+                 temperature: np.ndarray, top_k: np.ndarray, top_p: np.ndarray, min_p: np.ndarray,
+                 repetition_penalty: np.ndarray, presence_penalty: np.ndarray, frequency_penalty: np.ndarray,
+                 history: np.ndarray | None = None,
                  history_offsets: np.ndarray | None = None, prompt_lens: np.ndarray | None = None,
                  logit_bias: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, num_logprobs: int = 0,
                  logprobs: bool = True, overwrite_logits: bool = False):
@@ -140,16 +141,17 @@ class Sampler:
                 raise AigcError("logit_bias: expected (ids int64 (m,), values float32 (m,), offsets int64 (batch + 1,))")
             bias_ids, bias_values, bias_offsets = logit_bias
         self._native = _C.Sampler(
-            batch, vocab, _per_row(seeds, batch, np.uint64), _per_row(temperature, batch, np.float32),
+            batch, vocab, _per_row(seeds, batch, np.uint64), _per_row(steps, batch, np.uint64),
+            _per_row(temperature, batch, np.float32),
             _per_row(top_k, batch, np.int32), _per_row(top_p, batch, np.float32), _per_row(min_p, batch, np.float32),
             _per_row(repetition_penalty, batch, np.float32), _per_row(presence_penalty, batch, np.float32),
             _per_row(frequency_penalty, batch, np.float32), history, history_offsets, prompt_lens, bias_ids,
             bias_values, bias_offsets, int(num_logprobs), logprobs, overwrite_logits)
         self._result = SampleResult(*self._native.outputs)
 
-    def __call__(self, logits: np.ndarray, steps: np.ndarray) -> SampleResult:
-        """``logits`` as in `sample`, ``steps`` uint64 (batch,)."""
-        self._native.sample(logits, steps)
+    def __call__(self, logits: np.ndarray) -> SampleResult:
+        """``logits`` as in `sample`."""
+        self._native.sample(logits)
         return self._result
 
 
@@ -191,11 +193,11 @@ def sample(logits: np.ndarray, *, seeds: np.ndarray, steps: np.ndarray, temperat
         shown = np.asarray(logits)
         raise AigcError(f"logits: expected C-contiguous float32 (batch, vocab), got {shown.dtype} {shown.shape}")
     batch, vocab = logits.shape  # a wrong dtype or layout gets the extension's message
-    sampler = Sampler(batch, vocab, seeds=seeds, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                      repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+    sampler = Sampler(batch, vocab, seeds=seeds, steps=steps, temperature=temperature, top_k=top_k, top_p=top_p,
+                      min_p=min_p, repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
                       frequency_penalty=frequency_penalty, history=history, history_offsets=history_offsets,
                       prompt_lens=prompt_lens, logit_bias=logit_bias, num_logprobs=num_logprobs)
-    return sampler(logits, _per_row(steps, batch, np.uint64))
+    return sampler(logits)
 
 
 def to_bf16(x: np.ndarray) -> np.ndarray:

@@ -38,10 +38,9 @@ class Sequence:
         prompt = self.request.prompt_ids
         return prompt[position] if position < len(prompt) else self.request.generated[position - len(prompt)]
 
-    @property
-    def due(self) -> bool:
-        """All known tokens are cached: the next step samples a new one."""
-        return self.cached == len(self.request.prompt_ids) + len(self.request.generated)
+    def due_after(self, new_tokens: int) -> bool:
+        """Whether all known tokens are cached once `new_tokens` more are: the step samples a new one."""
+        return self.cached + new_tokens == len(self.request.prompt_ids) + len(self.request.generated)
 
 
 class Scheduler:
@@ -86,8 +85,11 @@ class Scheduler:
         batch = decoding + prompts
         if not batch:
             return
+        # Which rows sample, known before the forward pass: after it the sampler comes at once,
+        # while the pool's threads still spin for work.
+        due = [i for i, seq in enumerate(decoding) if seq.due_after(1)]
+        due += [len(decoding) + i for i, seq in enumerate(prompts) if seq.due_after(len(seq.request.prompt_ids))]
         logits = self._forward(decoding, prompts)
-        due = [i for i, seq in enumerate(batch) if seq.due]
         if len(due) == len(batch):  # the usual case: no copy of (batch, vocab) logits
             self._sample(logits, [seq.request for seq in batch])
         elif due:

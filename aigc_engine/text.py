@@ -210,9 +210,7 @@ class TextGenerator:
             logits, state = self._model.step(state, np.array([r.last_token for r in active], np.int64))
 
     def _sample_into(self, logits: np.ndarray, requests: list[Request]) -> None:
-        sampler = self._sampler_for(requests, logits.shape[1])
-        steps = np.fromiter((len(r.generated) for r in requests), np.uint64, len(requests))
-        result = sampler(logits, steps)
+        result = self._sampler_for(requests, logits.shape[1])(logits)
         for row, request in enumerate(requests):
             request.accept(int(result.tokens[row]), float(result.logprobs[row]),
                            result.top_ids[row], result.top_logprobs[row])
@@ -221,8 +219,8 @@ class TextGenerator:
         """The sampler prepared for this batch's requests, prepared again only when the
         batch's requests change (at batch 32, building the parameter arrays every step cost
         as much as the sampling). It holds the requests' histories for the penalties and
-        adds each token it samples, as accept() does to the request; the logits of a step
-        are scratch once sampled, so it may edit them in place."""
+        their steps, and adds each token it samples, as accept() does to the request; the
+        logits of a step are scratch once sampled, so it may edit them in place."""
         cached_requests, cached = self._sampler_cache
         if len(cached_requests) == len(requests) and all(a() is b for a, b in zip(cached_requests, requests)):
             return cached
@@ -240,6 +238,7 @@ class TextGenerator:
                            prompt_lens=np.array([len(r.prompt_ids) for r in requests], np.int64))
         sampler = ops.Sampler(
             len(requests), vocab, seeds=np.array([r.seed for r in requests], np.uint64),
+            steps=np.array([len(r.generated) for r in requests], np.uint64),
             temperature=np.array([p.temperature for p in params], np.float32),
             top_k=np.array([min(p.top_k, vocab) for p in params], np.int32),
             top_p=np.array([p.top_p for p in params], np.float32),

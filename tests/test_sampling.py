@@ -354,22 +354,23 @@ def test_bad_arguments_raise_clear_errors():
 
 def test_a_prepared_sampler_gives_what_sample_gives_step_after_step():
     """ops.Sampler checks and copies the per-row parameters once and counts each row's
-    history (the generation loop's form), then adds each token it samples to that history:
-    its calls equal one-shot ops.sample calls given the whole history so far, a later change
+    history (the generation loop's form), then adds each token it samples to that history and
+    moves each row's step on from the first one it was given: its calls equal one-shot
+    ops.sample calls given the whole history so far and the step, a later change
     to the caller's arrays does not reach it, and a logits array of another shape is
     refused by name."""
     rng = np.random.default_rng(12)
     batch, vocab = 5, 3000
     kwargs = params(batch, seeds=rng.integers(0, 2**63, batch, dtype=np.uint64), temperature=0.9, top_k=40,
                     top_p=0.9, repetition_penalty=1.3, frequency_penalty=0.2, presence_penalty=0.5)
-    del kwargs["steps"]  # per call
+    del kwargs["steps"]  # the sampler's own, from 3
     bias = (np.array([7, 8], np.int64), np.array([2.0, -np.inf], np.float32), np.array([0, 1, 1, 2, 2, 2], np.int64))
     prompt_lens = np.full(batch, 4, np.int64)
     histories = [list(rng.integers(0, vocab, 4)) for _ in range(batch)]
     prompt = np.concatenate(histories).astype(np.int64)
     offsets = np.arange(batch + 1, dtype=np.int64) * 4
-    sampler = ops.Sampler(batch, vocab, **kwargs, history=prompt, history_offsets=offsets, prompt_lens=prompt_lens,
-                          logit_bias=bias, num_logprobs=3)
+    sampler = ops.Sampler(batch, vocab, **kwargs, steps=3, history=prompt, history_offsets=offsets,
+                          prompt_lens=prompt_lens, logit_bias=bias, num_logprobs=3)
     reference_kwargs = {key: value.copy() for key, value in kwargs.items()}
     kwargs["top_k"][:] = 1  # after preparation: the sampler keeps its own copies
     prompt[:] = 0
@@ -381,17 +382,17 @@ def test_a_prepared_sampler_gives_what_sample_gives_step_after_step():
             logits[row, h] += 8.0
         history = np.concatenate(histories).astype(np.int64)
         offsets = np.arange(batch + 1, dtype=np.int64) * len(histories[0])
-        steps = np.full(batch, step, np.uint64)
+        steps = np.full(batch, 3 + step, np.uint64)
         expected = ops.sample(logits, **dict(reference_kwargs, steps=steps), history=history, history_offsets=offsets,
                               prompt_lens=prompt_lens, logit_bias=bias, num_logprobs=3)
-        got = sampler(logits, steps)
+        got = sampler(logits)
         for field_expected, field_got in zip(expected, got):
             np.testing.assert_array_equal(field_got, field_expected)
         for row, h in enumerate(histories):
             h.append(int(got.tokens[row]))
     with pytest.raises(ValueError, match=r"logits: expected \(5, 3000\), the \(batch, vocab\) the sampler was "
                                          r"prepared for, got float32 \(4, 3000\)"):
-        sampler(random_logits(rng, 4, vocab), np.zeros(4, np.uint64))
+        sampler(random_logits(rng, 4, vocab))
     with pytest.raises(ValueError, match="prompt_lens: given without history"):
         ops.Sampler(batch, vocab, **kwargs, prompt_lens=prompt_lens)
 
@@ -404,8 +405,8 @@ def test_a_sampler_given_scratch_logits_edits_them_in_place_to_the_same_tokens()
     rng = np.random.default_rng(14)
     batch, vocab = 8, 4096
     kwargs = params(batch, temperature=np.array([0.8] * 6 + [0.0] * 2, np.float32), top_k=50, top_p=0.9,
-                    repetition_penalty=1.3, presence_penalty=0.4, frequency_penalty=0.3)
-    del kwargs["steps"]
+                    repetition_penalty=1.3, presence_penalty=0.4, frequency_penalty=0.3,
+                    steps=np.arange(batch, dtype=np.uint64))
     rows = [rng.integers(0, vocab, 40) for _ in range(batch)]
     history = dict(history=np.concatenate(rows).astype(np.int64),
                    history_offsets=np.arange(batch + 1, dtype=np.int64) * 40, prompt_lens=np.full(batch, 10, np.int64))
@@ -414,26 +415,25 @@ def test_a_sampler_given_scratch_logits_edits_them_in_place_to_the_same_tokens()
     logits = random_logits(rng, batch, vocab)
     for row, h in enumerate(rows):
         logits[row, h] += 6.0  # the penalties decide the draws
-    steps = np.arange(batch, dtype=np.uint64)
-    expected = ops.sample(logits, **kwargs, steps=steps, **history, logit_bias=bias).tokens
+    expected = ops.sample(logits, **kwargs, **history, logit_bias=bias).tokens
     scratch = logits.copy()
     got = ops.Sampler(batch, vocab, **kwargs, **history, logit_bias=bias, logprobs=False,
-                      overwrite_logits=True)(scratch, steps)
+                      overwrite_logits=True)(scratch)
     np.testing.assert_array_equal(got.tokens, expected)
     edited = scratch != logits
     assert edited[0, 3] and not edited[:, np.setdiff1d(np.arange(vocab), np.concatenate(rows + [[3, 4000]]))].any()
     kept = logits.copy()
-    with_logprobs = ops.Sampler(batch, vocab, **kwargs, **history, logit_bias=bias, overwrite_logits=True)(kept, steps)
+    with_logprobs = ops.Sampler(batch, vocab, **kwargs, **history, logit_bias=bias, overwrite_logits=True)(kept)
     np.testing.assert_array_equal(with_logprobs.tokens, expected)
     np.testing.assert_array_equal(kept, logits)
     sampler = ops.Sampler(batch, vocab, **kwargs, **history, logprobs=False, overwrite_logits=True)
     logits.flags.writeable = False
     with pytest.raises(ValueError, match="logits: array is read-only"):
-        sampler(logits, steps)
+        sampler(logits)
     broken = random_logits(rng, batch, vocab)
     broken[5, rows[5][0]] = np.nan
     with pytest.raises(ValueError, match="logits: row 5 has NaN"):
-        sampler(broken, steps)
+        sampler(broken)
 
 
 def test_a_sampler_without_logprobs_draws_the_same_tokens():
@@ -441,17 +441,14 @@ def test_a_sampler_without_logprobs_draws_the_same_tokens():
     NaN log-probabilities."""
     rng = np.random.default_rng(13)
     batch, vocab = 6, 5000
-    kwargs = params(batch, temperature=0.8, top_k=50, top_p=0.9)
-    del kwargs["steps"]
+    kwargs = params(batch, steps=np.arange(batch, dtype=np.uint64), temperature=0.8, top_k=50, top_p=0.9)
     logits = random_logits(rng, batch, vocab)
-    steps = np.arange(batch, dtype=np.uint64)
-    full = ops.Sampler(batch, vocab, **kwargs)(logits, steps)
-    lean = ops.Sampler(batch, vocab, **kwargs, logprobs=False)(logits, steps)
+    full = ops.Sampler(batch, vocab, **kwargs)(logits)
+    lean = ops.Sampler(batch, vocab, **kwargs, logprobs=False)(logits)
     np.testing.assert_array_equal(lean.tokens, full.tokens)
     assert np.isnan(lean.logprobs).all() and np.isfinite(full.logprobs).all()
-    with_top = ops.Sampler(batch, vocab, **kwargs, num_logprobs=2, logprobs=False)(logits, steps)
+    with_top = ops.Sampler(batch, vocab, **kwargs, num_logprobs=2, logprobs=False)(logits)
     np.testing.assert_array_equal(with_top.tokens, full.tokens)
-    np.testing.assert_array_equal(with_top.top_logprobs, ops.sample(logits, **kwargs, steps=steps,
-                                                                    num_logprobs=2).top_logprobs)
+    np.testing.assert_array_equal(with_top.top_logprobs, ops.sample(logits, **kwargs, num_logprobs=2).top_logprobs)
     with pytest.raises(AigcError, match="logprobs: expected True or False, got 1"):
         ops.Sampler(batch, vocab, **kwargs, logprobs=1)

@@ -1,10 +1,10 @@
 // pybind11 binding of the sampler (aigc/sampling.h): a Sampler is prepared once for a
 // batch of rows — every per-row parameter checked, with messages that name the argument
 // and the row, and copied, each row's history counted — and then samples step after step,
-// each call checking only the logits and the steps and adding each row's token to its
-// history. No math. The Sampler owns its output arrays, which every call overwrites (at
-// batch 1 a step's call costs mostly its fixed part: it converts 2 arguments). The GIL is
-// released around the kernel.
+// each call checking only the logits, then adding each row's token to its history and
+// moving its step on. No math. The Sampler owns its output arrays, which every call
+// overwrites (at batch 1 a step's call costs mostly its fixed part: it converts one
+// argument). The GIL is released around the kernel.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -75,7 +75,8 @@ std::vector<T> copied(const py::array& a, const char* name, const char* dtype, p
 
 class Sampler {
  public:
-  Sampler(int64_t batch, int64_t vocab, py::array seeds, py::array temperature, py::array top_k, py::array top_p,
+  Sampler(int64_t batch, int64_t vocab, py::array seeds, py::array steps, py::array temperature, py::array top_k,
+          py::array top_p,
           py::array min_p, py::array repetition_penalty, py::array presence_penalty, py::array frequency_penalty,
           py::object history, py::object history_offsets, py::object prompt_lens, py::object bias_ids,
           py::object bias_values, py::object bias_offsets, int num_logprobs, bool logprobs, bool overwrite_logits)
@@ -90,6 +91,7 @@ class Sampler {
     }
     const py::ssize_t b = batch;
     seeds_ = copied<uint64_t>(seeds, "seeds", "uint64", b);
+    steps_ = copied<uint64_t>(steps, "steps", "uint64", b);
     temperature_ = copied<float>(temperature, "temperature", "float32", b);
     top_k_ = copied<int32_t>(top_k, "top_k", "int32", b);
     top_p_ = copied<float>(top_p, "top_p", "float32", b);
@@ -145,7 +147,7 @@ class Sampler {
   // top_logprobs float32 (batch, n)): the last call's results.
   py::tuple outputs() const { return py::make_tuple(tokens_, logprobs_, top_ids_, top_logprobs_); }
 
-  void sample(py::array logits, py::array steps) {
+  void sample(py::array logits) {
     aigc::SampleParams p{};
     float* data = checked_data<float>(logits, "logits", "float32", {"batch", "vocab"}, {-1, -1}, overwrite_logits_);
     p.logits = data;
@@ -157,7 +159,7 @@ class Sampler {
     p.batch = batch_;
     p.vocab = vocab_;
     const py::ssize_t b = batch_;
-    p.steps = checked_data<uint64_t>(steps, "steps", "uint64", {"batch"}, {b}, false);
+    p.steps = steps_.data();
     p.seeds = seeds_.data();
     p.temperature = temperature_.data();
     p.top_k = top_k_.data();
@@ -181,6 +183,7 @@ class Sampler {
     py::gil_scoped_release release;
     aigc::sample_cpu(p);
     for (size_t r = 0; r < histories_.size(); ++r) histories_[r].add_generated(static_cast<int32_t>(p.tokens[r]));
+    for (uint64_t& step : steps_) ++step;
   }
 
  private:
@@ -223,7 +226,7 @@ class Sampler {
   int num_logprobs_;
   bool logprobs_wanted_;
   bool overwrite_logits_;  // the logits of every call are scratch
-  std::vector<uint64_t> seeds_;
+  std::vector<uint64_t> seeds_, steps_;  // steps_: each row's next step
   std::vector<float> temperature_, top_p_, min_p_, repetition_, presence_, frequency_;
   std::vector<int32_t> top_k_;
   std::vector<aigc::TokenCounts> histories_;  // (batch,) or empty: no history given
@@ -239,13 +242,14 @@ void bind_sampling(py::module_& m) {
   m.attr("max_logprobs") = aigc::kMaxLogprobs;
   py::class_<Sampler>(m, "Sampler")
       .def(py::init<int64_t, int64_t, py::array, py::array, py::array, py::array, py::array, py::array, py::array,
-                    py::array, py::object, py::object, py::object, py::object, py::object, py::object, int, bool,
+                    py::array, py::array, py::object, py::object, py::object, py::object, py::object, py::object, int, bool,
                     bool>(),
-           py::arg("batch"), py::arg("vocab"), py::arg("seeds"), py::arg("temperature"), py::arg("top_k"),
+           py::arg("batch"), py::arg("vocab"), py::arg("seeds"), py::arg("steps"), py::arg("temperature"),
+           py::arg("top_k"),
            py::arg("top_p"), py::arg("min_p"), py::arg("repetition_penalty"), py::arg("presence_penalty"),
            py::arg("frequency_penalty"), py::arg("history"), py::arg("history_offsets"), py::arg("prompt_lens"),
            py::arg("bias_ids"), py::arg("bias_values"), py::arg("bias_offsets"), py::arg("num_logprobs"),
            py::arg("logprobs"), py::arg("overwrite_logits"))
       .def_property_readonly("outputs", &Sampler::outputs)
-      .def("sample", &Sampler::sample, py::arg("logits"), py::arg("steps"));
+      .def("sample", &Sampler::sample, py::arg("logits"));
 }
