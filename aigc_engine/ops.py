@@ -116,18 +116,18 @@ class Sampler:
     row's step on by one. The arrays it returns are its own, overwritten by the next call.
 
     ``batch`` rows of ``vocab`` logits; the keyword arguments are `sample`'s (``steps``: the
-    first call's, default 0), less the per-step ``logits``; ``logprobs=False`` leaves the returned ``logprobs`` NaN
-    and saves the log-sum-exp over each row's raw logits (unless ``num_logprobs`` > 0);
-    ``overwrite_logits=True`` hands every call's logits over as scratch (they must be
-    writable): with no log-probabilities asked for, bias and penalties then edit them in
-    place rather than in copies.
+    first call's, default 0), less the per-step ``logits``; ``logprobs=False`` leaves the
+    returned ``logprobs`` NaN and saves the log-sum-exp over each row's raw logits (unless
+    ``num_logprobs`` > 0); ``overwrite_logits=True`` hands every call's logits over as
+    scratch (they must be writable): with no log-probabilities asked for, bias and
+    penalties then edit them in place rather than in copies.
     """
 
     def __init__(self, batch: int, vocab: int, *, seeds: np.ndarray, steps: np.ndarray | int = 0,
                  temperature: np.ndarray, top_k: np.ndarray, top_p: np.ndarray, min_p: np.ndarray,
                  repetition_penalty: np.ndarray, presence_penalty: np.ndarray, frequency_penalty: np.ndarray,
-                 history: np.ndarray | None = None,
-                 history_offsets: np.ndarray | None = None, prompt_lens: np.ndarray | None = None,
+                 history: np.ndarray | None = None, history_offsets: np.ndarray | None = None,
+                 prompt_lens: np.ndarray | None = None,
                  logit_bias: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, num_logprobs: int = 0,
                  logprobs: bool = True, overwrite_logits: bool = False):
         if isinstance(num_logprobs, bool) or not isinstance(num_logprobs, (int, np.integer)):
@@ -142,8 +142,8 @@ class Sampler:
             bias_ids, bias_values, bias_offsets = logit_bias
         self._native = _C.Sampler(
             batch, vocab, _per_row(seeds, batch, np.uint64), _per_row(steps, batch, np.uint64),
-            _per_row(temperature, batch, np.float32),
-            _per_row(top_k, batch, np.int32), _per_row(top_p, batch, np.float32), _per_row(min_p, batch, np.float32),
+            _per_row(temperature, batch, np.float32), _per_row(top_k, batch, np.int32),
+            _per_row(top_p, batch, np.float32), _per_row(min_p, batch, np.float32),
             _per_row(repetition_penalty, batch, np.float32), _per_row(presence_penalty, batch, np.float32),
             _per_row(frequency_penalty, batch, np.float32), history, history_offsets, prompt_lens, bias_ids,
             bias_values, bias_offsets, int(num_logprobs), logprobs, overwrite_logits)

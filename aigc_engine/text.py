@@ -233,8 +233,8 @@ class TextGenerator:
                     np.concatenate([[0], np.cumsum([len(i) for i in ids])]).astype(np.int64))
         if any(p.repetition_penalty != 1 or p.presence_penalty or p.frequency_penalty for p in params):
             histories = [r.history() for r in requests]
-            history = dict(history=np.concatenate(histories),
-                           history_offsets=np.concatenate([[0], np.cumsum([len(h) for h in histories])]).astype(np.int64),
+            offsets = np.concatenate([[0], np.cumsum([len(h) for h in histories])]).astype(np.int64)
+            history = dict(history=np.concatenate(histories), history_offsets=offsets,
                            prompt_lens=np.array([len(r.prompt_ids) for r in requests], np.int64))
         sampler = ops.Sampler(
             len(requests), vocab, seeds=np.array([r.seed for r in requests], np.uint64),

@@ -212,12 +212,12 @@ inline float kth_lower_bound(const RowView& row, int64_t k, std::vector<float>& 
 
 // The k first tokens of the row in the sampling order into out (fewer when fewer than k
 // are > -inf), sorted when the stream left at most kRankBelow, else unordered; `buffer`
-// holds the stream. Streaming:
-// a token enters the buffer only at or above the current threshold, first kth_lower_bound
-// (for random logits about 50 of 393 blocks at vocab 50257 reach it: the others are
-// skipped unread), then the k-th best value so far; when the buffer fills, nth_element
-// cuts it back to k and raises the threshold. Later tokens have higher ids, so from then
-// on one equal to the threshold loses the tie: the test becomes strict.
+// holds the stream. Streaming: a token enters the buffer only at or above the current
+// threshold, first kth_lower_bound (for random logits about 50 of 393 blocks at vocab
+// 50257 reach it: the others are skipped unread), then the k-th best value so far; when
+// the buffer fills, nth_element cuts it back to k and raises the threshold. Later tokens
+// have higher ids, so from then on one equal to the threshold loses the tie: the test
+// becomes strict.
 inline void top_k_select(const RowView& row, int64_t k, std::vector<float>& scratch,
                          std::vector<Candidate>& buffer, std::vector<Candidate>& out) {
   const int64_t capacity = std::max<int64_t>(2 * k, k + 512);

@@ -10,7 +10,8 @@ namespace aigc {
 TokenCounts::TokenCounts(const int64_t* history, int64_t n, int64_t prompt_len, int64_t vocab) {
   // The distinct tokens through a bitmap by token that rows share (6 KB at vocab 50257,
   // cleared behind each row from its own tokens), sorted, then the generated ones counted
-  // by binary search (a table of counts by token cost a cache miss a token).
+  // by binary search (a table of counts by token, 400 KB at that vocab, costs a cache miss
+  // a token).
   thread_local std::vector<uint64_t> seen;
   if (static_cast<int64_t>(seen.size()) * 64 < vocab) seen.assign((vocab + 63) / 64, 0);
   for (int64_t j = 0; j < n; ++j) {

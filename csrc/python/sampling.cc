@@ -242,8 +242,8 @@ void bind_sampling(py::module_& m) {
   m.attr("max_logprobs") = aigc::kMaxLogprobs;
   py::class_<Sampler>(m, "Sampler")
       .def(py::init<int64_t, int64_t, py::array, py::array, py::array, py::array, py::array, py::array, py::array,
-                    py::array, py::array, py::object, py::object, py::object, py::object, py::object, py::object, int, bool,
-                    bool>(),
+                    py::array, py::array, py::object, py::object, py::object, py::object, py::object, py::object, int,
+                    bool, bool>(),
            py::arg("batch"), py::arg("vocab"), py::arg("seeds"), py::arg("steps"), py::arg("temperature"),
            py::arg("top_k"),
            py::arg("top_p"), py::arg("min_p"), py::arg("repetition_penalty"), py::arg("presence_penalty"),
