@@ -51,11 +51,11 @@ Workspace& workspace() {
 
 // One read of the row from memory for its NaN check, the maximum of every block (into
 // block_max, its lane maxima into lane_max) and, when asked (with_total; it costs as much
-// as the rest of the scan), the raw log-sum-exp: chunks of kChunk
-// floats (4 KiB, in L1) get their block maxima from memory, then, while the next chunk is
-// prefetched, sum from L1 2^(x log2 e - c), c = chunk max * log2 e rounded to float (one
-// fused multiply-add, the error of c corrected once in double); chunks combine in double,
-// rescaled to the running max.
+// as the rest of the scan), the raw log-sum-exp: chunks of kChunk floats (4 KiB, in L1)
+// get their block maxima from memory, then, while the next chunk is prefetched, sum from
+// L1 2^(x log2 e - c), c = chunk max * log2 e rounded to float (one fused multiply-add,
+// the error of c corrected once in double); chunks combine in double, rescaled to the
+// running max.
 constexpr int64_t kChunk = 8 * kSampleBlock;
 struct RowStats {
   float max;
