@@ -5,11 +5,10 @@ The runtime never imports torch: training and export live in the separate
 """
 
 from .errors import AigcError, ModelFileError, UnknownModelError
-from .images import ImageGenerator
-from .png import save_grid
-from .sampling import Completion, SamplingParams, TokenLogprob
-from .text import TextGenerator
+from .images import ImageGenerator, save_grid
+from .serving import Engine
+from .text import Completion, SamplingParams, TextGenerator, TokenLogprob
 
 __version__ = "0.1.0"
-__all__ = ["AigcError", "Completion", "ImageGenerator", "ModelFileError", "SamplingParams", "TextGenerator",
-           "TokenLogprob", "UnknownModelError", "save_grid", "__version__"]
+__all__ = ["AigcError", "Completion", "Engine", "ImageGenerator", "ModelFileError", "SamplingParams",
+           "TextGenerator", "TokenLogprob", "UnknownModelError", "save_grid", "__version__"]

@@ -14,14 +14,12 @@ import os
 import sys
 import time
 
+from .artifacts.schema import CLASSIFIER, IMAGE_FAMILIES, TEXT_FAMILIES, WEIGHT_DTYPES
 from .errors import AigcError
-
-IMAGE_TRAIN_FAMILIES = ("gan", "dcgan", "vae")
-TEXT_TRAIN_FAMILIES = ("gpt", "lstm")
 
 
 def _cmd_models(args: argparse.Namespace) -> None:
-    from .registry import embedded_artifacts
+    from .artifacts.registry import embedded_artifacts
 
     artifacts = embedded_artifacts()
     if args.json:
@@ -37,9 +35,9 @@ def _cmd_models(args: argparse.Namespace) -> None:
 
 
 def _cmd_sample(args: argparse.Namespace) -> None:
-    from . import memory
-    from .images import ImageGenerator
-    from .png import check_writable, save_grid
+    from .images import memory
+    from .images.generator import ImageGenerator
+    from .images.png import check_writable, save_grid
 
     check_writable(args.output)
     generator = ImageGenerator.load(args.model, device=args.device)
@@ -58,8 +56,8 @@ def _cmd_sample(args: argparse.Namespace) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from .images import ImageGenerator
-    from .quality import DigitClassifier, evaluate_model
+    from .images.generator import ImageGenerator
+    from .images.quality import DigitClassifier, evaluate_model
 
     classifier = DigitClassifier()
     generator = ImageGenerator.load(args.model)
@@ -75,8 +73,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _cmd_generate(args: argparse.Namespace) -> None:
-    from .sampling import SamplingParams
-    from .text import TextGenerator
+    from .text.generator import TextGenerator
+    from .text.sampling import SamplingParams
 
     if args.n < 1:
         raise AigcError(f"-n: expected an integer >= 1, got {args.n}")
@@ -122,7 +120,7 @@ def _training_module():
 
 def _cmd_train(args: argparse.Namespace) -> None:
     train = _training_module()
-    if args.family in TEXT_TRAIN_FAMILIES:
+    if args.family in TEXT_FAMILIES:
         summary = _train_text(args)
     elif args.family == "classifier":
         summary = train.train_classifier(args.out, steps=args.steps, seed=args.seed, progress=not args.quiet)
@@ -178,7 +176,13 @@ def _cmd_import_hf(args: argparse.Namespace) -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> None:
     try:
-        from .server import STREAM_INTERVAL_SECONDS, Server, bind, load_models, serve
+        from .serving.app import (
+            STREAM_INTERVAL_SECONDS,
+            Server,
+            bind,
+            load_models,
+            serve,
+        )
     except ImportError as error:
         raise AigcError(f"serve needs the 'serve' extra ({error.name} is missing): "
                         "pip install 'aigc-engine[serve]'") from None
@@ -263,12 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truncate-prompt", action="store_true", help="drop the oldest prompt tokens that do not fit")
     p.add_argument("--backend", default=None, choices=("native", "onnxruntime"),
                    help="default: native for GPT models, onnxruntime for LSTM models")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "int8"),
+    p.add_argument("--dtype", default="float32", choices=WEIGHT_DTYPES,
                    help="how the native decoder stores the weights (default float32)")
     p.set_defaults(run=_cmd_generate)
 
     p = commands.add_parser("train", help="train a model and export it (needs the 'train' extra)")
-    p.add_argument("family", choices=IMAGE_TRAIN_FAMILIES + ("classifier",) + TEXT_TRAIN_FAMILIES)
+    p.add_argument("family", choices=IMAGE_FAMILIES + (CLASSIFIER,) + TEXT_FAMILIES)
     p.add_argument("--data", nargs="+", default=None, metavar="SOURCE",
                    help="images: mnist (MNIST 5k, default), digits (sklearn) or a folder of images; "
                         "gpt/lstm: text files, folders or globs (default: the Python standard library's source)")
@@ -317,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default=None, choices=("native", "onnxruntime"),
                    help="text backend (default: native for GPT, onnxruntime for LSTM)")
     p.add_argument("--kv-cache-mb", type=float, default=None, help="native KV cache budget (default 512)")
-    p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "int8"),
+    p.add_argument("--dtype", default=None, choices=WEIGHT_DTYPES,
                    help="native decoder weights (default float32)")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger request bodies get 413 (default 1 MiB)")
     p.add_argument("--stream-interval", type=float, default=None,

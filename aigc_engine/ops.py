@@ -11,7 +11,6 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-
 import scipy_openblas32  # noqa: F401  (loads the OpenBLAS that _C links to)
 
 try:

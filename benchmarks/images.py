@@ -22,8 +22,8 @@ import onnxruntime as ort
 from common import Records, gemm_peak_flops, interleaved_medians, machine, parser
 
 from aigc_engine import ImageGenerator
-from aigc_engine.artifact import IMAGE_FAMILIES
-from aigc_engine.registry import MODELS_DIR, embedded_names
+from aigc_engine.artifacts.artifact import IMAGE_FAMILIES
+from aigc_engine.artifacts.registry import MODELS_DIR, embedded_names
 
 BATCHES = (1, 64, 256)
 

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 from common import Records, machine, parser
 
 from aigc_engine import SamplingParams, TextGenerator
-from aigc_engine.registry import MODELS_DIR, resolve
+from aigc_engine.artifacts.registry import MODELS_DIR, resolve
 
 CLIENTS = (1, 16, 64)
 PROMPT_TOKENS = 16

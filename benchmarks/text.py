@@ -50,7 +50,7 @@ def gpt2_small(cache: Path, tokenizer_json: str) -> tuple[Path, Path] | None:
 
 
 def shipped(cache: Path) -> tuple[Path, Path] | None:
-    from aigc_engine.registry import MODELS_DIR
+    from aigc_engine.artifacts.registry import MODELS_DIR
     onnx_path = MODELS_DIR / "pycode-gpt.onnx"
     hf_dir = cache / "pycode-gpt-hf"
     try:

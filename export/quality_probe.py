@@ -1,5 +1,5 @@
 # Sample quality of an exported image model, measured at export time by the runtime's
-# own `aigc_engine.quality.evaluate_model` (Fréchet distance on the shipped digit
+# own `aigc_engine.images.quality.evaluate_model` (Fréchet distance on the shipped digit
 # classifier's features, class coverage, confidence). A thin wrapper: it returns None
 # when that module or its classifier is not there, or when the model does not make
 # digit-shaped images, so training never depends on it.
@@ -14,7 +14,7 @@ import onnx
 def measure_quality(onnx_path: str | os.PathLike, n: int = 1000, seed: int = 0) -> dict | None:
     """Quality metrics of `n` samples from the model at onnx_path, as plain JSON values, or None."""
     try:
-        from aigc_engine.quality import DIGIT_SHAPE, evaluate_model
+        from aigc_engine.images.quality import DIGIT_SHAPE, evaluate_model
     except ImportError:
         return None
     meta = {p.key: p.value for p in onnx.load(onnx_path, load_external_data=False).metadata_props}

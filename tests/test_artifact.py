@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from aigc_engine import ImageGenerator, ModelFileError, UnknownModelError
-from aigc_engine.artifact import read_artifact
+from aigc_engine.artifacts.artifact import read_artifact
 from onnx_models import write_generator
 
 

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from aigc_engine import ImageGenerator
-from aigc_engine.png import make_grid
-from aigc_engine.registry import embedded_names
+from aigc_engine.images.png import make_grid
+from aigc_engine.artifacts.registry import embedded_names
 from onnx_models import write_generator
 
 IMAGE_MODELS = ["digits-gan", "digits-dcgan", "digits-vae"]

@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from aigc_engine import AigcError, SamplingParams, TextGenerator  # noqa: E402
-from aigc_engine.engine import (Engine, EngineClosed, EngineOverloaded, RequestCancelled,  # noqa: E402
+from aigc_engine.serving.engine import (Engine, EngineClosed, EngineOverloaded, RequestCancelled,  # noqa: E402
                                 RequestFailed)
 from serve_fixtures import WAIT, install_gate, wait_until  # noqa: E402
 from text_fixtures import export_tiny  # noqa: E402

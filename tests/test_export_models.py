@@ -123,7 +123,7 @@ def test_unknown_family_and_config_keys():
 
 
 def test_measure_quality_without_runtime_module(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "aigc_engine.quality", None)  # import → ImportError
+    monkeypatch.setitem(sys.modules, "aigc_engine.images.quality", None)  # import → ImportError
     assert aigc_export.measure_quality(tmp_path / "m.onnx") is None
 
 
@@ -134,7 +134,7 @@ def test_measure_quality_wraps_evaluate_model(monkeypatch, tmp_path):
         return {"fid": np.float32(12.5), "n": n, "coverage": np.array([0.1, 0.9])}
 
     quality = types.SimpleNamespace(DIGIT_SHAPE=(1, 28, 28), evaluate_model=evaluate_model)
-    monkeypatch.setitem(sys.modules, "aigc_engine.quality", quality)
+    monkeypatch.setitem(sys.modules, "aigc_engine.images.quality", quality)
     _, _, digits = _export("gan", tmp_path)
     assert aigc_export.measure_quality(digits, n=10) == {"fid": 12.5, "n": 10, "coverage": [0.1, 0.9]}
     assert aigc_export.measure_quality(digits, n=0) is None

@@ -7,7 +7,7 @@ import pytest
 
 import reference
 from aigc_engine import AigcError, ImageGenerator, ops
-from aigc_engine import memory
+from aigc_engine.images import memory
 from onnx_models import reference_images, write_generator
 
 

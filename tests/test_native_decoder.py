@@ -14,7 +14,7 @@ transformers = pytest.importorskip("transformers")
 
 import aigc_export  # noqa: E402
 from aigc_engine import SamplingParams, TextGenerator, _C  # noqa: E402
-from aigc_engine.registry import MODELS_DIR  # noqa: E402
+from aigc_engine.artifacts.registry import MODELS_DIR  # noqa: E402
 
 torch.set_num_threads(1)
 TEXTS = ["def main():\n    print('hello, world')\n", "for i in range(10):\n    total += i * i\n"] * 3

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from aigc_engine import AigcError, save_grid
-from aigc_engine.png import make_grid
+from aigc_engine.images.png import make_grid
 
 
 @pytest.mark.parametrize("channels, mode", [(1, "L"), (3, "RGB")])

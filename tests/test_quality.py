@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import linalg
 
-from aigc_engine.quality import frechet_distance, summarize
+from aigc_engine.images.quality import frechet_distance, summarize
 
 
 def scipy_frechet(mu1, s1, mu2, s2):

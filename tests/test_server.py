@@ -26,8 +26,8 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from aigc_engine import ImageGenerator, SamplingParams, TextGenerator  # noqa: E402
-from aigc_engine.engine import Engine  # noqa: E402
-from aigc_engine.server import Server, bind  # noqa: E402
+from aigc_engine.serving.engine import Engine  # noqa: E402
+from aigc_engine.serving.app import Server, bind  # noqa: E402
 from serve_fixtures import WAIT, install_gate, wait_until  # noqa: E402
 from text_fixtures import export_tiny  # noqa: E402
 

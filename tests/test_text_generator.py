@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from aigc_engine import AigcError, ModelFileError, SamplingParams, TextGenerator  # noqa: E402
-from aigc_engine.request import Request  # noqa: E402
+from aigc_engine.text.request import Request  # noqa: E402
 from text_fixtures import export_tiny, torch_greedy, torch_logits  # noqa: E402
 
 torch.set_num_threads(1)

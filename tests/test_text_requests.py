@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from aigc_engine import AigcError, SamplingParams
-from aigc_engine.request import Request
-from aigc_engine.sampling import Completion
-from aigc_engine.tokenizer import IncrementalDetokenizer
+from aigc_engine.text.request import Request
+from aigc_engine.text.sampling import Completion
+from aigc_engine.text.tokenizer import IncrementalDetokenizer
 from text_tokenizer import text_tokenizer
 
 TOKENIZER = text_tokenizer()

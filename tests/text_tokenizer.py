@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from aigc_engine.tokenizer import TextTokenizer
+from aigc_engine.text.tokenizer import TextTokenizer
 
 CORPUS = ["def main():\n    return 0\n", "naïve café — 日本語 🙂 text", "for i in range(10):\n    print(i)\n"] * 20
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .errors import AigcError
+from ..errors import AigcError
 
 MAX_LOGPROBS = 20
 

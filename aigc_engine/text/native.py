@@ -12,11 +12,11 @@ from __future__ import annotations
 import numpy as np
 from onnx import numpy_helper
 
-from . import _C
-from .artifact import Artifact
-from .errors import AigcError, ModelFileError
+from .. import _C
+from ..artifacts.artifact import Artifact
+from ..artifacts.schema import WEIGHT_DTYPES as DTYPES
+from ..errors import AigcError, ModelFileError
 
-DTYPES = ("float32", "bfloat16", "int8")
 BLOCK_SIZE = 16  # tokens per KV block: small enough to waste little, large enough to stream
 DEFAULT_KV_CACHE_MB = 512
 

@@ -25,13 +25,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..errors import AigcError
+from ..images.generator import ImageGenerator
+from ..images.png import encode_png
+from ..text.sampling import Completion
 from .engine import Engine, EngineClosed, EngineOverloaded
-from .errors import AigcError
 from .handles import RequestCancelled, RequestFailed, iterate_async
-from .images import ImageGenerator
-from .png import encode_png
-from .sampling import Completion
-from .server_params import completion_params, image_params, prompts_of
+from .params import completion_params, image_params, prompts_of
 
 MAX_BODY_BYTES = 1 << 20
 RETRY_AFTER_SECONDS = 1
@@ -299,8 +299,8 @@ def load_models(names: list[str], max_queued: int, **text_options) -> tuple[dict
     file's stem for a path."""
     from pathlib import Path
 
-    from .artifact import IMAGE_FAMILIES, TEXT_FAMILIES, read_artifact
-    from .registry import resolve
+    from ..artifacts.artifact import IMAGE_FAMILIES, TEXT_FAMILIES, read_artifact
+    from ..artifacts.registry import resolve
 
     text, images = {}, {}
     try:

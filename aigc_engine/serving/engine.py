@@ -18,11 +18,17 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from .errors import AigcError
-from .handles import AsyncWaker, RequestCancelled, RequestFailed, RequestHandle, iterate_async
-from .request import Request
-from .sampling import Completion, SamplingParams
-from .text import TextGenerator
+from ..errors import AigcError
+from ..text.generator import TextGenerator
+from ..text.request import Request
+from ..text.sampling import Completion, SamplingParams
+from .handles import (
+    AsyncWaker,
+    RequestCancelled,
+    RequestFailed,
+    RequestHandle,
+    iterate_async,
+)
 
 # RequestCancelled and RequestFailed are what a handle's result raises: importable from here too.
 __all__ = ["Engine", "EngineClosed", "EngineOverloaded", "RequestCancelled", "RequestFailed", "RequestHandle",
@@ -97,7 +103,7 @@ class Engine:
             if request.completion.error is not None:
                 raise AigcError(request.completion.error)
             self._check_fits_cache(request)
-        handles = [RequestHandle(self, r) for r in requests]
+        handles = [RequestHandle(r, self._cancel) for r in requests]
         with self._lock:
             if self._closing:
                 raise EngineClosed("the engine is closed: it admits no new requests")

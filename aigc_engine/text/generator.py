@@ -9,7 +9,7 @@ Each prompt is a request with its own SamplingParams. Two backends:
 The next token of every row comes from the native sampler (aigc_engine.ops.Sampler),
 keyed by (the request's seed, its step), so a request's tokens do not depend on what
 else shares its batch. A TextGenerator serves one caller at a time; services with many
-callers use aigc_engine.engine.Engine, which shares one batch among them.
+callers use aigc_engine.Engine, which shares one batch among them.
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from . import ops
-from .artifact import TEXT_FAMILIES, Artifact, read_artifact
-from .errors import AigcError
+from .. import ops
+from ..artifacts.artifact import TEXT_FAMILIES, Artifact, read_artifact
+from ..artifacts.registry import resolve
+from ..errors import AigcError
+from .backends import GptOnnx, LstmOnnx
 from .native import DEFAULT_KV_CACHE_MB, NativeGpt
-from .registry import resolve
 from .request import Request
 from .sampling import Completion, SamplingParams
 from .scheduler import Scheduler
-from .text_backends import GptOnnx, LstmOnnx
 from .tokenizer import TextTokenizer
 
 BACKENDS = {"gpt": ("native", "onnxruntime"), "lstm": ("onnxruntime",)}

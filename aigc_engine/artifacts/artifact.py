@@ -14,15 +14,29 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
-from .errors import ModelFileError
-
-FORMAT_VERSION = 1
-IMAGE_FAMILIES = ("gan", "dcgan", "vae")
-TEXT_FAMILIES = ("gpt", "lstm")
-FAMILIES = IMAGE_FAMILIES + TEXT_FAMILIES + ("classifier",)
-IMAGE_CONFIG_KEYS = ("latent_dim", "channels", "height", "width")
-TEXT_CONFIG_KEYS = {"gpt": ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "eos_token_id"),
-                    "lstm": ("vocab_size", "n_embd", "hidden_size", "n_layer", "eos_token_id")}
+from ..errors import ModelFileError
+from .schema import (
+    FAMILIES,
+    FORMAT_VERSION,
+    GPT_INPUTS,
+    IMAGE_CONFIG_KEYS,
+    IMAGE_FAMILIES,
+    IMAGE_INPUT,
+    IMAGE_OUTPUT,
+    LOGITS,
+    LSTM_INPUTS,
+    LSTM_OUTPUTS,
+    META_CONFIG,
+    META_DESCRIPTION,
+    META_FAMILY,
+    META_FORMAT_VERSION,
+    META_PROVENANCE,
+    META_TOKENIZER,
+    TEXT_CONFIG_KEYS,
+    TEXT_FAMILIES,
+    gpt_past_names,
+    gpt_present_names,
+)
 
 
 @dataclass
@@ -52,19 +66,19 @@ def read_artifact(path: str | Path, families: tuple[str, ...] = FAMILIES) -> Art
     if not model.graph.node or model.ir_version <= 0:
         raise ModelFileError(f"{path}: not an ONNX model (no graph inside)")
     meta = {prop.key: prop.value for prop in model.metadata_props}
-    family = meta.get("aigc.family")
+    family = meta.get(META_FAMILY)
     if family is None:
-        raise ModelFileError(f"{path}: not an aigc model (no 'aigc.family' metadata)")
+        raise ModelFileError(f"{path}: not an aigc model (no '{META_FAMILY}' metadata)")
     if family not in FAMILIES:
         raise ModelFileError(f"{path}: unknown model family '{family}' (known: {', '.join(FAMILIES)})")
     if family not in families:
         raise ModelFileError(f"{path}: is a '{family}' model; expected one of: {', '.join(families)}")
-    _check_format_version(path, meta.get("aigc.format_version"))
-    config = _json_metadata(path, meta, "aigc.config", required=True)
+    _check_format_version(path, meta.get(META_FORMAT_VERSION))
+    config = _json_metadata(path, meta, META_CONFIG, required=True)
     artifact = Artifact(path, model, family, config,
-                        provenance=_json_metadata(path, meta, "aigc.provenance", required=False) or {},
-                        description=meta.get("aigc.description", ""),
-                        tokenizer_json=meta.get("aigc.tokenizer", ""))
+                        provenance=_json_metadata(path, meta, META_PROVENANCE, required=False) or {},
+                        description=meta.get(META_DESCRIPTION, ""),
+                        tokenizer_json=meta.get(META_TOKENIZER, ""))
     if family in IMAGE_FAMILIES:
         _check_image_graph(artifact)
     if family in TEXT_FAMILIES:
@@ -74,16 +88,16 @@ def read_artifact(path: str | Path, families: tuple[str, ...] = FAMILIES) -> Art
 
 def _check_format_version(path: Path, version: str | None) -> None:
     if version is None:
-        raise ModelFileError(f"{path}: no 'aigc.format_version' metadata")
+        raise ModelFileError(f"{path}: no '{META_FORMAT_VERSION}' metadata")
     try:
         number = int(version)
     except ValueError:
-        raise ModelFileError(f"{path}: 'aigc.format_version' is not an integer: {version!r}") from None
+        raise ModelFileError(f"{path}: '{META_FORMAT_VERSION}' is not an integer: {version!r}") from None
     if number > FORMAT_VERSION:
         raise ModelFileError(f"{path}: written in format version {number}, newer than this aigc-engine "
                              f"reads ({FORMAT_VERSION}): upgrade aigc-engine")
     if number < 1:
-        raise ModelFileError(f"{path}: invalid 'aigc.format_version' {number}")
+        raise ModelFileError(f"{path}: invalid '{META_FORMAT_VERSION}' {number}")
 
 
 def _json_metadata(path: Path, meta: dict, key: str, required: bool) -> dict | None:
@@ -104,7 +118,7 @@ def _positive_ints(artifact: Artifact, keys) -> None:
     for key in keys:
         value = artifact.config.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "eos_token_id" else 1):
-            raise ModelFileError(f"{artifact.path}: 'aigc.config' needs a {'non-negative' if key == 'eos_token_id' else 'positive'} "
+            raise ModelFileError(f"{artifact.path}: '{META_CONFIG}' needs a {'non-negative' if key == 'eos_token_id' else 'positive'} "
                                  f"integer '{key}', got {value!r}")
 
 
@@ -119,14 +133,14 @@ def _check_image_graph(artifact: Artifact) -> None:
     path, config = artifact.path, artifact.config
     for key in IMAGE_CONFIG_KEYS:
         if not isinstance(config.get(key), int) or config[key] <= 0:
-            raise ModelFileError(f"{path}: 'aigc.config' needs a positive integer '{key}', got {config.get(key)!r}")
+            raise ModelFileError(f"{path}: '{META_CONFIG}' needs a positive integer '{key}', got {config.get(key)!r}")
     graph = artifact.model.graph
     inputs = {i.name: i for i in graph.input}
     outputs = {o.name: o for o in graph.output}
-    if "z" not in inputs or "images" not in outputs:
-        raise ModelFileError(f"{path}: an image model needs input 'z' and output 'images', has inputs "
+    if IMAGE_INPUT not in inputs or IMAGE_OUTPUT not in outputs:
+        raise ModelFileError(f"{path}: an image model needs input '{IMAGE_INPUT}' and output '{IMAGE_OUTPUT}', has inputs "
                              f"{sorted(inputs)} and outputs {sorted(outputs)}")
-    z_dims = _dims(inputs["z"])
+    z_dims = _dims(inputs[IMAGE_INPUT])
     if len(z_dims) != 2 or z_dims[1] != config["latent_dim"]:
         raise ModelFileError(f"{path}: input 'z' has shape {z_dims}, but the config says latent_dim="
                              f"{config['latent_dim']}")
@@ -137,7 +151,7 @@ def _check_image_graph(artifact: Artifact) -> None:
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelFileError(f"{path}: weights do not fit the graph's shapes ({first_line})") from None
-    image_dims = _dims(next(o for o in inferred.graph.output if o.name == "images"))
+    image_dims = _dims(next(o for o in inferred.graph.output if o.name == IMAGE_OUTPUT))
     expected = [config["channels"], config["height"], config["width"]]
     if len(image_dims) != 4 or image_dims[1:] != expected:
         raise ModelFileError(f"{path}: output 'images' has shape {image_dims}, but the config says "
@@ -149,19 +163,17 @@ def _check_text_model(artifact: Artifact) -> None:
     path, config, family = artifact.path, artifact.config, artifact.family
     _positive_ints(artifact, TEXT_CONFIG_KEYS[family])
     if not artifact.tokenizer_json:
-        raise ModelFileError(f"{path}: a {family} model needs its tokenizer in the 'aigc.tokenizer' metadata")
+        raise ModelFileError(f"{path}: a {family} model needs its tokenizer in the '{META_TOKENIZER}' metadata")
     graph = artifact.model.graph
     inputs = {i.name: i for i in graph.input}
     outputs = {o.name for o in graph.output}
     if family == "gpt":
         if config["n_embd"] % config["n_head"]:
             raise ModelFileError(f"{path}: n_embd {config['n_embd']} is not divisible by n_head {config['n_head']}")
-        kv = [f"{io}.{i}.{kind}" for io in ("past", "present") for i in range(config["n_layer"])
-              for kind in ("key", "value")]
-        need_in = {"input_ids", "position_ids", "attention_mask"} | {n for n in kv if n.startswith("past")}
-        need_out = {"logits"} | {n for n in kv if n.startswith("present")}
+        need_in = set(GPT_INPUTS) | set(gpt_past_names(config["n_layer"]))
+        need_out = {LOGITS} | set(gpt_present_names(config["n_layer"]))
     else:
-        need_in, need_out = {"input_ids", "past.h", "past.c"}, {"logits", "present.h", "present.c"}
+        need_in, need_out = set(LSTM_INPUTS), set(LSTM_OUTPUTS)
     missing = sorted(need_in - set(inputs)) + sorted(need_out - outputs)
     if missing:
         raise ModelFileError(f"{path}: the {family} graph lacks {', '.join(missing)} (for n_layer="
@@ -172,7 +184,7 @@ def _check_text_model(artifact: Artifact) -> None:
     for name, shape in expected.items():
         if name in weights and weights[name] != shape:
             raise ModelFileError(f"{path}: weight {name} has shape {weights[name]}, but the config says {shape}")
-    state = inputs["past.0.key" if family == "gpt" else "past.h"]
+    state = inputs[gpt_past_names(1)[0] if family == "gpt" else LSTM_INPUTS[1]]
     last = _dims(state)[-1]
     width = config["n_embd"] // config["n_head"] if family == "gpt" else config["hidden_size"]
     if isinstance(last, int) and last != width:

@@ -11,14 +11,11 @@ import math
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
-from .errors import AigcError
-from .request import Request
-from .sampling import Completion
-
-if TYPE_CHECKING:
-    from .engine import Engine
+from ..errors import AigcError
+from ..text.request import Request
+from ..text.sampling import Completion
 
 
 class RequestCancelled(AigcError):
@@ -34,8 +31,9 @@ class RequestHandle:
     text in UTF-8-safe pieces as they are produced (one consumer); `cancel()` stops it.
     All methods are thread-safe."""
 
-    def __init__(self, engine: "Engine", request: Request):
-        self._engine = engine
+    def __init__(self, request: Request, cancel: Callable[["RequestHandle"], None]):
+        """`cancel` asks the owner (the Engine) to remove the request; it returns at once."""
+        self._ask_cancel = cancel
         self.request = request
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
@@ -70,7 +68,7 @@ class RequestHandle:
         """Stop the request: it leaves the batch and frees its KV blocks before the next
         step. Returns at once; wait() returns once that is done. No effect once done."""
         if not self._done.is_set():
-            self._engine._cancel(self)
+            self._ask_cancel(self)
 
     def __iter__(self) -> Iterator[str]:
         while True:

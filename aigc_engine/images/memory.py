@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import AigcError
+from ..errors import AigcError
 
 # Leave this share of the available memory to everything else on the machine.
 _USABLE_SHARE = 0.8

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import memory, ops
-from .artifact import IMAGE_FAMILIES, Artifact, read_artifact
-from .errors import AigcError
-from .registry import resolve
-from .session import create_session
+from .. import ops
+from ..artifacts.artifact import IMAGE_FAMILIES, Artifact, read_artifact
+from ..artifacts.registry import resolve
+from ..artifacts.schema import IMAGE_INPUT, IMAGE_OUTPUT
+from ..artifacts.session import create_session
+from ..errors import AigcError
+from . import memory
 
 DEFAULT_BATCH_SIZE = 128
 BACKENDS = ("onnxruntime",)
@@ -104,7 +106,7 @@ class ImageGenerator:
         out = np.empty((n, h, w, c), dtype=np.uint8)
         for start in range(0, n, batch_size):
             stop = min(n, start + batch_size)
-            (images,) = self._session.run(["images"], {"z": np.ascontiguousarray(z[start:stop])})
+            (images,) = self._session.run([IMAGE_OUTPUT], {IMAGE_INPUT: np.ascontiguousarray(z[start:stop])})
             ops.images_to_uint8(images, device=self.device, out=out[start:stop])
         return out
 

@@ -13,10 +13,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .artifact import read_artifact
-from .errors import AigcError
-from .registry import MODELS_DIR
-from .session import create_session
+from ..artifacts.artifact import read_artifact
+from ..artifacts.registry import MODELS_DIR
+from ..artifacts.schema import CLASSIFIER_INPUT, CLASSIFIER_OUTPUTS
+from ..artifacts.session import create_session
+from ..errors import AigcError
 
 CLASSIFIER_PATH = MODELS_DIR / "digits-classifier.onnx"
 REFERENCE_PATH = MODELS_DIR / "digits-reference.npz"
@@ -90,7 +91,7 @@ class DigitClassifier:
         logits, features = [], []
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size].transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0
-            chunk_logits, chunk_features = self._session.run(["logits", "features"], {"images": chunk})
+            chunk_logits, chunk_features = self._session.run(list(CLASSIFIER_OUTPUTS), {CLASSIFIER_INPUT: chunk})
             logits.append(chunk_logits)
             features.append(chunk_features)
         return np.concatenate(logits), np.concatenate(features)
@@ -109,7 +110,7 @@ class DigitClassifier:
 def evaluate_model(model, n: int = 5000, seed: int = 0, truncation: float | None = None,
                    classifier: DigitClassifier | None = None) -> dict:
     """Quality figures of n samples of an image model (a name, a path or an ImageGenerator)."""
-    from .images import ImageGenerator
+    from .generator import ImageGenerator
 
     generator = model if isinstance(model, ImageGenerator) else ImageGenerator.load(str(model))
     if generator.image_shape != DIGIT_SHAPE:

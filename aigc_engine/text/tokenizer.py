@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tokenizers import Tokenizer
 
-from .errors import AigcError, ModelFileError
+from ..errors import AigcError, ModelFileError
 
 REPLACEMENT = "\ufffd"
 

@@ -14,8 +14,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .artifact import Artifact
-from .session import create_session
+from ..artifacts.artifact import Artifact
+from ..artifacts.schema import (
+    GPT_INPUTS,
+    LOGITS,
+    LSTM_INPUTS,
+    LSTM_OUTPUTS,
+    gpt_past_names,
+    gpt_present_names,
+)
+from ..artifacts.session import create_session
 
 
 @dataclass
@@ -33,8 +41,8 @@ class GptOnnx:
         self.head_dim = config["n_embd"] // config["n_head"]
         self.context = config["n_positions"]
         self._session = create_session(artifact.model, device, num_threads)
-        self._past_names = [f"past.{i}.{kind}" for i in range(self.n_layer) for kind in ("key", "value")]
-        self._outputs = ["logits"] + [f"present.{i}.{kind}" for i in range(self.n_layer) for kind in ("key", "value")]
+        self._past_names = gpt_past_names(self.n_layer)
+        self._outputs = [LOGITS] + gpt_present_names(self.n_layer)
 
     def start(self, prompts: list[list[int]]) -> tuple[np.ndarray, GptState]:
         """Prefill: logits float32 (B, vocab) of each prompt's last token, and the state."""
@@ -60,7 +68,7 @@ class GptOnnx:
     def _run(self, state: GptState, ids: np.ndarray, positions: np.ndarray,
              new_mask: np.ndarray) -> tuple[np.ndarray, GptState]:
         mask = np.concatenate([state.mask, new_mask], axis=1)
-        feeds = {"input_ids": ids, "position_ids": positions, "attention_mask": mask}
+        feeds = dict(zip(GPT_INPUTS, (ids, positions, mask)))
         feeds.update(zip(self._past_names, state.past))
         logits, *present = self._session.run(self._outputs, feeds)
         after = GptState(present, mask, positions[:, -1] + 1)
@@ -99,6 +107,5 @@ class LstmOnnx:
         return LstmState(np.ascontiguousarray(state.h[:, rows]), np.ascontiguousarray(state.c[:, rows]))
 
     def _run(self, ids, h, c):
-        logits, h, c = self._session.run(["logits", "present.h", "present.c"],
-                                         {"input_ids": ids, "past.h": h, "past.c": c})
+        logits, h, c = self._session.run(list(LSTM_OUTPUTS), dict(zip(LSTM_INPUTS, (ids, h, c))))
         return np.ascontiguousarray(logits[:, -1, :]), h, c

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AigcError
+from ..errors import AigcError
 
 _COLOR_TYPES = {1: 0, 3: 2, 4: 6}  # channels → PNG colour type (grey, RGB, RGBA)
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import secrets
 
-from . import ops
-from .errors import AigcError
-from .images import ImageGenerator
-from .sampling import SamplingParams
+from .. import ops
+from ..errors import AigcError
+from ..images.generator import ImageGenerator
+from ..text.sampling import SamplingParams
 
 MAX_N = 16           # choices per prompt, and images per request
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default

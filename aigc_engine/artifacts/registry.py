@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import UnknownModelError
 from .artifact import Artifact, read_artifact
-from .errors import UnknownModelError
 
-MODELS_DIR = Path(__file__).parent / "models"
+MODELS_DIR = Path(__file__).parent.parent / "models"
 INSTRUMENTS = ("digits-classifier",)
 
 

@@ -11,7 +11,7 @@ import os
 import onnx
 import onnxruntime as ort
 
-from .errors import AigcError
+from ..errors import AigcError
 
 
 def num_threads_from_env() -> int | None:

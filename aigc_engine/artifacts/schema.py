@@ -1,0 +1,51 @@
+"""What a model file is: the families, the metadata keys, the config keys, the format
+version and the graph's input and output names.
+
+The one place these are written: the runtime reads files by them and export/ (the
+PyTorch side) writes files by them. Torch-free and dependency-free, so both sides import
+it without pulling anything in.
+"""
+
+from __future__ import annotations
+
+# The newest format this runtime reads and export writes (an integer; stored as text).
+FORMAT_VERSION = 1
+
+IMAGE_FAMILIES = ("gan", "dcgan", "vae")
+TEXT_FAMILIES = ("gpt", "lstm")
+CLASSIFIER = "classifier"  # the digit classifier behind `aigc eval`: an instrument, not a generator
+FAMILIES = IMAGE_FAMILIES + TEXT_FAMILIES + (CLASSIFIER,)
+
+# metadata_props keys
+META_FAMILY = "aigc.family"
+META_FORMAT_VERSION = "aigc.format_version"
+META_CONFIG = "aigc.config"            # JSON object: the sizes below
+META_PROVENANCE = "aigc.provenance"    # JSON object: dataset, steps, seed, quality at export
+META_DESCRIPTION = "aigc.description"
+META_TOKENIZER = "aigc.tokenizer"      # text families: the `tokenizers` JSON
+
+IMAGE_CONFIG_KEYS = ("latent_dim", "channels", "height", "width")
+TEXT_CONFIG_KEYS = {"gpt": ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "eos_token_id"),
+                    "lstm": ("vocab_size", "n_embd", "hidden_size", "n_layer", "eos_token_id")}
+
+# Graph inputs and outputs.
+IMAGE_INPUT, IMAGE_OUTPUT = "z", "images"          # z (N, latent_dim) -> images (N, C, H, W) in [-1, 1]
+CLASSIFIER_INPUT = "images"                        # images (N, C, H, W) -> logits, features
+CLASSIFIER_OUTPUTS = ("logits", "features")
+GPT_INPUTS = ("input_ids", "position_ids", "attention_mask")
+LSTM_INPUTS = ("input_ids", "past.h", "past.c")
+LSTM_OUTPUTS = ("logits", "present.h", "present.c")
+LOGITS = "logits"
+
+
+def gpt_past_names(n_layer: int) -> list[str]:
+    """past.{i}.key, past.{i}.value for every layer, in that order."""
+    return [f"past.{i}.{kind}" for i in range(n_layer) for kind in ("key", "value")]
+
+
+def gpt_present_names(n_layer: int) -> list[str]:
+    return [f"present.{i}.{kind}" for i in range(n_layer) for kind in ("key", "value")]
+
+
+# How the native decoder may hold a GPT's weights.
+WEIGHT_DTYPES = ("float32", "bfloat16", "int8")
