@@ -81,8 +81,14 @@ class LstmState:
     c: np.ndarray
 
 
+# An LSTM reads text of any length, but its graph returns logits at every prompt position
+# and onnxruntime holds them all: a 720 KB prompt once took 16 s and 4.5 GB before failing.
+# Prompt + new tokens are bounded as a Transformer's context is.
+LSTM_MAX_CONTEXT = 4096
+
+
 class LstmOnnx:
-    context = None  # no limit on the length of the text
+    context = LSTM_MAX_CONTEXT
 
     def __init__(self, artifact: Artifact, device: str, num_threads: int | None):
         config = artifact.config

@@ -8,13 +8,19 @@ Each prompt is a request with its own SamplingParams. Two backends:
   leaving the batch at once.
 The next token of every row comes from the native sampler (aigc_engine.ops.Sampler),
 keyed by (the request's seed, its step), so a request's tokens do not depend on what
-else shares its batch. A TextGenerator serves one caller at a time; services with many
-callers use aigc_engine.Engine, which shares one batch among them.
+else shares its batch. A row that fails (logits that turn NaN or +inf) fails its own
+request only. Several threads may share a TextGenerator: their calls take turns step by
+step (on the native backend they share the batch); services with many callers use
+aigc_engine.Engine, which batches them without the turns. After any exception —
+KeyboardInterrupt included — the generator is as before the call: the call's requests
+have left the batch and freed their KV blocks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import threading
 import weakref
 from collections.abc import Iterator, Sequence
 
@@ -27,7 +33,7 @@ from ..errors import AigcError
 from .backends import GptOnnx, LstmOnnx
 from .native import DEFAULT_KV_CACHE_MB, NativeGpt
 from .request import Request
-from .sampling import Completion, SamplingParams
+from .sampling import Completion, SamplingParams, shown
 from .scheduler import Scheduler
 from .tokenizer import TextTokenizer
 
@@ -58,6 +64,11 @@ class TextGenerator:
         self.max_batch_size = max_batch_size
         self.tokenizer = TextTokenizer.from_json(artifact.tokenizer_json, str(artifact.path))
         self.eos_token_id = artifact.config["eos_token_id"]
+        self.vocab_size = artifact.config["vocab_size"]  # the model's: a tokenizer may know more ids
+        # Held for one step at a time (never while a stream's consumer has the text), so
+        # callers on several threads take turns. Reentrant: a stream dropped mid-step by the
+        # garbage collector cancels its request from the same thread.
+        self._lock = threading.RLock()
         # The batch's requests held weakly: a finished one is not kept alive while the generator idles.
         self._sampler_cache: tuple[list[weakref.ref[Request]], ops.Sampler | None] = ([], None)
         if backend == "native":
@@ -84,7 +95,7 @@ class TextGenerator:
 
     @property
     def context_length(self) -> int | None:
-        """The most tokens (prompt + generated) a request can hold; None: no limit."""
+        """The most tokens (prompt + generated) a request can hold (an LSTM's is a set bound)."""
         return self._model.context
 
     def __repr__(self) -> str:
@@ -98,8 +109,9 @@ class TextGenerator:
         A prompt that cannot run (empty, too long, not UTF-8...) gets finish_reason 'error'
         and its message; the others run."""
         requests = self._requests(prompts, params)
-        for _ in self._run([r for r in requests if r.completion.error is None]):
-            pass
+        with contextlib.closing(self._run([r for r in requests if r.completion.error is None])) as steps:
+            for _ in steps:
+                pass
         return [r.completion for r in requests]
 
     def stream(self, prompt: str, params: SamplingParams | None = None) -> Iterator[str]:
@@ -110,10 +122,11 @@ class TextGenerator:
             raise AigcError(request.completion.error)
 
         def pieces() -> Iterator[str]:
-            for _ in self._run([request]):
-                piece = request.take_stream_text()
-                if piece:
-                    yield piece
+            with contextlib.closing(self._run([request])) as steps:  # leaving early cancels the request
+                for _ in steps:
+                    piece = request.take_stream_text()
+                    if piece:
+                        yield piece
             if request.completion.error is not None:
                 raise AigcError(request.completion.error)
         return pieces()
@@ -146,11 +159,9 @@ class TextGenerator:
                 completion.prompt = self.tokenizer.decode(ids)
             else:
                 ids = self.tokenizer.encode(prompt)
+            self._check_in_vocab("prompt", ids)
             ids = self._fit_context(ids, params)
-            for token in params.logit_bias:
-                if token >= self.tokenizer.vocab_size:
-                    raise AigcError(f"logit_bias: token id {token} is outside the vocabulary (size "
-                                    f"{self.tokenizer.vocab_size})")
+            self._check_in_vocab("logit_bias", params.logit_bias)
         except AigcError as error:
             completion.error = str(error)
             completion.finish_reason = "error"
@@ -159,13 +170,24 @@ class TextGenerator:
         return Request(completion, ids, params, seed, self.tokenizer, self.eos_token_id)
 
     def _check_token_ids(self, prompt) -> list[int]:
-        ids = np.asarray(prompt)
-        vocab = self.artifact.config["vocab_size"]
+        try:
+            ids = np.asarray(prompt)
+        except (ValueError, OverflowError):  # ragged, or integers beyond int64
+            ids = np.asarray([], object)
         if ids.ndim != 1 or ids.size == 0 or ids.dtype.kind not in "iu":
-            raise AigcError(f"prompt: token ids must be a non-empty list of integers, got {prompt!r:.60}")
-        if ids.min() < 0 or ids.max() >= vocab:
-            raise AigcError(f"prompt: token ids must lie in [0, {vocab}), got {int(ids.min())}..{int(ids.max())}")
+            raise AigcError(f"prompt: token ids must be a non-empty list of integers, got {shown(prompt)}")
+        if ids.min() < 0 or ids.max() >= self.vocab_size:
+            raise AigcError(f"prompt: token ids must lie in [0, {self.vocab_size}), got "
+                            f"{int(ids.min())}..{int(ids.max())}")
         return ids.tolist()
+
+    def _check_in_vocab(self, what: str, ids) -> None:
+        """Ids the tokenizer knows but the model does not (a tokenizer with added tokens
+        beyond the model's vocab_size) would index past the model's embeddings and logits."""
+        outside = [token for token in ids if token >= self.vocab_size]
+        if outside:
+            raise AigcError(f"{what}: token id {outside[0]} is outside the model's vocabulary of "
+                            f"{self.vocab_size} tokens")
 
     def _fit_context(self, ids: list[int], params: SamplingParams) -> list[int]:
         context = self.context_length
@@ -180,17 +202,47 @@ class TextGenerator:
                                                                      f"{max(room, 0)} prompt tokens)"))
 
     def _run(self, requests: list[Request]) -> Iterator[None]:
-        """Runs the requests to the end; yields after each step so that stream() can hand
-        out text as it comes."""
-        if self.scheduler is not None:
+        """Runs the requests to the end, one locked step at a time; yields after each step
+        so that stream() can hand out text as it comes. A step that raises fails the
+        requests it ran (their finish_reason 'error'); KeyboardInterrupt, or a stream closed
+        early, takes the call's requests out of the batch and passes on."""
+        try:
+            if self.scheduler is not None:
+                with self._lock:
+                    for request in requests:
+                        self.scheduler.add(request)
+                while not all(r.finished for r in requests):
+                    with self._lock:
+                        self._guarded_step(self.scheduler.step, requests)
+                    yield
+                return
+            for start in range(0, len(requests), self.max_batch_size):
+                batch = requests[start:start + self.max_batch_size]
+                steps = self._run_static(batch)
+                while not all(r.finished for r in batch):
+                    with self._lock:
+                        self._guarded_step(lambda: next(steps, None), batch)
+                    yield
+        except BaseException as error:
+            self._abandon(requests, f"interrupted ({type(error).__name__})")
+            raise
+
+    def _guarded_step(self, step, requests: list[Request]) -> None:
+        try:
+            step()
+        except Exception as error:  # noqa: BLE001 — fail these requests, keep the generator usable
+            self._abandon(requests, f"the generator failed while running this request: "
+                                    f"{type(error).__name__}: {error}")
+
+    def _abandon(self, requests: list[Request], message: str) -> None:
+        """Fail the unfinished requests and take them out of the batch (freeing their KV blocks)."""
+        with self._lock:
             for request in requests:
-                self.scheduler.add(request)
-            while self.scheduler.busy:
-                self.scheduler.step()
-                yield
-            return
-        for start in range(0, len(requests), self.max_batch_size):
-            yield from self._run_static(requests[start:start + self.max_batch_size])
+                if self.scheduler is not None:
+                    self.scheduler.cancel(request)
+                if not request.finished:
+                    request.fail(message)
+            self._sampler_cache = ([], None)
 
     def _run_static(self, requests: list[Request]) -> Iterator[None]:
         """onnxruntime: prefill the batch, then decode until every request has finished."""
@@ -210,8 +262,13 @@ class TextGenerator:
             logits, state = self._model.step(state, np.array([r.last_token for r in active], np.int64))
 
     def _sample_into(self, logits: np.ndarray, requests: list[Request]) -> None:
+        """Each request's next token; a row the sampler could not draw from (NaN or +inf
+        logits) fails its own request only."""
         result = self._sampler_for(requests, logits.shape[1])(logits)
         for row, request in enumerate(requests):
+            if result.errors and row in result.errors:
+                request.fail(f"sampling failed: {result.errors[row]}")
+                continue
             request.accept(int(result.tokens[row]), float(result.logprobs[row]),
                            result.top_ids[row], result.top_logprobs[row])
 

@@ -2,7 +2,8 @@
 
 One typed field per knob, each with its range and its "off" value; every value is
 checked when the object is made, so a bad parameter fails at the caller's line with a
-message naming the field, before any work starts.
+message naming the field, before any work starts. Numbers are checked as the kernels see
+them, in float32: 1e-46 is a valid float64 top_p but rounds to 0.0 there.
 """
 
 from __future__ import annotations
@@ -10,28 +11,54 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..errors import AigcError
 
 MAX_LOGPROBS = 20
+# Stop strings are searched for in every new piece of text: bounded so that one request
+# cannot make every step of its batch slow (60,000 of them once took 236 s of a server's time).
+MAX_STOP_STRINGS = 16
+MAX_STOP_LENGTH = 256
+# The smallest repetition penalty: dividing a logit by less could overflow float32 to +inf.
+MIN_REPETITION_PENALTY = 0.01
+
+
+def shown(value, limit: int = 60) -> str:
+    """repr() for an error message: cut to `limit` characters, and safe for integers too
+    long for repr (Python refuses past 4,300 digits)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"an integer of {len(hex(value)) - 2} hex digits"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _number(name: str, value, low: float, high: float, low_open: bool = False, high_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise AigcError(f"{name}: expected a finite number, got {value!r}")
-    below = value <= low if low_open else value < low
-    above = value >= high if high_open else value > high
+    """A finite number in the interval, checked after rounding to float32 as the kernels read it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise AigcError(f"{name}: expected a finite number, got {shown(value)}")
+    try:
+        with np.errstate(over="ignore"):
+            as_float32 = float(np.float32(value))
+    except OverflowError:  # an int beyond float64
+        as_float32 = math.inf
+    if not math.isfinite(as_float32):
+        raise AigcError(f"{name}: expected a finite number, got {shown(value)}")
+    below = as_float32 <= low if low_open else as_float32 < low
+    above = as_float32 >= high if high_open else as_float32 > high
     if below or above:
         interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise AigcError(f"{name}: expected a value in {interval}, got {value!r}")
+        rounded = "" if as_float32 == value else f" ({as_float32!r} in float32)"
+        raise AigcError(f"{name}: expected a value in {interval}, got {shown(value)}{rounded}")
     return float(value)
 
 
 def _integer(name: str, value, low: int, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise AigcError(f"{name}: expected an integer, got {value!r}")
+        raise AigcError(f"{name}: expected an integer, got {shown(value)}")
     if value < low or (high is not None and value > high):
         bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise AigcError(f"{name}: expected an integer {bound}, got {value!r}")
+        raise AigcError(f"{name}: expected an integer {bound}, got {shown(value)}")
     return value
 
 
@@ -42,7 +69,7 @@ class SamplingParams:
     top_k: int = 0                    # >= 0; 0 = off
     top_p: float = 1.0                # (0, 1]; 1 = off
     min_p: float = 0.0                # [0, 1]; 0 = off (drop tokens below min_p × the top probability)
-    repetition_penalty: float = 1.0   # (0, 10]; 1 = off (HF rule, over prompt and generated tokens)
+    repetition_penalty: float = 1.0   # [0.01, 10]; 1 = off (HF rule, over prompt and generated tokens)
     presence_penalty: float = 0.0     # [-2, 2]; 0 = off (OpenAI rule, over generated tokens)
     frequency_penalty: float = 0.0    # [-2, 2]; 0 = off (OpenAI rule, over generated tokens)
     seed: int | None = None           # [0, 2**64); None = a fresh random seed per request
@@ -58,25 +85,30 @@ class SamplingParams:
         _integer("top_k", self.top_k, 0)
         _number("top_p", self.top_p, 0.0, 1.0, low_open=True)
         _number("min_p", self.min_p, 0.0, 1.0)
-        _number("repetition_penalty", self.repetition_penalty, 0.0, 10.0, low_open=True)
+        _number("repetition_penalty", self.repetition_penalty, MIN_REPETITION_PENALTY, 10.0)
         _number("presence_penalty", self.presence_penalty, -2.0, 2.0)
         _number("frequency_penalty", self.frequency_penalty, -2.0, 2.0)
         if self.seed is not None:
             _integer("seed", self.seed, 0, 2**64 - 1)
         stop = (self.stop,) if isinstance(self.stop, str) else self.stop
         if not isinstance(stop, (tuple, list)) or not all(isinstance(s, str) and s for s in stop):
-            raise AigcError(f"stop: expected a non-empty string or a list of them, got {self.stop!r}")
+            raise AigcError(f"stop: expected a non-empty string or a list of them, got {shown(self.stop)}")
+        if len(stop) > MAX_STOP_STRINGS:
+            raise AigcError(f"stop: at most {MAX_STOP_STRINGS} stop strings, got {len(stop)}")
+        if max(map(len, stop), default=0) > MAX_STOP_LENGTH:
+            raise AigcError(f"stop: each stop string at most {MAX_STOP_LENGTH} characters, got one of "
+                            f"{max(map(len, stop))}")
         object.__setattr__(self, "stop", tuple(stop))
         if self.logprobs is not None:
             _integer("logprobs", self.logprobs, 0, MAX_LOGPROBS)
         if not isinstance(self.logit_bias, dict):
-            raise AigcError(f"logit_bias: expected a dict of token id -> bias, got {self.logit_bias!r}")
+            raise AigcError(f"logit_bias: expected a dict of token id -> bias, got {shown(self.logit_bias)}")
         for token, bias in self.logit_bias.items():
-            _integer("logit_bias token id", token, 0)
+            _integer("logit_bias token id", token, 0, 2**31 - 1)
             _number(f"logit_bias[{token}]", bias, -100.0, 100.0)
         for name in ("ignore_eos", "truncate_prompt"):
             if not isinstance(getattr(self, name), bool):
-                raise AigcError(f"{name}: expected True or False, got {getattr(self, name)!r}")
+                raise AigcError(f"{name}: expected True or False, got {shown(getattr(self, name))}")
 
 
 @dataclass

@@ -89,15 +89,20 @@ class Scheduler:
         # while the pool's threads still spin for work.
         due = [i for i, seq in enumerate(decoding) if seq.due_after(1)]
         due += [len(decoding) + i for i, seq in enumerate(prompts) if seq.due_after(len(seq.request.prompt_ids))]
-        logits = self._forward(decoding, prompts)
-        if len(due) == len(batch):  # the usual case: no copy of (batch, vocab) logits
-            self._sample(logits, [seq.request for seq in batch])
-        elif due:
-            self._sample(np.ascontiguousarray(logits[due]), [batch[i].request for i in due])
-        for seq in batch:
-            if seq.request.finished:
-                self.running.remove(seq)
-                self._free(seq)
+        try:
+            logits = self._forward(decoding, prompts)
+            if len(due) == len(batch):  # the usual case: no copy of (batch, vocab) logits
+                self._sample(logits, [seq.request for seq in batch])
+            elif due:
+                self._sample(np.ascontiguousarray(logits[due]), [batch[i].request for i in due])
+        except BaseException:
+            self._recompute_unsampled(batch)
+            raise
+        finally:
+            for seq in batch:
+                if seq.request.finished and seq in self.running:
+                    self.running.remove(seq)
+                    self._free(seq)
 
     # Internals ----------------------------------------------------------------------
 
@@ -115,6 +120,14 @@ class Scheduler:
                         break
                     continue
                 seq.blocks += self.backend.cache.allocate(1)
+
+    def _recompute_unsampled(self, batch: list[Sequence]) -> None:
+        """After a step cut short (an exception, KeyboardInterrupt): a row whose tokens are
+        all cached but whose next token was not sampled would have nothing to feed the next
+        step. It is recomputed from scratch, exactly, as after a preemption."""
+        for seq in batch:
+            if seq in self.running and not seq.request.finished and seq.due_after(0):
+                self._preempt(seq)
 
     def _preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)
