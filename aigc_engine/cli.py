@@ -186,10 +186,14 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     except ImportError as error:
         raise AigcError(f"serve needs the 'serve' extra ({error.name} is missing): "
                         "pip install 'aigc-engine[serve]'") from None
-    if args.max_queued < 1:
-        raise AigcError(f"--max-queued: expected an integer >= 1, got {args.max_queued}")
+    for flag, value in (("--max-queued", args.max_queued), ("--max-body-bytes", args.max_body_bytes),
+                        ("--max-batch-size", args.max_batch_size)):
+        if value is not None and value < 1:
+            raise AigcError(f"{flag}: expected an integer >= 1, got {value}")
+    if args.kv_cache_mb is not None and not (math.isfinite(args.kv_cache_mb) and args.kv_cache_mb > 0):
+        raise AigcError(f"--kv-cache-mb: expected a number of MiB > 0, got {args.kv_cache_mb}")
     interval = STREAM_INTERVAL_SECONDS if args.stream_interval is None else args.stream_interval
-    if not 0 <= interval <= 10:
+    if not 0 <= interval <= 10:  # also refuses nan
         raise AigcError(f"--stream-interval: expected 0..10 seconds, got {interval}")
     if not 0 <= args.port <= 65535:
         raise AigcError(f"--port: expected 0..65535 (0: any free port), got {args.port}")
@@ -240,7 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nrow", type=int, default=None, help="images per grid row (default ⌈√n⌉)")
     p.add_argument("--batch-size", type=int, default=128, help="images per generator call (default 128)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("-o", "--output", default="samples.png", help="PNG file to write (default samples.png)")
+    p.add_argument("-o", "--output", default="samples.png",
+                   help="PNG file to write (default samples.png): a new or a regular file, replaced whole; "
+                        "a symbolic link, FIFO, device, socket or folder is refused")
     p.set_defaults(run=_cmd_sample)
 
     p = commands.add_parser("eval", help="measure a digit model with the shipped classifier")
@@ -323,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kv-cache-mb", type=float, default=None, help="native KV cache budget (default 512)")
     p.add_argument("--dtype", default=None, choices=WEIGHT_DTYPES,
                    help="native decoder weights (default float32)")
-    p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger request bodies get 413 (default 1 MiB)")
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20,
+                   help="larger request bodies get 413 (default 1 MiB); see the README's Limits for the others")
     p.add_argument("--stream-interval", type=float, default=None,
                    help="least seconds between two events of one stream; the text made in between comes "
                         "together, a request's end comes at once (default 0.05; 0: an event per piece)")

@@ -63,8 +63,20 @@ def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
 
     t = 0 gives a, t = 1 gives b; in between the path follows the great circle, which
     keeps the norm typical of a Gaussian latent (a straight line would shrink it).
+    Array-likes (lists, float64 arrays) are converted; anything else raises AigcError
+    naming the argument.
     """
-    t = np.ascontiguousarray(t, dtype=np.float32)
+    def vector(name: str, value) -> np.ndarray:
+        try:
+            array = np.ascontiguousarray(value, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise AigcError(f"{name}: expected a 1-D array of numbers, got {type(value).__name__}") from None
+        if array.ndim != 1:
+            raise AigcError(f"{name}: expected a 1-D array of numbers, got shape {array.shape}")
+        return array
+    a, b, t = vector("a", a), vector("b", b), vector("t", t)
+    if a.shape != b.shape or a.shape[0] == 0:
+        raise AigcError(f"a, b: expected two vectors of the same non-zero length, got {a.shape[0]} and {b.shape[0]}")
     out = np.empty((t.shape[0], a.shape[0]), dtype=np.float32)
     _C.slerp(a, b, t, out)
     return out

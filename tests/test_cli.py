@@ -86,3 +86,47 @@ def test_bad_input_gets_one_line_and_writes_nothing(bad_files, args, message):
     assert message in lines[0]
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in bad_files.rglob("*")) == before
+
+
+def _special_outputs(tmp_path):
+    """A FIFO, a socket, a character device (as root), symbolic links: -o refuses each."""
+    import os
+    import socket
+    import stat
+
+    os.mkfifo(tmp_path / "fifo")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(tmp_path / "sock"))
+    (tmp_path / "target.png").write_bytes(b"keep")
+    os.symlink(tmp_path / "target.png", tmp_path / "link.png")
+    os.symlink(tmp_path / "nowhere.png", tmp_path / "dangling.png")
+    cases = [("fifo", "a FIFO"), ("sock", "a socket"), ("link.png", "a symbolic link"),
+             ("dangling.png", "a symbolic link")]
+    try:  # a device node of our own (null's numbers), never /dev/null itself
+        os.mknod(tmp_path / "null", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+        cases.append(("null", "a character device"))
+    except PermissionError:
+        pass
+    return listener, cases
+
+
+def test_sample_writes_only_regular_files(tmp_path):
+    import os
+
+    listener, cases = _special_outputs(tmp_path)
+    try:
+        for name, kind in cases:
+            before = os.lstat(tmp_path / name)
+            result = aigc("sample", "digits-gan", "-n", 1, "-o", tmp_path / name)
+            lines = result.stderr.strip().splitlines()
+            assert result.returncode == 1 and len(lines) == 1, result.stderr
+            assert lines[0].startswith("aigc: error:") and str(tmp_path / name) in lines[0] and kind in lines[0]
+            after = os.lstat(tmp_path / name)
+            assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)  # untouched
+        assert (tmp_path / "target.png").read_bytes() == b"keep"
+        assert not list(tmp_path.glob(".*.tmp"))
+    finally:
+        listener.close()
+    (tmp_path / "regular.png").write_bytes(b"old")
+    assert aigc("sample", "digits-gan", "-n", 1, "-o", tmp_path / "regular.png").returncode == 0
+    assert (tmp_path / "regular.png").read_bytes().startswith(b"\x89PNG")

@@ -72,3 +72,13 @@ def test_bad_backend_and_device(tmp_path):
 
 def test_memory_check_uses_available_memory():
     assert memory.available_bytes() > 2**20
+
+
+def test_slerp_takes_array_likes_and_names_a_bad_argument():
+    a, b = [1.0, 0.0, 0.0], np.array([0.0, 1.0, 0.0])  # a list, a float64 array
+    np.testing.assert_allclose(ops.slerp(a, b, [0.0, 0.5, 1.0]),
+                               reference.slerp(np.array(a), b, np.array([0.0, 0.5, 1.0])), atol=1e-6)
+    for args, name in [(("ab", b, [0.5]), "a"), ((a, [[1.0]], [0.5]), "b"), ((a, b, [[0.5]]), "t"),
+                       ((a, [1.0, 0.0], [0.5]), "a, b"), (([], [], [0.5]), "a, b")]:
+        with pytest.raises(AigcError, match=f"^{name}: "):
+            ops.slerp(*args)

@@ -27,7 +27,7 @@ from PIL import Image  # noqa: E402
 
 from aigc_engine import ImageGenerator, SamplingParams, TextGenerator  # noqa: E402
 from aigc_engine.serving.engine import Engine  # noqa: E402
-from aigc_engine.serving.app import Server, bind  # noqa: E402
+from aigc_engine.serving.app import Server, bind, uvicorn_server  # noqa: E402
 from serve_fixtures import WAIT, install_gate, wait_until  # noqa: E402
 from text_fixtures import export_tiny  # noqa: E402
 
@@ -47,7 +47,7 @@ def served(paths):
             "lstm": Engine(TextGenerator.load(str(paths["lstm"])))}
     server = Server(text, {"digits-gan": ImageGenerator.load("digits-gan")}, stream_interval=0.0)
     sock = bind("127.0.0.1", 0)
-    runner = uvicorn.Server(uvicorn.Config(server.app, log_level="warning"))
+    runner = uvicorn_server(server)
     thread = threading.Thread(target=runner.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     url = "http://127.0.0.1:%d" % sock.getsockname()[1]
@@ -354,5 +354,34 @@ def test_aigc_serve_refuses_bad_arguments_in_one_line():
         taken.listen()
         result = run("digits-gan", "--port", str(taken.getsockname()[1]))
     assert result.returncode == 1 and "cannot bind" in result.stderr and result.stderr.count("\n") == 1
-    result = run("digits-gan", "--port", "0", "--stream-interval", "-1")
-    assert result.returncode == 1 and "--stream-interval: expected 0..10 seconds, got -1" in result.stderr
+    for flag, value, message in [("--stream-interval", "-1", "--stream-interval: expected 0..10 seconds, got -1"),
+                                 ("--stream-interval", "nan", "--stream-interval: expected 0..10 seconds"),
+                                 ("--max-body-bytes", "-1", "--max-body-bytes: expected an integer >= 1, got -1"),
+                                 ("--max-body-bytes", "0", "--max-body-bytes: expected an integer >= 1, got 0"),
+                                 ("--max-queued", "0", "--max-queued: expected an integer >= 1, got 0"),
+                                 ("--max-batch-size", "0", "--max-batch-size: expected an integer >= 1, got 0"),
+                                 ("--kv-cache-mb", "-5", "--kv-cache-mb: expected a number of MiB > 0, got -5"),
+                                 ("--kv-cache-mb", "inf", "--kv-cache-mb: expected a number of MiB > 0"),
+                                 ("--port", "70000", "--port: expected 0..65535")]:
+        result = run("digits-gan", "--port", "0", flag, value)
+        assert result.returncode == 1 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_aigc_serve_warns_when_listening_beyond_loopback():
+    process = subprocess.Popen([sys.executable, "-P", "-m", "aigc_engine.cli", "serve", "digits-gan", "--host",
+                                "0.0.0.0", "--port", "0"], stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        line = process.stderr.readline()
+        assert line.startswith("aigc serve: http://0.0.0.0:"), line
+        warning = process.stderr.readline()
+        assert "warning" in warning and "anyone who can reach" in warning
+        port = line.split()[2].rsplit(":", 1)[1]  # uvicorn handles SIGINT once it answers
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=WAIT).status_code == 200
+        process.send_signal(signal.SIGINT)
+        assert process.wait(WAIT) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(WAIT)
+        process.stderr.close()

@@ -2,13 +2,15 @@
 
 Images come as (n, H, W, C) uint8 with C = 1 (grey) or 3 (RGB). The file is written to
 a temporary name beside the target and renamed into place, so a failure never leaves
-a half-written PNG behind.
+a half-written PNG behind. The target must be new or a regular file: the rename would
+replace a FIFO, a device (as root, /dev/null itself), a socket or a symbolic link.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import stat
 import struct
 import tempfile
 import zlib
@@ -54,12 +56,28 @@ def encode_png(image: np.ndarray) -> bytes:
             chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + chunk(b"IEND", b""))
 
 
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
 def check_writable(path: str | Path) -> Path:
-    """Fail before any work if `path` cannot be written (missing folder, no permission)."""
+    """Fail before any work if `path` cannot be written (missing folder, no permission) or
+    is not a regular file. A symbolic link is refused rather than followed or replaced:
+    writing through a link in a shared folder is the classic way to make a root process
+    overwrite a file of the link maker's choosing, and replacing it would surprise."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise AigcError(f"output '{path}' is a directory")
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        mode = None  # missing, or a folder on the way is: said below
+    if mode is not None and stat.S_ISLNK(mode):
+        raise AigcError(f"output '{path}' is a symbolic link (to '{os.readlink(path)}'): give the target path; "
+                        "-o writes only regular files")
+    for is_kind, kind in _KINDS:
+        if mode is not None and is_kind(mode):
+            raise AigcError(f"output '{path}' is {kind}" + ("" if kind == "a directory" else
+                                                           ", not a regular file: -o writes only regular files"))
     if not folder.is_dir():
         raise AigcError(f"output '{path}': folder '{folder}' does not exist")
     if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):

@@ -31,9 +31,23 @@ from ..images.png import encode_png
 from ..text.sampling import Completion
 from .engine import Engine, EngineClosed, EngineOverloaded
 from .handles import RequestCancelled, RequestFailed, iterate_async
-from .params import completion_params, image_params, prompts_of
+from .params import choices_per_prompt, completion_params, image_params, prompts_of
+from .wire import (
+    HEADER_TIMEOUT_SECONDS,
+    MAX_HEADER_BYTES,
+    BodyError,
+    SafeJSONResponse,
+    limited_protocol,
+    parse_json,
+)
 
 MAX_BODY_BYTES = 1 << 20
+# The whole body within this many seconds of the end of the headers (1 MiB at 35 KB/s), else 408.
+BODY_TIMEOUT_SECONDS = 30.0
+KEEP_ALIVE_SECONDS = 5  # an idle kept-alive connection closes after this (uvicorn's default)
+# SIGTERM/SIGINT: requests still running after this many seconds are cancelled (JSON 503; a stream
+# gets an error event, then its end), then uvicorn gets a little longer to send those answers.
+GRACEFUL_SHUTDOWN_SECONDS = 10.0
 RETRY_AFTER_SECONDS = 1
 # A stream sends its first text at once, then its new text on the loop's ticks at least one
 # interval apart (and its end at once): 10-20 events/s read as smooth, and 64 concurrent
@@ -53,8 +67,8 @@ class ApiError(Exception):
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
 
-    def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), self.status, headers=self.headers)
+    def response(self) -> Response:
+        return SafeJSONResponse(self.body(), self.status, headers=self.headers)
 
 
 def bad_request(error: AigcError) -> ApiError:
@@ -78,10 +92,14 @@ class Server:
 
     def __init__(self, text: dict[str, Engine], images: dict[str, ImageGenerator],
                  max_body_bytes: int = MAX_BODY_BYTES, max_image_jobs: int = 8,
-                 stream_interval: float = STREAM_INTERVAL_SECONDS):
+                 stream_interval: float = STREAM_INTERVAL_SECONDS, body_timeout: float = BODY_TIMEOUT_SECONDS,
+                 header_timeout: float = HEADER_TIMEOUT_SECONDS, max_header_bytes: int = MAX_HEADER_BYTES,
+                 graceful_shutdown: float = GRACEFUL_SHUTDOWN_SECONDS):
         self.text, self.images = text, images
         self.stream_interval = stream_interval
         self.max_body_bytes = max_body_bytes
+        self.body_timeout, self.header_timeout, self.max_header_bytes = body_timeout, header_timeout, max_header_bytes
+        self.graceful_shutdown = graceful_shutdown
         self.max_image_jobs = max_image_jobs
         self._image_jobs = 0
         self.created = int(time.time())
@@ -90,7 +108,7 @@ class Server:
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/v1/completions", self.completions, methods=["POST"]),
             Route("/v1/images/generations", self.image_generations, methods=["POST"]),
-        ], exception_handlers={404: self._not_found, 405: self._not_allowed})
+        ], exception_handlers={404: self._not_found, 405: self._not_allowed, Exception: self._internal_error})
 
     # Plumbing -----------------------------------------------------------------------
 
@@ -101,6 +119,11 @@ class Server:
         return ApiError(405, f"method {request.method} is not allowed on {request.url.path}",
                         code="method_not_allowed").response()
 
+    async def _internal_error(self, request: Request, exc: Exception) -> Response:
+        """A bug's answer is still OpenAI's JSON (uvicorn logs the traceback)."""
+        return ApiError(500, f"internal error: {type(exc).__name__}", kind="server_error",
+                        code="internal_error").response()
+
     async def _json(self, request: Request) -> dict:
         """The body as a JSON object, refused past max_body_bytes without reading it all."""
         limit = self.max_body_bytes
@@ -109,15 +132,23 @@ class Server:
             raise ApiError(413, f"request body of {length} bytes exceeds the limit of {limit} bytes",
                            code="body_too_large")
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(413, f"request body exceeds the limit of {limit} bytes", code="body_too_large")
-            chunks.append(chunk)
+
+        async def read() -> None:
+            nonlocal size
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, f"request body exceeds the limit of {limit} bytes", code="body_too_large")
+                chunks.append(chunk)
         try:
-            body = json.loads(b"".join(chunks))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ApiError(400, f"the request body is not valid JSON ({error})", code="invalid_json") from None
+            await asyncio.wait_for(read(), self.body_timeout)
+        except asyncio.TimeoutError:
+            raise ApiError(408, f"the request body did not arrive within {self.body_timeout:g} s ({size} bytes "
+                           "came)", code="body_timeout", headers={"Connection": "close"}) from None
+        try:
+            body = parse_json(b"".join(chunks))
+        except BodyError as error:
+            raise ApiError(400, str(error), code="invalid_json") from None
         if not isinstance(body, dict):
             raise ApiError(400, f"the request body must be a JSON object, got {type(body).__name__}",
                            code="invalid_json")
@@ -132,6 +163,14 @@ class Server:
             raise ApiError(404, f"model '{name}' is not a {kind} model this server serves ({others})", "model",
                            "model_not_found")
         return models[name]
+
+    def cancel_all(self) -> None:
+        """Cancel every text request, without waiting: each handler answers its client (503)."""
+        for engine in self.text.values():
+            try:
+                engine.close(cancel=True, timeout=0)
+            except TimeoutError:  # the engine thread is cancelling them now
+                pass
 
     # Routes -------------------------------------------------------------------------
 
@@ -150,8 +189,13 @@ class Server:
             name = body.get("model")
             engine = self._model(body, self.text, "text")
             prompts = prompts_of(body.get("prompt"))
+            # Before any tokenising: 150,000 prompts × n=16 once took 90 s of the event loop.
+            n = choices_per_prompt(body)
+            engine.check_room(len(prompts) * n, f"prompt: {len(prompts)} prompts × n={n}")
             jobs, options = completion_params(body, len(prompts))
-            handles = engine.submit_many([prompts[i] for i, _ in jobs], [p for _, p in jobs])
+            # Tokenising in a worker thread: the event loop (other clients, /health) carries on.
+            handles = await asyncio.to_thread(engine.submit_many, [prompts[i] for i, _ in jobs],
+                                              [p for _, p in jobs])
         except ApiError as error:
             return error.response()
         except EngineOverloaded as error:
@@ -175,8 +219,7 @@ class Server:
         except RequestFailed as error:
             return ApiError(500, str(error), kind="server_error", code="generation_failed").response()
         except RequestCancelled as error:
-            return ApiError(503, str(error), kind="server_error", code="cancelled",
-                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)}).response()
+            return _cancelled(error).response()
         choices = [_choice(i, c, echoes[i], options["logprobs"]) for i, c in enumerate(completions)]
         return JSONResponse(meta | {"choices": choices, "usage": _usage(jobs, completions)})
 
@@ -203,8 +246,13 @@ class Server:
                                         "finish_reason": completion.finish_reason if done else None})
                 if choices:
                     yield _event(meta | {"choices": choices})
-        except (RequestFailed, RequestCancelled) as error:
+        except RequestFailed as error:
             yield _event(ApiError(500, str(error), kind="server_error", code="generation_failed").body())
+            yield "data: [DONE]\n\n"
+            return
+        except RequestCancelled as error:
+            yield _event(_cancelled(error).body())
+            yield "data: [DONE]\n\n"
             return
         if options["include_usage"]:
             jobs = options["jobs"]
@@ -237,6 +285,13 @@ class Server:
 
 class _ClientGone(Exception):
     pass
+
+
+def _cancelled(error: RequestCancelled) -> ApiError:
+    """A request cut short while its client waits: the server is shutting down (a client
+    that leaves gets no answer)."""
+    return ApiError(503, f"{error}: the server is shutting down", kind="server_error", code="shutting_down",
+                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 async def _until_done_or_disconnect(request: Request, handles) -> None:
@@ -338,23 +393,53 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(server: Server, sock: socket.socket, log_level: str = "warning") -> None:
-    """Run uvicorn on a bound socket until SIGINT/SIGTERM; then finish the requests in flight
-    (uvicorn's graceful shutdown, up to 10 s), cancel what is left, close the engines, and
-    return normally."""
+def is_loopback(sock: socket.socket) -> bool:
+    import ipaddress
+
+    return ipaddress.ip_address(sock.getsockname()[0]).is_loopback
+
+
+def uvicorn_server(server: Server, log_level: str = "warning"):
+    """A uvicorn.Server for `server`: headers bounded in size and time, kept-alive idle
+    connections closed after KEEP_ALIVE_SECONDS; on shutdown, what still runs after
+    server.graceful_shutdown seconds is cancelled (its clients get 503), so no request is
+    cut off without an answer."""
     import uvicorn
 
+    class _Uvicorn(uvicorn.Server):
+        async def shutdown(self, sockets=None) -> None:
+            loop = asyncio.get_running_loop()
+            timer = loop.call_later(server.graceful_shutdown, server.cancel_all)
+            try:
+                await super().shutdown(sockets)
+            finally:
+                timer.cancel()
+
+    config = uvicorn.Config(server.app, log_level=log_level, http=limited_protocol(server.header_timeout,
+                                                                                   server.max_header_bytes),
+                            timeout_keep_alive=KEEP_ALIVE_SECONDS,
+                            # a backstop: cancel_all has answered every request by then
+                            timeout_graceful_shutdown=server.graceful_shutdown + 5)
+    return _Uvicorn(config)
+
+
+def serve(server: Server, sock: socket.socket, log_level: str = "warning") -> None:
+    """Run uvicorn on a bound socket until SIGINT/SIGTERM; then finish the requests in flight
+    (up to server.graceful_shutdown seconds), cancel what is left (JSON 503s), close the
+    engines, and return normally."""
     # uvicorn re-raises the signal that stopped it once it has shut down; with these no-op
     # handlers underneath, that ends here instead of killing the process before the
     # engines are closed.
     main = threading.current_thread() is threading.main_thread()
     previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
-    config = uvicorn.Config(server.app, log_level=log_level, timeout_graceful_shutdown=10)
     host, port = sock.getsockname()[:2]
     print(f"aigc serve: http://{host}:{port} — text: {', '.join(server.text) or 'none'}; "
           f"images: {', '.join(server.images) or 'none'}", file=sys.stderr, flush=True)
+    if not is_loopback(sock):
+        print(f"aigc serve: warning: listening on {host}, not a loopback address: there is no authentication, "
+              "anyone who can reach this address can use the server", file=sys.stderr, flush=True)
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        uvicorn_server(server, log_level).run(sockets=[sock])
     finally:
         for engine in server.text.values():
             engine.close(cancel=True)

@@ -98,6 +98,7 @@ class Engine:
         """Queue several prompts all or none: each is checked, then all are queued together."""
         if self._closing:
             raise EngineClosed("the engine is closed: it admits no new requests")
+        self.check_room(len(prompts))  # before tokenising them
         requests = self.generator._requests(list(prompts), list(params))
         for request in requests:
             if request.completion.error is not None:
@@ -107,13 +108,22 @@ class Engine:
         with self._lock:
             if self._closing:
                 raise EngineClosed("the engine is closed: it admits no new requests")
-            queued = self.queued
-            if queued + len(handles) > self.max_queued:
-                raise EngineOverloaded(f"overloaded: {queued} requests are waiting (max_queued={self.max_queued}); "
-                                       "retry later")
+            self.check_room(len(handles))
             self._inbox += handles
             self._wake.notify()
         return handles
+
+    def check_room(self, count: int, what: str = "") -> None:
+        """Whether `count` more requests may queue now: AigcError if they never can (more than
+        max_queued: retrying cannot help), EngineOverloaded if not yet. `what` names them."""
+        what = f"{what} = {count} requests" if what else f"{count} requests"
+        if count > self.max_queued:
+            raise AigcError(f"{what}: more than max_queued={self.max_queued} can never queue "
+                            f"at once; send at most {self.max_queued} per call")
+        queued = self.queued
+        if queued + count > self.max_queued:
+            raise EngineOverloaded(f"overloaded: {queued} requests are waiting and {count} more do not fit "
+                                   f"(max_queued={self.max_queued}); retry later")
 
     async def agenerate(self, prompt: str | Sequence[int], params: SamplingParams | None = None) -> Completion:
         """The Completion, awaited without blocking the event loop; cancelling the awaiting

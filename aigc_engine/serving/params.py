@@ -71,14 +71,19 @@ def prompts_of(prompt) -> list:
                     f"of such lists), got {str(prompt)[:60]!r}" if prompt is not None else "prompt: missing")
 
 
+def choices_per_prompt(body: dict) -> int:
+    """n, checked: 1 to MAX_N choices per prompt."""
+    return _count(body, "n", MAX_N)
+
+
 def completion_params(body: dict, num_prompts: int) -> tuple[list[tuple[int, SamplingParams]], dict]:
     """[(prompt index, SamplingParams)] — n per prompt, prompt-major as OpenAI numbers the
     choices — and the response options (stream, echo, logprobs, include_usage)."""
     _reject_unknown(body, COMPLETION_FIELDS)
     n = _count(body, "n", MAX_N)
     best_of = body.get("best_of")
-    if best_of is not None and best_of != n:
-        raise AigcError(f"best_of: only best_of = n is supported (n={n}), got {best_of!r}")
+    if best_of is not None and (isinstance(best_of, bool) or not isinstance(best_of, int) or best_of != n):
+        raise AigcError(f"best_of: only best_of = n (an integer) is supported (n={n}), got {best_of!r}")
     if body.get("suffix"):
         raise AigcError("suffix: not supported (these models only continue a prompt)")
     stream, echo = _flag(body, "stream"), _flag(body, "echo")
