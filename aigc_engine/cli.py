@@ -176,13 +176,8 @@ def _cmd_import_hf(args: argparse.Namespace) -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> None:
     try:
-        from .serving.app import (
-            STREAM_INTERVAL_SECONDS,
-            Server,
-            bind,
-            load_models,
-            serve,
-        )
+        from .serving.app import STREAM_INTERVAL_SECONDS, Server
+        from .serving.run import bind, load_models, serve
     except ImportError as error:
         raise AigcError(f"serve needs the 'serve' extra ({error.name} is missing): "
                         "pip install 'aigc-engine[serve]'") from None

@@ -27,7 +27,8 @@ from PIL import Image  # noqa: E402
 
 from aigc_engine import ImageGenerator, SamplingParams, TextGenerator  # noqa: E402
 from aigc_engine.serving.engine import Engine  # noqa: E402
-from aigc_engine.serving.app import Server, bind, uvicorn_server  # noqa: E402
+from aigc_engine.serving.app import Server
+from aigc_engine.serving.run import bind, uvicorn_server  # noqa: E402
 from serve_fixtures import WAIT, install_gate, wait_until  # noqa: E402
 from text_fixtures import export_tiny  # noqa: E402
 

@@ -20,7 +20,8 @@ from serve_fixtures import WAIT, install_gate, wait_until
 from text_fixtures import export_tiny
 
 from aigc_engine import TextGenerator
-from aigc_engine.serving.app import Server, bind, uvicorn_server
+from aigc_engine.serving.app import Server
+from aigc_engine.serving.run import bind, uvicorn_server
 from aigc_engine.serving.engine import Engine
 
 SHORT = 0.5  # seconds: the header and body timeouts of these servers

@@ -10,6 +10,10 @@ that is due samples its next token; finished requests leave and free their block
 A preempted request is recomputed exactly: its prompt is prefilled again as before, then
 its generated tokens are fed back one per step (decode rows, as they were first
 computed), so its numbers — and so its tokens — do not change.
+
+A step that raises fails the requests it ran and frees their blocks; one cut short by
+KeyboardInterrupt recomputes them (as after a preemption) instead, since they may be
+other callers' requests. Either way the next step starts from a consistent state.
 """
 
 from __future__ import annotations
@@ -95,7 +99,13 @@ class Scheduler:
                 self._sample(logits, [seq.request for seq in batch])
             elif due:
                 self._sample(np.ascontiguousarray(logits[due]), [batch[i].request for i in due])
-        except BaseException:
+        except Exception as error:  # the batch's requests fail; the scheduler stays usable
+            for seq in batch:
+                if not seq.request.finished:
+                    seq.request.fail(f"the generator failed while running this request: "
+                                     f"{type(error).__name__}: {error}")
+            raise
+        except BaseException:  # KeyboardInterrupt: the rows, maybe other callers', are recomputed later
             self._recompute_unsampled(batch)
             raise
         finally:
