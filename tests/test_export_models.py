@@ -14,7 +14,7 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 import aigc_export  # noqa: E402
-from aigc_export import onnx_export  # noqa: E402
+from aigc_export.common import onnx_export  # noqa: E402
 
 TINY = {
     "gan": {"latent_dim": 8, "g_hidden": [32, 64], "d_hidden": [32]},

@@ -13,7 +13,8 @@ import onnxruntime as ort  # noqa: E402
 from onnx import numpy_helper  # noqa: E402
 
 import aigc_export  # noqa: E402
-from aigc_export import onnx_export, text_export  # noqa: E402
+from aigc_export.common import onnx_export  # noqa: E402
+from aigc_export.text import export as text_export  # noqa: E402
 
 torch.set_num_threads(1)
 TINY = {

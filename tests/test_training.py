@@ -14,7 +14,7 @@ from onnx import numpy_helper  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import aigc_export  # noqa: E402
-from aigc_export import onnx_export  # noqa: E402
+from aigc_export.common import onnx_export  # noqa: E402
 
 
 @pytest.fixture

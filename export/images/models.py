@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .text_models import TEXT_DEFAULT_CONFIGS, TEXT_FAMILIES, build_text_model
+from ..text.models import TEXT_DEFAULT_CONFIGS, TEXT_FAMILIES, build_text_model
 
 IMAGE_FAMILIES = ("gan", "dcgan", "vae")
 FAMILIES = IMAGE_FAMILIES + ("classifier",) + TEXT_FAMILIES

@@ -16,9 +16,9 @@ import onnx
 import torch
 from torch import nn
 
-from . import onnx_export
-from .fileio import atomic_write
-from .onnx_export import ExportVerificationError, checked_blob, compare_outputs, metadata_props, stamp, trace_to_onnx
+from ..common import onnx_export
+from ..common.fileio import atomic_write
+from ..common.onnx_export import ExportVerificationError, checked_blob, compare_outputs, metadata_props, stamp, trace_to_onnx
 
 VERIFY_STEPS = 20  # incremental decode steps checked after the prefill
 VERIFY_PROMPTS = (7, 4)  # a batch of two prompts, the shorter one left-padded

@@ -24,9 +24,9 @@ from torch import nn
 
 from .checkpoint import load_checkpoint
 from .fileio import atomic_write
-from .models import IMAGE_FAMILIES, build_model
-from .text_models import TEXT_FAMILIES
-from .quality_probe import measure_quality
+from ..images.models import IMAGE_FAMILIES, build_model
+from ..text.models import TEXT_FAMILIES
+from ..images.quality_probe import measure_quality
 
 FORMAT_VERSION = "1"
 OPSET = 18
@@ -79,7 +79,7 @@ def export_checkpoint(
     """
     state = load_checkpoint(checkpoint_path)
     if state["family"] in TEXT_FAMILIES:  # imported late: text_train builds on this module
-        from .text_train import export_text_checkpoint
+        from ..text.train import export_text_checkpoint
 
         out = export_text_checkpoint(checkpoint_path, out_path)
         return json.loads(_read_metadata(onnx.load(out))["aigc.provenance"])

@@ -14,14 +14,14 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-from .models import build_model
-from .text_data import (build_corpus, corpus_digest, corpus_files, heldout_windows, random_windows,
-                        read_documents, split_documents)
-from .text_export import export_text_model
-from .text_models import TEXT_FAMILIES
+from ..common.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from ..images.models import build_model
+from .data import (build_corpus, corpus_digest, corpus_files, heldout_windows, random_windows,
+                   read_documents, split_documents)
+from .export import export_text_model
+from .models import TEXT_FAMILIES
 from .tokenizer import eos_id, tokenizer_from_json, train_tokenizer
-from .train import EMA, _set_threads
+from ..images.train import EMA, _set_threads
 
 DEFAULT_TEXT_STEPS = 2000
 DEFAULT_TEXT_LR = {"gpt": 1e-3, "lstm": 2e-3}

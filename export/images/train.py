@@ -17,11 +17,11 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from ..common.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from .data import batch_indices, load_images, split_heldout
-from .fileio import atomic_write
+from ..common.fileio import atomic_write
 from .models import IMAGE_FAMILIES, build_model
-from .onnx_export import export_checkpoint, export_classifier
+from ..common.onnx_export import export_checkpoint, export_classifier
 
 # Defaults that give recognisable digits on MNIST 5k in 2–4 minutes on 2 CPU cores
 # (measured, AIGC_NUM_THREADS=2: gan 144 s, dcgan 188 s, vae 142 s; classifier 46 s on 1).
