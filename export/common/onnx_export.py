@@ -1,9 +1,8 @@
-# Export a trained model to ONE self-contained ONNX file that the torch-free runtime loads.
-# Images: input `z` (N, latent_dim) float32 → output `images` (N, C, H, W) in [-1, 1].
-# Classifier: input `images` (N, 1, 28, 28) → outputs `logits` (N, 10), `features` (N, F).
-# N is the dynamic axis "batch"; weights are embedded; metadata_props carry aigc.*.
-# Nothing is published unless onnx.checker and an onnxruntime-vs-torch comparison pass;
-# the text models (text_export.py) go through the same trace, check and publish steps.
+# Writing and checking ONE self-contained ONNX file that the torch-free runtime loads,
+# for every family: trace (torch.export-based exporter, opset OPSET, weights embedded),
+# add metadata_props (aigc.*, keys from aigc_engine.artifacts.schema), onnx.checker,
+# and compare onnxruntime's outputs with torch's. Nothing is published unless both pass;
+# the families' own graphs and checks are in images/export.py and text/export.py.
 from __future__ import annotations
 
 import contextlib
@@ -20,127 +19,30 @@ import onnx_ir
 import onnxruntime as ort
 import onnxscript
 import torch
-from torch import nn
 
-from .checkpoint import load_checkpoint
+from aigc_engine.artifacts.schema import (FORMAT_VERSION, META_CONFIG, META_DESCRIPTION, META_FAMILY,
+                                          META_FORMAT_VERSION, META_PROVENANCE)
+
 from .fileio import atomic_write
-from ..images.models import IMAGE_FAMILIES, build_model
-from ..text.models import TEXT_FAMILIES
-from ..images.quality_probe import measure_quality
 
-FORMAT_VERSION = "1"
 OPSET = 18
 TOLERANCE = 1e-4  # max |onnxruntime − torch| allowed; measured ≈ 3e-7 on these models
-VERIFY_BATCHES = (1, 7)
-_TITLES = {"gan": "MLP GAN", "dcgan": "DCGAN", "vae": "Convolutional VAE decoder"}
-_DATASETS = {"mnist": "MNIST 5k", "digits": "sklearn digits"}
 
 
 class ExportVerificationError(RuntimeError):
     """The exported graph failed onnx.checker or disagreed with the torch model."""
 
 
-def export_image_model(
-    generator_module: nn.Module, family: str, config: dict, provenance: dict, out_path: str | os.PathLike
-) -> Path:
-    """Export a generator (a VAE's decoder; put in eval mode) as `z` → `images`; returns the path.
-
-    provenance: dataset, steps, seed, batch_size, final_losses (and lr); quality defaults
-    to None, torch_version and exported_at are stamped here.
-    """
-    if family not in IMAGE_FAMILIES:
-        raise ValueError(f"family: expected one of {', '.join(IMAGE_FAMILIES)}, got {family!r}")
-    missing = {"latent_dim", "channels", "height", "width"} - set(config)
-    if missing:
-        raise ValueError(f"config: missing {sorted(missing)}")
-    provenance = stamp({"quality": None, **provenance})
-    metadata = metadata_props(family, config, provenance, describe(family, config, provenance))
-    inputs = {"z": (config["latent_dim"],)}
-    return _export_verified(generator_module, inputs, ("images",), metadata, out_path, _normal)
-
-
-def export_classifier(classifier: nn.Module, config: dict, provenance: dict, out_path: str | os.PathLike) -> Path:
-    """Export the digit classifier as `images` → (`logits`, `features`); returns the path written."""
-    description = (f"digit classifier, {config['channels']}×{config['height']}×{config['width']} images → "
-                   f"{config['num_classes']} logits + {config['feature_dim']}-d features")
-    metadata = metadata_props("classifier", config, stamp(provenance), description)
-    inputs = {"images": (config["channels"], config["height"], config["width"])}
-    return _export_verified(classifier, inputs, ("logits", "features"), metadata, out_path, _uniform)
-
-
-def export_checkpoint(
-    checkpoint_path: str | os.PathLike, out_path: str | os.PathLike, *, quality_n: int = 1000
-) -> dict:
-    """Re-export a model from a training checkpoint (a file, or the folder holding one).
-
-    When quality_n > 0 and the runtime's quality measure is available, the exported file
-    is scored on quality_n samples and the result lands in provenance["quality"].
-    Returns the provenance written into the file.
-    """
-    state = load_checkpoint(checkpoint_path)
-    if state["family"] in TEXT_FAMILIES:  # imported late: text_train builds on this module
-        from ..text.train import export_text_checkpoint
-
-        out = export_text_checkpoint(checkpoint_path, out_path)
-        return json.loads(_read_metadata(onnx.load(out))["aigc.provenance"])
-    model = build_model(state["family"], state["config"])
-    model.load_state_dict(state["model"])
-    module = model.export_module.eval()
-    provenance = {"dataset": state["dataset"], "steps": state["step"], "seed": state["seed"],
-                  "batch_size": state["batch_size"], "lr": state["lr"],
-                  "final_losses": {k: round(v, 4) for k, v in state["losses"].items()}}
-    out = export_image_model(module, state["family"], model.config, provenance, out_path)
-    quality = measure_quality(out, n=quality_n) if quality_n > 0 else None
-    if quality is not None:
-        _set_quality(out, quality)
-    return json.loads(_read_metadata(onnx.load(out))["aigc.provenance"])
-
-
-def describe(family: str, config: dict, provenance: dict) -> str:
-    """One human line, e.g. 'MLP GAN, 100-d latent → 1×28×28 images, trained 6000 steps on MNIST 5k'."""
-    dataset = str(provenance.get("dataset", "unknown data"))
-    dataset = _DATASETS.get(dataset, Path(dataset).name or dataset)
-    return (f"{_TITLES[family]}, {config['latent_dim']}-d latent → {config['channels']}×{config['height']}×"
-            f"{config['width']} images, trained {provenance.get('steps', '?')} steps on {dataset}")
-
-
 def stamp(provenance: dict) -> dict:
+    """provenance with torch_version and exported_at (UTC, to the second) added."""
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     return {**provenance, "torch_version": torch.__version__, "exported_at": now}
 
 
 def metadata_props(family: str, config: dict, provenance: dict, description: str) -> dict:
-    return {"aigc.family": family, "aigc.format_version": FORMAT_VERSION, "aigc.config": json.dumps(config),
-            "aigc.provenance": json.dumps(provenance), "aigc.description": description}
-
-
-def _normal(rng: np.random.Generator, shape: tuple) -> np.ndarray:
-    return rng.standard_normal(shape)
-
-
-def _uniform(rng: np.random.Generator, shape: tuple) -> np.ndarray:
-    return rng.uniform(-1.0, 1.0, shape)
-
-
-def _export_verified(module, inputs: dict, output_names, metadata: dict, out_path, sample) -> Path:
-    # inputs: name → per-example shape (batch axis excluded); sample(rng, shape) → array.
-    # The torch.export-based exporter (torch's default since 2.9; the TorchScript one is
-    # deprecated) folds eval-mode BatchNorm into the Gemm/ConvTranspose weights and keeps
-    # C, H, W static in the output shape. Example batch 2: torch.export specialises size 1.
-    module = module.eval()
-    example = tuple(torch.zeros(2, *shape) for shape in inputs.values())
-    batch = torch.export.Dim("batch")
-    proto = trace_to_onnx(module, example, list(inputs), list(output_names),
-                          tuple({0: batch} for _ in inputs))
-    blob = checked_blob(proto, metadata, out_path)
-    rng = np.random.default_rng(0)
-    for n in VERIFY_BATCHES:
-        feeds = {name: sample(rng, (n, *shape)).astype(np.float32) for name, shape in inputs.items()}
-        with torch.no_grad():
-            expected = module(*(torch.from_numpy(a) for a in feeds.values()))
-        expected = expected if isinstance(expected, tuple) else (expected,)
-        compare_outputs(output_names, [e.numpy() for e in expected], _run_onnx(blob, feeds), f"batch {n}")
-    return atomic_write(out_path, lambda f: f.write(blob))
+    """The aigc.* metadata every file carries (text families add the tokenizer)."""
+    return {META_FAMILY: family, META_FORMAT_VERSION: str(FORMAT_VERSION), META_CONFIG: json.dumps(config),
+            META_PROVENANCE: json.dumps(provenance), META_DESCRIPTION: description}
 
 
 def trace_to_onnx(module, example: tuple, input_names: list, output_names: list, dynamic_shapes,
@@ -217,24 +119,29 @@ def _quiet_exporter():
         logger.setLevel(level)
 
 
-def _session(blob: bytes) -> ort.InferenceSession:
+def session(blob: bytes) -> ort.InferenceSession:
+    """An onnxruntime CPU session on a serialised model."""
     return ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
 
 
-def _run_onnx(blob: bytes, feeds: dict) -> list[np.ndarray]:
-    return _session(blob).run(None, feeds)
+def run_onnx(blob: bytes, feeds: dict) -> list[np.ndarray]:
+    return session(blob).run(None, feeds)
 
 
-def _read_metadata(proto: onnx.ModelProto) -> dict:
-    return {p.key: p.value for p in proto.metadata_props}
+def read_metadata(path: str | os.PathLike) -> dict:
+    """metadata_props of the file at `path`, as a dict."""
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
-def _set_quality(path: Path, quality: dict) -> None:
+def read_provenance(path: str | os.PathLike) -> dict:
+    return json.loads(read_metadata(path)[META_PROVENANCE])
+
+
+def set_quality(path: Path, quality: dict) -> None:
+    """Put `quality` into the provenance of the file at `path`, rewritten atomically."""
     proto = onnx.load(path)
-    provenance = json.loads(_read_metadata(proto)["aigc.provenance"])
-    provenance["quality"] = quality
     for prop in proto.metadata_props:
-        if prop.key == "aigc.provenance":
-            prop.value = json.dumps(provenance)
+        if prop.key == META_PROVENANCE:
+            prop.value = json.dumps({**json.loads(prop.value), "quality": quality})
     blob = proto.SerializeToString()
     atomic_write(path, lambda f: f.write(blob))

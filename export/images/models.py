@@ -1,45 +1,30 @@
 # The image models: MLP GAN, DCGAN, convolutional VAE and the digit classifier that
 # measures sample quality. Each is an nn.Module holding its full `config` dict;
-# `build_model(family, config)` fills in the defaults and checks the sizes.
+# `build_image_model(family, config)` checks the sizes of a complete config (the package's
+# build_model lays a partial one over IMAGE_DEFAULT_CONFIGS first).
 # Images are (N, C, H, W) in [-1, 1]; latents z are (N, latent_dim) standard normal.
-# `export_module` is the part that ships: the generator, or the VAE's decoder. The text
-# families ("gpt", "lstm") live in text_models.py and are built through here too.
+# `export_module` is the part that ships: the generator, or the VAE's decoder.
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..text.models import TEXT_DEFAULT_CONFIGS, TEXT_FAMILIES, build_text_model
-
-IMAGE_FAMILIES = ("gan", "dcgan", "vae")
-FAMILIES = IMAGE_FAMILIES + ("classifier",) + TEXT_FAMILIES
-
 _IMAGE = {"channels": 1, "height": 28, "width": 28}
-DEFAULT_CONFIGS = {
+IMAGE_DEFAULT_CONFIGS = {
     "gan": {"latent_dim": 100, **_IMAGE, "g_hidden": [256, 512, 1024], "g_batchnorm": True,
             "d_hidden": [512, 256], "d_dropout": 0.3, "leaky_slope": 0.2, "real_label": 0.9},
     "dcgan": {"latent_dim": 100, **_IMAGE, "g_channels": [128, 64], "d_channels": [64, 128],
               "d_dropout": 0.3, "leaky_slope": 0.2, "real_label": 0.9, "init_std": 0.02},
     "vae": {"latent_dim": 8, **_IMAGE, "enc_channels": [32, 64], "dec_channels": [128, 64], "kl_weight": 1.0},
     "classifier": {**_IMAGE, "conv_channels": [16, 32, 64], "feature_dim": 128, "num_classes": 10},
-    **TEXT_DEFAULT_CONFIGS,
 }
 
 
-def build_model(family: str, config: dict | None = None) -> nn.Module:
-    """A fresh model of `family` with `config` laid over DEFAULT_CONFIGS[family]."""
-    if family not in FAMILIES:
-        raise ValueError(f"unknown model family {family!r}: expected one of {', '.join(FAMILIES)}")
-    unknown = set(config or {}) - set(DEFAULT_CONFIGS[family])
-    if unknown:
-        raise ValueError(f"{family} config: unknown keys {sorted(unknown)}; known: {sorted(DEFAULT_CONFIGS[family])}")
-    cfg = {**copy.deepcopy(DEFAULT_CONFIGS[family]), **copy.deepcopy(config or {})}
-    if family in TEXT_FAMILIES:
-        return build_text_model(family, cfg)
+def build_image_model(family: str, cfg: dict) -> nn.Module:
+    """A fresh model of `family` ("gan", "dcgan", "vae" or "classifier") from a complete config."""
     if family == "gan":
         return GAN(cfg, MLPGenerator(cfg), MLPDiscriminator(cfg))
     if family == "dcgan":

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..images.models import build_model
+from ..models import build_model
 from .export import export_text_model
 from .tokenizer import EOS, load_hf_tokenizer
 
