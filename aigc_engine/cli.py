@@ -111,34 +111,33 @@ def _cmd_generate(args: argparse.Namespace) -> None:
 
 def _training_module():
     try:
-        import aigc_export.train as train
+        import aigc_export
     except ImportError as error:
         raise AigcError(f"training needs the 'train' extra ({error.name} is missing): "
                         "pip install 'aigc-engine[train]'") from None
-    return train
+    return aigc_export
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    train = _training_module()
+    aigc_export = _training_module()
     if args.family in TEXT_FAMILIES:
         summary = _train_text(args)
     elif args.family == "classifier":
-        summary = train.train_classifier(args.out, steps=args.steps, seed=args.seed, progress=not args.quiet)
+        summary = aigc_export.train_classifier(args.out, steps=args.steps, seed=args.seed, progress=not args.quiet)
     else:
         if args.data is not None and len(args.data) > 1:
             raise AigcError(f"--data: an image model trains on one source, got {len(args.data)}")
         options = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
                                      ("latent_dim", args.latent_dim)) if v is not None}
-        summary = train.train_image_model(args.family, data=args.data[0] if args.data else "mnist", out=args.out,
-                                          seed=args.seed, image_size=args.image_size, channels=args.channels,
-                                          checkpoint_dir=args.checkpoint_dir, resume=args.resume,
-                                          progress=not args.quiet, **options)
+        summary = aigc_export.train_image_model(
+            args.family, data=args.data[0] if args.data else "mnist", out=args.out, seed=args.seed,
+            image_size=args.image_size, channels=args.channels, checkpoint_dir=args.checkpoint_dir,
+            resume=args.resume, progress=not args.quiet, **options)
     print(json.dumps(summary, indent=2, default=str))
 
 
 def _train_text(args: argparse.Namespace) -> dict:
-    from aigc_export.text_train import train_text_model
-
+    train_text_model = _training_module().train_text_model
     config = {}
     if args.config is not None:
         try:
@@ -159,18 +158,12 @@ def _train_text(args: argparse.Namespace) -> dict:
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
-    _training_module()
-    from aigc_export.onnx_export import export_checkpoint
-
-    export_checkpoint(args.checkpoint, args.out)
+    _training_module().export_checkpoint(args.checkpoint, args.out)
     print(f"wrote {args.out}", file=sys.stderr)
 
 
 def _cmd_import_hf(args: argparse.Namespace) -> None:
-    _training_module()
-    from aigc_export.hf_import import import_hf
-
-    import_hf(args.directory, args.out)
+    _training_module().import_hf(args.directory, args.out)
     print(f"wrote {args.out}", file=sys.stderr)
 
 

@@ -53,7 +53,7 @@ def graph_flops_per_image(path) -> float:
 def torch_system(name: str, threads: int):
     try:
         import torch
-        from aigc_export.models import build_model
+        from aigc_export import build_model
     except ImportError as error:
         print(f"  PyTorch eager: skipped ({error.name} is not installed)")
         return None

@@ -3,18 +3,23 @@
 # Hugging Face GPT-2 import). Installed from the source folder export/ as the import
 # package `aigc_export`; it needs the `train` extra (torch, onnxscript, tokenizers, tqdm, …)
 # and is never imported by the torch-free runtime `aigc_engine`.
-from .checkpoint import load_checkpoint
-from .data import ImageData, load_images, split_heldout
-from .models import DEFAULT_CONFIGS, FAMILIES, IMAGE_FAMILIES, build_model
-from .onnx_export import ExportVerificationError, export_checkpoint, export_classifier, export_image_model
-from .quality_probe import measure_quality
-from .hf_import import import_hf
-from .text_data import TextCorpus, corpus_files
-from .text_export import export_text_model
-from .text_models import TEXT_FAMILIES
-from .text_train import export_text_checkpoint, train_text_model
-from .tokenizer import load_hf_tokenizer, tokenizer_from_json, train_tokenizer
-from .train import DEFAULT_LR, DEFAULT_STEPS, train_classifier, train_image_model
+# common/ (ONNX writing and checks, checkpoints), images/, text/; build_model and
+# export_checkpoint dispatch over the families of both.
+from aigc_engine.artifacts.schema import FAMILIES, IMAGE_FAMILIES, TEXT_FAMILIES
+
+from .checkpoint_export import export_checkpoint
+from .common.checkpoint import load_checkpoint
+from .common.onnx_export import ExportVerificationError
+from .images.data import ImageData, load_images, split_heldout
+from .images.export import export_classifier, export_image_model
+from .images.quality_probe import measure_quality
+from .images.train import DEFAULT_LR, DEFAULT_STEPS, train_classifier, train_image_model
+from .models import DEFAULT_CONFIGS, build_model
+from .text.data import TextCorpus, corpus_files
+from .text.export import export_text_checkpoint, export_text_model
+from .text.hf_import import import_hf
+from .text.tokenizer import load_hf_tokenizer, tokenizer_from_json, train_tokenizer
+from .text.train import train_text_model
 
 __all__ = [
     "DEFAULT_CONFIGS", "DEFAULT_LR", "DEFAULT_STEPS", "FAMILIES", "IMAGE_FAMILIES", "ExportVerificationError",

@@ -14,7 +14,8 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 import aigc_export  # noqa: E402
-from aigc_export import onnx_export  # noqa: E402
+from aigc_export.common import onnx_export  # noqa: E402
+from aigc_export.images import export as image_export  # noqa: E402
 
 TINY = {
     "gan": {"latent_dim": 8, "g_hidden": [32, 64], "d_hidden": [32]},
@@ -92,8 +93,8 @@ def test_classifier_export_gives_logits_and_features(tmp_path):
 
 
 def test_disagreeing_runtime_raises_and_writes_nothing(tmp_path, monkeypatch):
-    real_run = onnx_export._run_onnx
-    monkeypatch.setattr(onnx_export, "_run_onnx", lambda blob, feeds: [o + 1e-3 for o in real_run(blob, feeds)])
+    real_run = image_export.run_onnx
+    monkeypatch.setattr(image_export, "run_onnx", lambda blob, feeds: [o + 1e-3 for o in real_run(blob, feeds)])
     with pytest.raises(aigc_export.ExportVerificationError, match=r"differs from torch by 0\.001"):
         _export("gan", tmp_path)
     assert list(tmp_path.iterdir()) == []

@@ -15,7 +15,7 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 import aigc_export  # noqa: E402
-from aigc_export import text_export  # noqa: E402
+from aigc_export.text import export as text_export  # noqa: E402
 
 torch.set_num_threads(1)
 TEXTS = ["def main():\n    print('hello, world')\n", "for i in range(10):\n    total += i * i\n",

@@ -79,7 +79,7 @@ def test_shipped_model_native_equals_onnxruntime_greedy():
 
 def heldout_tokens(tokenizer, count: int) -> list[int]:
     """Standard-library text the shipped model did not train on (the training split's rule)."""
-    from aigc_export.text_data import corpus_files, read_documents, split_documents
+    from aigc_export.text.data import corpus_files, read_documents, split_documents
     _, heldout = split_documents(read_documents(corpus_files(None)[1]))
     return tokenizer.encode("\n".join(heldout))[:count]
 

@@ -13,7 +13,7 @@ import onnxruntime as ort  # noqa: E402
 from onnx import numpy_helper  # noqa: E402
 
 import aigc_export  # noqa: E402
-from aigc_export import onnx_export, text_export  # noqa: E402
+from aigc_export.text import export as text_export  # noqa: E402
 
 torch.set_num_threads(1)
 TINY = {
@@ -237,7 +237,7 @@ def test_bad_configs_name_the_problem():
 
 
 def test_failed_text_verification_writes_nothing(tmp_path, tokenizer, monkeypatch):
-    real_session = onnx_export._session
+    real_session = text_export.session
 
     class Drifting:  # onnxruntime, but the logits drift by 1e-3 from the first decode step on
         def __init__(self, blob):
@@ -248,7 +248,7 @@ def test_failed_text_verification_writes_nothing(tmp_path, tokenizer, monkeypatc
             self.calls += 1
             return [outputs[0] + 1e-3 * (self.calls > 1), *outputs[1:]]
 
-    monkeypatch.setattr(onnx_export, "_session", Drifting)
+    monkeypatch.setattr(text_export, "session", Drifting)
     for family in ("gpt", "lstm"):
         with pytest.raises(aigc_export.ExportVerificationError, match="'logits' at decode step 1.*by 0.001"):
             aigc_export.export_text_model(_model(family), family, tokenizer.to_str(), {}, tmp_path / "m.onnx")

@@ -14,7 +14,7 @@ from onnx import numpy_helper
 
 torch = pytest.importorskip("torch")
 import aigc_export  # noqa: E402
-from aigc_export import text_data, text_train  # noqa: E402
+from aigc_export.text import data as text_data, train as text_train  # noqa: E402
 
 torch.set_num_threads(1)
 TINY = {"gpt": {"n_positions": 32, "n_embd": 32, "n_layer": 2, "n_head": 2},

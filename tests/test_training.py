@@ -14,7 +14,7 @@ from onnx import numpy_helper  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import aigc_export  # noqa: E402
-from aigc_export import onnx_export  # noqa: E402
+from aigc_export.images import export as image_export  # noqa: E402
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ def test_resume_continues_exactly(tmp_path):
 
 
 def test_quality_lands_in_provenance(tmp_path, monkeypatch):
-    monkeypatch.setattr(onnx_export, "measure_quality", lambda path, n: {"fid": 3.5, "n": n})
+    monkeypatch.setattr(image_export, "measure_quality", lambda path, n: {"fid": 3.5, "n": n})
     summary = _train("gan", tmp_path, steps=2, quality_n=50)
     assert summary["quality"] == {"fid": 3.5, "n": 50}
     meta = {p.key: p.value for p in onnx.load(summary["out"]).metadata_props}

@@ -5,9 +5,9 @@
 # lstm: input_ids (B, T), past.h, past.c (n_layer, B, hidden) → logits, present.h, present.c.
 #       Initializers keep the torch names (embedding.weight, lstm.weight_ih_l0, head.weight, …).
 # Published only after onnx.checker and torch-vs-onnxruntime parity over prefill + 20 steps.
+# Graph I/O names and metadata keys: aigc_engine.artifacts.schema.
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -16,18 +16,22 @@ import onnx
 import torch
 from torch import nn
 
-from . import onnx_export
-from .fileio import atomic_write
-from .onnx_export import ExportVerificationError, checked_blob, compare_outputs, metadata_props, stamp, trace_to_onnx
+from aigc_engine.artifacts.schema import (GPT_INPUTS, LOGITS, LSTM_INPUTS, LSTM_OUTPUTS, META_TOKENIZER,
+                                          gpt_past_names, gpt_present_names)
+
+from ..common.checkpoint import load_checkpoint
+from ..common.fileio import atomic_write
+from ..common.onnx_export import (ExportVerificationError, checked_blob, compare_outputs, metadata_props, session,
+                                  stamp, trace_to_onnx)
+from ..models import build_model
 
 VERIFY_STEPS = 20  # incremental decode steps checked after the prefill
 VERIFY_PROMPTS = (7, 4)  # a batch of two prompts, the shorter one left-padded
 
 
 def gpt_io_names(n_layer: int) -> tuple[list[str], list[str]]:
-    cache = [f"{{}}.{i}.{kind}" for i in range(n_layer) for kind in ("key", "value")]
-    return (["input_ids", "position_ids", "attention_mask"] + [c.format("past") for c in cache],
-            ["logits"] + [c.format("present") for c in cache])
+    """(inputs, outputs) of a GPT graph of n_layer layers, in order."""
+    return [*GPT_INPUTS, *gpt_past_names(n_layer)], [LOGITS, *gpt_present_names(n_layer)]
 
 
 def export_text_model(model: nn.Module, family: str, tokenizer_json: str, provenance: dict,
@@ -41,11 +45,27 @@ def export_text_model(model: nn.Module, family: str, tokenizer_json: str, proven
     config = model.config
     provenance = stamp({"quality": None, **provenance})
     metadata = {**metadata_props(family, config, provenance, describe(family, config, provenance)),
-                "aigc.tokenizer": tokenizer_json}
+                META_TOKENIZER: tokenizer_json}
     proto = _trace_gpt(model) if family == "gpt" else _trace_lstm(model)
     blob = checked_blob(proto, metadata, out_path)
     (_verify_gpt if family == "gpt" else _verify_lstm)(model, blob)
     return atomic_write(out_path, lambda f: f.write(blob))
+
+
+def export_text_checkpoint(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
+    """Export a text model's training checkpoint (file or folder) to `out_path`, verified."""
+    return export_trained_text(load_checkpoint(checkpoint_path), out_path)
+
+
+def export_trained_text(state: dict, out_path: str | os.PathLike) -> Path:
+    """Export a text model from its training checkpoint `state` (as load_checkpoint gives it)."""
+    model = build_model(state["family"], state["config"])
+    model.load_state_dict(state["model"])
+    provenance = {"dataset": state["dataset"], "steps": state["step"], "seed": state["seed"],
+                  "batch_size": state["batch_size"], "seq_len": state["seq_len"], "lr": state["lr"],
+                  "warmup": state["warmup"], "final_loss": None if state["loss"] is None else round(state["loss"], 4),
+                  "corpus": state["corpus"], "quality": state["quality"]}
+    return export_text_model(model, state["family"], state["tokenizer"], provenance, out_path)
 
 
 def describe(family: str, config: dict, provenance: dict) -> str:
@@ -73,8 +93,9 @@ def _trace_gpt(model) -> onnx.ModelProto:
     auto = torch.export.Dim.AUTO
     dynamic = ({0: auto, 1: auto}, {0: auto, 1: auto}, {0: auto, 1: auto}, [{0: auto, 2: auto}] * (2 * c["n_layer"]))
     proto = trace_to_onnx(model, example, inputs, outputs, dynamic, keep_parameter_names=True)
-    dims = {"input_ids": ("batch", "sequence"), "position_ids": ("batch", "sequence"),
-            "attention_mask": ("batch", "total_sequence"), "logits": ("batch", "sequence", c["vocab_size"])}
+    input_ids, position_ids, attention_mask = GPT_INPUTS
+    dims = {input_ids: ("batch", "sequence"), position_ids: ("batch", "sequence"),
+            attention_mask: ("batch", "total_sequence"), LOGITS: ("batch", "sequence", c["vocab_size"])}
     for name in inputs[3:]:
         dims[name] = ("batch", c["n_head"], "past_sequence", head_dim)
     for name in outputs[1:]:
@@ -92,12 +113,13 @@ def _trace_lstm(model) -> onnx.ModelProto:
     state = (c["n_layer"], 2, c["hidden_size"])
     example = (torch.zeros(2, 3, dtype=torch.long), torch.zeros(state), torch.zeros(state))
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    proto = trace_to_onnx(model, example, ["input_ids", "past.h", "past.c"], ["logits", "present.h", "present.c"],
+    proto = trace_to_onnx(model, example, list(LSTM_INPUTS), list(LSTM_OUTPUTS),
                           ({0: batch, 1: seq}, {1: batch}, {1: batch}), keep_parameter_names=True)
+    input_ids, past_h, past_c = LSTM_INPUTS
+    logits, present_h, present_c = LSTM_OUTPUTS
     state_dims = (c["n_layer"], "batch", c["hidden_size"])
-    return _name_dims(proto, {"input_ids": ("batch", "sequence"), "logits": ("batch", "sequence", c["vocab_size"]),
-                              "past.h": state_dims, "past.c": state_dims,
-                              "present.h": state_dims, "present.c": state_dims})
+    return _name_dims(proto, {input_ids: ("batch", "sequence"), logits: ("batch", "sequence", c["vocab_size"]),
+                              past_h: state_dims, past_c: state_dims, present_h: state_dims, present_c: state_dims})
 
 
 def _name_dims(proto: onnx.ModelProto, dims: dict) -> onnx.ModelProto:
@@ -132,11 +154,11 @@ def _verify_gpt(model, blob: bytes) -> None:
     mask = np.ones((2, longest), dtype=np.int64)
     mask[1, :longest - min(longest, min(VERIFY_PROMPTS))] = 0
     positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
-    session = onnx_export._session(blob)
+    ort_session = session(blob)
     ort_past = torch_past = [np.zeros((2, c["n_head"], 0, c["n_embd"] // c["n_head"]), np.float32)] * (2 * c["n_layer"])
     for step in range(steps + 1):
         feeds = dict(zip(inputs, [ids, positions, mask, *ort_past]))
-        got = session.run(None, feeds)
+        got = ort_session.run(None, feeds)
         with torch.no_grad():
             logits, presents = model(*(torch.from_numpy(a) for a in (ids, positions, mask)),
                                      [torch.from_numpy(p) for p in torch_past])
@@ -157,19 +179,11 @@ def _verify_lstm(model, blob: bytes) -> None:
     ids = rng.integers(0, c["vocab_size"], (2, max(VERIFY_PROMPTS)), dtype=np.int64)
     zero = np.zeros((c["n_layer"], 2, c["hidden_size"]), np.float32)
     ort_state = torch_state = [zero, zero]
-    names = ["logits", "present.h", "present.c"]
-    session = onnx_export._session(blob)
+    ort_session = session(blob)
     for step in range(VERIFY_STEPS + 1):
-        got = session.run(None, {"input_ids": ids, "past.h": ort_state[0], "past.c": ort_state[1]})
+        got = ort_session.run(None, dict(zip(LSTM_INPUTS, [ids, *ort_state])))
         with torch.no_grad():
             want = [t.numpy() for t in model(*(torch.from_numpy(a) for a in (ids, *torch_state)))]
-        compare_outputs(names, want, got, "the prefill" if step == 0 else f"decode step {step}")
+        compare_outputs(LSTM_OUTPUTS, want, got, "the prefill" if step == 0 else f"decode step {step}")
         ort_state, torch_state = got[1:], want[1:]
         ids = want[0][:, -1].argmax(-1)[:, None].astype(np.int64)
-
-
-def read_text_metadata(path: str | os.PathLike) -> dict:
-    """family, config, provenance and tokenizer JSON of an exported text model."""
-    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    return {"family": meta["aigc.family"], "config": json.loads(meta["aigc.config"]),
-            "provenance": json.loads(meta["aigc.provenance"]), "tokenizer": meta["aigc.tokenizer"]}

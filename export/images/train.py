@@ -17,11 +17,14 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from aigc_engine.artifacts.schema import CLASSIFIER, IMAGE_FAMILIES
+
+from ..common.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from ..common.fileio import atomic_write
+from ..common.training import EMA, set_threads_from_env
+from ..models import build_model
 from .data import batch_indices, load_images, split_heldout
-from .fileio import atomic_write
-from .models import IMAGE_FAMILIES, build_model
-from .onnx_export import export_checkpoint, export_classifier
+from .export import export_classifier, export_trained_image
 
 # Defaults that give recognisable digits on MNIST 5k in 2–4 minutes on 2 CPU cores
 # (measured, AIGC_NUM_THREADS=2: gan 144 s, dcgan 188 s, vae 142 s; classifier 46 s on 1).
@@ -32,7 +35,6 @@ from .onnx_export import export_checkpoint, export_classifier
 #   vae    latent 8: 1.5k 242, 3k 201, 4.5k 183 (latent 16 at 4.5k: 229)
 DEFAULT_STEPS = {"gan": 12000, "dcgan": 2000, "vae": 6000, "classifier": 3000}
 DEFAULT_LR = {"gan": 2e-4, "dcgan": 4e-4, "vae": 1e-3, "classifier": 1e-3}
-EMA = 0.98  # loss averages shown and reported: about the last 50 steps
 
 
 def train_image_model(
@@ -59,7 +61,7 @@ def train_image_model(
     data: "mnist", "digits" or a folder of images; only the train part of
     split_heldout is used. steps and lr default to DEFAULT_STEPS / DEFAULT_LR for the
     family; latent_dim to the family's default (100 for the GANs, 8 for the VAE);
-    config: other model hyper-parameters over models.DEFAULT_CONFIGS[family].
+    config: other model hyper-parameters over DEFAULT_CONFIGS[family].
     GANs: Adam(lr, β=(0.5, 0.999)) for each of generator and discriminator, one step
     of each per training step. VAE: Adam(lr).
     Checkpoints go to checkpoint_dir/checkpoint.pt, by default the folder next to
@@ -73,7 +75,7 @@ def train_image_model(
     """
     if family not in IMAGE_FAMILIES:
         raise ValueError(f"unknown image family {family!r}: expected one of {', '.join(IMAGE_FAMILIES)}")
-    _set_threads()
+    set_threads_from_env()
     steps = DEFAULT_STEPS[family] if steps is None else steps
     lr = DEFAULT_LR[family] if lr is None else lr
     train, _ = split_heldout(load_images(data, image_size, channels))
@@ -115,7 +117,7 @@ def train_image_model(
     bar.close()
     seconds = time.perf_counter() - began
     final = checkpoint(max(start, steps))
-    provenance = export_checkpoint(final, out, quality_n=quality_n)
+    provenance = export_trained_image(load_checkpoint(final), out, quality_n=quality_n)
     return {"family": family, "steps": provenance["steps"], "final_losses": provenance["final_losses"],
             "out": str(out), "checkpoint": str(final), "seconds": round(seconds, 2),
             "quality": provenance["quality"], "resumed_from": resumed_from}
@@ -182,13 +184,13 @@ def train_classifier(
     Training: Adam, cross-entropy, each batch randomly rotated (±10°), scaled (±10%) and
     shifted (±2 px) so that the features do not hinge on MNIST's exact centring.
     """
-    _set_threads()
-    steps = DEFAULT_STEPS["classifier"] if steps is None else steps
-    lr = DEFAULT_LR["classifier"] if lr is None else lr
+    set_threads_from_env()
+    steps = DEFAULT_STEPS[CLASSIFIER] if steps is None else steps
+    lr = DEFAULT_LR[CLASSIFIER] if lr is None else lr
     data = load_images("mnist")
     train, heldout = split_heldout(data)
     torch.manual_seed(seed)
-    model = build_model("classifier")
+    model = build_model(CLASSIFIER)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     images, labels = torch.from_numpy(train.images), torch.from_numpy(train.labels)
     began = time.perf_counter()
@@ -245,11 +247,3 @@ def _classify(model, images: np.ndarray, chunk: int = 500) -> tuple[np.ndarray, 
     # images: (N, 1, 28, 28) → logits (N, 10), features (N, F), float32
     outputs = [model(torch.from_numpy(images[i:i + chunk])) for i in range(0, len(images), chunk)]
     return (torch.cat([o[0] for o in outputs]).numpy(), torch.cat([o[1] for o in outputs]).numpy())
-
-
-def _set_threads() -> None:
-    threads = os.environ.get("AIGC_NUM_THREADS")
-    if threads:
-        if not threads.isdigit() or int(threads) < 1:
-            raise ValueError(f"AIGC_NUM_THREADS: expected a positive integer, got {threads!r}")
-        torch.set_num_threads(int(threads))

@@ -14,14 +14,15 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-from .models import build_model
-from .text_data import (build_corpus, corpus_digest, corpus_files, heldout_windows, random_windows,
-                        read_documents, split_documents)
-from .text_export import export_text_model
-from .text_models import TEXT_FAMILIES
+from aigc_engine.artifacts.schema import TEXT_FAMILIES
+
+from ..common.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from ..common.training import EMA, set_threads_from_env
+from ..models import build_model
+from .data import (build_corpus, corpus_digest, corpus_files, heldout_windows, random_windows,
+                   read_documents, split_documents)
+from .export import export_text_checkpoint
 from .tokenizer import eos_id, tokenizer_from_json, train_tokenizer
-from .train import EMA, _set_threads
 
 DEFAULT_TEXT_STEPS = 2000
 DEFAULT_TEXT_LR = {"gpt": 1e-3, "lstm": 2e-3}
@@ -90,7 +91,7 @@ def train_text_model(
     eval_every = max(1, steps // 10) if eval_every is None else eval_every
     if warmup < 0 or eval_every < 1:
         raise ValueError(f"warmup must be ≥ 0 and eval_every ≥ 1, got {warmup} and {eval_every}")
-    _set_threads()
+    set_threads_from_env()
 
     name, files = corpus_files(data)
     texts = read_documents(files)
@@ -164,18 +165,6 @@ def train_text_model(
             "seconds": round(seconds, 2), "final_loss": None if ema is None else round(ema, 4), "quality": quality,
             "heldout_history": [(s, round(v, 4)) for s, v in history], "resumed_from": start if state else None,
             "corpus": _corpus_stats(corpus)}
-
-
-def export_text_checkpoint(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
-    """Export a text model's training checkpoint (file or folder) to `out_path`, verified."""
-    state = load_checkpoint(checkpoint_path)
-    model = build_model(state["family"], state["config"])
-    model.load_state_dict(state["model"])
-    provenance = {"dataset": state["dataset"], "steps": state["step"], "seed": state["seed"],
-                  "batch_size": state["batch_size"], "seq_len": state["seq_len"], "lr": state["lr"],
-                  "warmup": state["warmup"], "final_loss": None if state["loss"] is None else round(state["loss"], 4),
-                  "corpus": state["corpus"], "quality": state["quality"]}
-    return export_text_model(model, state["family"], state["tokenizer"], provenance, out_path)
 
 
 def _loss(model, window: torch.Tensor) -> torch.Tensor:

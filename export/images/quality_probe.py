@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import os
 
-import onnx
+from aigc_engine.artifacts.schema import META_CONFIG
+
+from ..common.onnx_export import read_metadata
 
 
 def measure_quality(onnx_path: str | os.PathLike, n: int = 1000, seed: int = 0) -> dict | None:
@@ -17,8 +19,7 @@ def measure_quality(onnx_path: str | os.PathLike, n: int = 1000, seed: int = 0) 
         from aigc_engine.images.quality import DIGIT_SHAPE, evaluate_model
     except ImportError:
         return None
-    meta = {p.key: p.value for p in onnx.load(onnx_path, load_external_data=False).metadata_props}
-    config = json.loads(meta["aigc.config"])
+    config = json.loads(read_metadata(onnx_path)[META_CONFIG])
     if (config["channels"], config["height"], config["width"]) != tuple(DIGIT_SHAPE):
         return None
     try:

@@ -11,7 +11,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-TEXT_FAMILIES = ("gpt", "lstm")
 MIN_VOCAB = 257  # 256 byte tokens of byte-level BPE + <|endoftext|>
 TEXT_DEFAULT_CONFIGS = {
     "gpt": {"vocab_size": 4096, "n_positions": 256, "n_embd": 256, "n_layer": 4, "n_head": 8,

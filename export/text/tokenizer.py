@@ -12,7 +12,7 @@ from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from .text_models import MIN_VOCAB
+from .models import MIN_VOCAB
 
 EOS = "<|endoftext|>"
 

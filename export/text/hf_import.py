@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from .models import build_model
-from .text_export import export_text_model
+from ..models import build_model
+from .export import export_text_model
 from .tokenizer import EOS, load_hf_tokenizer
 
 _IGNORED = re.compile(r"\.attn\.(bias|masked_bias)$")  # HF's causal-mask buffers, not weights

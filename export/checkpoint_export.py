@@ -1,0 +1,29 @@
+# `aigc export`: re-export a model from its training checkpoint, by family — the image
+# side (images/export.py, scored by the quality probe) or the text side (text/export.py,
+# whose quality was measured on held-out text during training and is in the checkpoint).
+from __future__ import annotations
+
+import os
+
+from aigc_engine.artifacts.schema import TEXT_FAMILIES
+
+from .common.checkpoint import load_checkpoint
+from .common.onnx_export import read_provenance
+from .images.export import export_trained_image
+from .text.export import export_trained_text
+
+
+def export_checkpoint(
+    checkpoint_path: str | os.PathLike, out_path: str | os.PathLike, *, quality_n: int = 1000
+) -> dict:
+    """Re-export a model from a training checkpoint (a file, or the folder holding one).
+
+    Image families: when quality_n > 0 and the runtime's quality measure is available, the
+    exported file is scored on quality_n samples and the result lands in provenance["quality"].
+    Text families keep the quality stored at the end of training (quality_n is not used).
+    Returns the provenance written into the file.
+    """
+    state = load_checkpoint(checkpoint_path)
+    if state["family"] in TEXT_FAMILIES:
+        return read_provenance(export_trained_text(state, out_path))
+    return export_trained_image(state, out_path, quality_n=quality_n)

@@ -1,0 +1,111 @@
+# Export an image model to ONE self-contained ONNX file (common/onnx_export.py writes and
+# checks it). Generators: input `z` (N, latent_dim) float32 → `images` (N, C, H, W) in
+# [-1, 1]; the digit classifier: `images` (N, 1, 28, 28) → `logits` (N, 10), `features`
+# (N, F). N is the dynamic axis "batch". Published only after onnx.checker and an
+# onnxruntime-vs-torch comparison at batches VERIFY_BATCHES.
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from aigc_engine.artifacts.schema import (CLASSIFIER, CLASSIFIER_INPUT, CLASSIFIER_OUTPUTS, IMAGE_CONFIG_KEYS,
+                                          IMAGE_FAMILIES, IMAGE_INPUT, IMAGE_OUTPUT)
+
+from ..common.fileio import atomic_write
+from ..common.onnx_export import (checked_blob, compare_outputs, metadata_props, read_provenance, run_onnx,
+                                  set_quality, stamp, trace_to_onnx)
+from ..models import build_model
+from .quality_probe import measure_quality
+
+VERIFY_BATCHES = (1, 7)
+_TITLES = {"gan": "MLP GAN", "dcgan": "DCGAN", "vae": "Convolutional VAE decoder"}
+_DATASETS = {"mnist": "MNIST 5k", "digits": "sklearn digits"}
+
+
+def export_image_model(
+    generator_module: nn.Module, family: str, config: dict, provenance: dict, out_path: str | os.PathLike
+) -> Path:
+    """Export a generator (a VAE's decoder; put in eval mode) as `z` → `images`; returns the path.
+
+    provenance: dataset, steps, seed, batch_size, final_losses (and lr); quality defaults
+    to None, torch_version and exported_at are stamped here.
+    """
+    if family not in IMAGE_FAMILIES:
+        raise ValueError(f"family: expected one of {', '.join(IMAGE_FAMILIES)}, got {family!r}")
+    missing = set(IMAGE_CONFIG_KEYS) - set(config)
+    if missing:
+        raise ValueError(f"config: missing {sorted(missing)}")
+    provenance = stamp({"quality": None, **provenance})
+    metadata = metadata_props(family, config, provenance, describe(family, config, provenance))
+    inputs = {IMAGE_INPUT: (config["latent_dim"],)}
+    return _export_verified(generator_module, inputs, (IMAGE_OUTPUT,), metadata, out_path, _normal)
+
+
+def export_classifier(classifier: nn.Module, config: dict, provenance: dict, out_path: str | os.PathLike) -> Path:
+    """Export the digit classifier as `images` → (`logits`, `features`); returns the path written."""
+    description = (f"digit classifier, {config['channels']}×{config['height']}×{config['width']} images → "
+                   f"{config['num_classes']} logits + {config['feature_dim']}-d features")
+    metadata = metadata_props(CLASSIFIER, config, stamp(provenance), description)
+    inputs = {CLASSIFIER_INPUT: (config["channels"], config["height"], config["width"])}
+    return _export_verified(classifier, inputs, CLASSIFIER_OUTPUTS, metadata, out_path, _uniform)
+
+
+def export_trained_image(state: dict, out_path: str | os.PathLike, *, quality_n: int = 1000) -> dict:
+    """Export an image model from its training checkpoint `state` (as load_checkpoint gives it).
+
+    When quality_n > 0 and the runtime's quality measure is available, the exported file
+    is scored on quality_n samples and the result lands in provenance["quality"].
+    Returns the provenance written into the file.
+    """
+    model = build_model(state["family"], state["config"])
+    model.load_state_dict(state["model"])
+    module = model.export_module.eval()
+    provenance = {"dataset": state["dataset"], "steps": state["step"], "seed": state["seed"],
+                  "batch_size": state["batch_size"], "lr": state["lr"],
+                  "final_losses": {k: round(v, 4) for k, v in state["losses"].items()}}
+    out = export_image_model(module, state["family"], model.config, provenance, out_path)
+    quality = measure_quality(out, n=quality_n) if quality_n > 0 else None
+    if quality is not None:
+        set_quality(out, quality)
+    return read_provenance(out)
+
+
+def describe(family: str, config: dict, provenance: dict) -> str:
+    """One human line, e.g. 'MLP GAN, 100-d latent → 1×28×28 images, trained 6000 steps on MNIST 5k'."""
+    dataset = str(provenance.get("dataset", "unknown data"))
+    dataset = _DATASETS.get(dataset, Path(dataset).name or dataset)
+    return (f"{_TITLES[family]}, {config['latent_dim']}-d latent → {config['channels']}×{config['height']}×"
+            f"{config['width']} images, trained {provenance.get('steps', '?')} steps on {dataset}")
+
+
+def _normal(rng: np.random.Generator, shape: tuple) -> np.ndarray:
+    return rng.standard_normal(shape)
+
+
+def _uniform(rng: np.random.Generator, shape: tuple) -> np.ndarray:
+    return rng.uniform(-1.0, 1.0, shape)
+
+
+def _export_verified(module, inputs: dict, output_names, metadata: dict, out_path, sample) -> Path:
+    # inputs: name → per-example shape (batch axis excluded); sample(rng, shape) → array.
+    # The torch.export-based exporter (torch's default since 2.9; the TorchScript one is
+    # deprecated) folds eval-mode BatchNorm into the Gemm/ConvTranspose weights and keeps
+    # C, H, W static in the output shape. Example batch 2: torch.export specialises size 1.
+    module = module.eval()
+    example = tuple(torch.zeros(2, *shape) for shape in inputs.values())
+    batch = torch.export.Dim("batch")
+    proto = trace_to_onnx(module, example, list(inputs), list(output_names),
+                          tuple({0: batch} for _ in inputs))
+    blob = checked_blob(proto, metadata, out_path)
+    rng = np.random.default_rng(0)
+    for n in VERIFY_BATCHES:
+        feeds = {name: sample(rng, (n, *shape)).astype(np.float32) for name, shape in inputs.items()}
+        with torch.no_grad():
+            expected = module(*(torch.from_numpy(a) for a in feeds.values()))
+        expected = expected if isinstance(expected, tuple) else (expected,)
+        compare_outputs(output_names, [e.numpy() for e in expected], run_onnx(blob, feeds), f"batch {n}")
+    return atomic_write(out_path, lambda f: f.write(blob))
