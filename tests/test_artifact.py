@@ -7,10 +7,23 @@ import tracemalloc
 import numpy as np
 import onnx
 import pytest
+from onnx_models import (
+    embedded_model,
+    set_config,
+    set_metadata,
+    set_weight,
+    weight,
+    write_generator,
+)
 
-from aigc_engine import AigcError, ImageGenerator, ModelFileError, TextGenerator, UnknownModelError
+from aigc_engine import (
+    AigcError,
+    ImageGenerator,
+    ModelFileError,
+    TextGenerator,
+    UnknownModelError,
+)
 from aigc_engine.artifacts.artifact import read_artifact
-from onnx_models import embedded_model, set_config, set_metadata, set_weight, weight, write_generator
 
 
 def test_a_good_file_loads(tmp_path):
@@ -166,11 +179,11 @@ def test_no_gpt_layer_beyond_n_layer(tmp_path):
     (lambda m: set_weight(m, "lstm.weight_hh_l1", np.zeros((1536, 256), np.float32)),
      r"lstm.weight_hh_l1 has shape \[1536, 256\], but the config says \[1536, 384\]"),
     (lambda m: set_weight(m, "head.weight", None), "lack head.weight"),
-    (lambda m: set_config(m, hidden_size=256), r"past.h has shape \[2, 'batch', 384\]: axis 2 is 384, but the "
-                                                r"config says hidden_size = 256"),
+    (lambda m: set_config(m, hidden_size=256), (r"past.h has shape \[2, 'batch', 384\]: axis 2 is 384, but the "
+                                                r"config says hidden_size = 256")),
     (lambda m: set_config(m, n_layer=1), r"axis 0 is 2, but the config says n_layer = 1"),
-    (lambda m: set_config(m, n_embd=128), r"embedding.weight has shape \[4096, 256\], but the config says "
-                                           r"\[4096, 128\]"),
+    (lambda m: set_config(m, n_embd=128), (r"embedding.weight has shape \[4096, 256\], but the config says "
+                                           r"\[4096, 128\]")),
     (lambda m: set_weight(m, "embedding.weight", weight(m, "embedding.weight").astype(np.float64)),
      "embedding.weight is double, expected float32"),
 ])

@@ -19,11 +19,11 @@ import onnx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from onnx_models import embedded_model
 
 from aigc_engine import AigcError, TextGenerator
 from aigc_engine.artifacts.artifact import read_artifact
 from aigc_engine.artifacts.schema import FAMILIES, TEXT_FAMILIES
-from onnx_models import embedded_model
 
 BASES = {name: embedded_model(name).SerializeToString() for name in ("pycode-gpt", "pycode-lstm", "digits-gan")}
 SECONDS = 30          # per example: far above a real load (~0.3 s), far below a hang

@@ -119,7 +119,8 @@ def _json_metadata(path: Path, meta: dict, key: str, required: bool) -> dict | N
     try:
         value = json.loads(meta[key])
     except RecursionError:
-        raise ModelFileError(f"{path}: '{key}' metadata is nested too deeply (at most {MAX_JSON_DEPTH} levels)") from None
+        raise ModelFileError(f"{path}: '{key}' metadata is nested too deeply "
+                             f"(at most {MAX_JSON_DEPTH} levels)") from None
     except ValueError as error:  # JSONDecodeError, or an integer of more than 4300 digits
         raise ModelFileError(f"{path}: '{key}' metadata is not valid JSON ({_cut(str(error))})") from None
     if not isinstance(value, dict):
@@ -261,7 +262,12 @@ def _check_tokenizer_ids(artifact: Artifact) -> None:
         raise ModelFileError(f"{artifact.path}: the '{META_TOKENIZER}' metadata must be a JSON object")
     model = tokenizer.get("model")
     vocab = model.get("vocab") if isinstance(model, dict) else None
-    ids = list(vocab.values()) if isinstance(vocab, dict) else list(range(len(vocab))) if isinstance(vocab, list) else []
+    if isinstance(vocab, dict):      # BPE, WordPiece, WordLevel: token -> id
+        ids = list(vocab.values())
+    elif isinstance(vocab, list):    # Unigram: [token, score] in id order
+        ids = [len(vocab) - 1] if vocab else []
+    else:
+        ids = []
     added = tokenizer.get("added_tokens")
     ids += [t.get("id") for t in added if isinstance(t, dict)] if isinstance(added, list) else []
     ids = [i for i in ids if isinstance(i, int) and not isinstance(i, bool)]

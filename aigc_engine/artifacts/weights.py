@@ -55,8 +55,9 @@ def check_initializers(path: Path, graph: onnx.GraphProto) -> None:
         else:
             size = len(getattr(tensor, _FIELD.get(tensor.data_type, "int32_data")))
         if size != count:
+            held = size if size >= 0 else "a partial number of"
             raise ModelFileError(f"{path}: weight {name} has shape {dims} ({count} values), but the file holds "
-                                 f"{size if size >= 0 else 'a partial number of'} {dtype_name(tensor.data_type)} values")
+                                 f"{held} {dtype_name(tensor.data_type)} values")
         if count and tensor.data_type in _CHECKED_FINITE:
             _check_finite(path, tensor)
 
