@@ -51,3 +51,39 @@ def reference_images(model: onnx.ModelProto, z: np.ndarray) -> np.ndarray:
     weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     flat = np.tanh(z @ weights["weight"] + weights["bias"])
     return flat.reshape(weights["image_shape"]).astype(np.float32)
+
+
+def embedded_model(name: str) -> onnx.ModelProto:
+    """A fresh in-memory copy of the embedded model `name` (e.g. pycode-gpt)."""
+    from aigc_engine.artifacts.registry import MODELS_DIR
+    return onnx.load(str(MODELS_DIR / f"{name}.onnx"))
+
+
+def set_metadata(model: onnx.ModelProto, **values) -> onnx.ModelProto:
+    """Replace metadata_props by key (aigc_config="..." sets aigc.config); None removes one."""
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update({key.replace("aigc_", "aigc."): value for key, value in values.items()})
+    del model.metadata_props[:]
+    helper.set_model_props(model, {k: v for k, v in props.items() if v is not None})
+    return model
+
+
+def set_config(model: onnx.ModelProto, **changes) -> onnx.ModelProto:
+    """Change keys of the model's aigc.config; None removes a key."""
+    config = json.loads(next(p.value for p in model.metadata_props if p.key == "aigc.config"))
+    config.update(changes)
+    return set_metadata(model, aigc_config=json.dumps({k: v for k, v in config.items() if v is not None}))
+
+
+def set_weight(model: onnx.ModelProto, name: str, array: np.ndarray | None) -> onnx.ModelProto:
+    """Replace the initializer `name` by `array` (its dtype and shape); None removes it."""
+    index = next(i for i, t in enumerate(model.graph.initializer) if t.name == name)
+    if array is None:
+        del model.graph.initializer[index]
+    else:
+        model.graph.initializer[index].CopyFrom(numpy_helper.from_array(array, name))
+    return model
+
+
+def weight(model: onnx.ModelProto, name: str) -> np.ndarray:
+    return numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == name)).copy()

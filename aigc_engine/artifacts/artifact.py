@@ -8,9 +8,11 @@ weights agree with that config. Every rejection names the file and the problem.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
@@ -37,6 +39,14 @@ from .schema import (
     gpt_past_names,
     gpt_present_names,
 )
+from .weights import WEIGHTS_PER_LAYER, check_initializers, check_text_weights
+
+# Largest size a config may give (n_layer, n_embd, vocab_size, ...): far above any real
+# model, far below what would overflow the decoder's int64 products. The graph's own
+# sizes bound them much tighter; this only stops absurd numbers before any arithmetic.
+MAX_CONFIG_SIZE = 1 << 24
+DEFAULT_EPSILON = 1e-5  # the native decoder's, when the config has no layer_norm_epsilon
+MAX_JSON_DEPTH = 32  # nesting of the JSON metadata: configs are flat, provenance two deep
 
 
 @dataclass
@@ -79,6 +89,7 @@ def read_artifact(path: str | Path, families: tuple[str, ...] = FAMILIES) -> Art
                         provenance=_json_metadata(path, meta, META_PROVENANCE, required=False) or {},
                         description=meta.get(META_DESCRIPTION, ""),
                         tokenizer_json=meta.get(META_TOKENIZER, ""))
+    check_initializers(path, model.graph)
     if family in IMAGE_FAMILIES:
         _check_image_graph(artifact)
     if family in TEXT_FAMILIES:
@@ -107,19 +118,50 @@ def _json_metadata(path: Path, meta: dict, key: str, required: bool) -> dict | N
         return None
     try:
         value = json.loads(meta[key])
-    except json.JSONDecodeError as error:
-        raise ModelFileError(f"{path}: '{key}' metadata is not valid JSON ({error})") from None
+    except RecursionError:
+        raise ModelFileError(f"{path}: '{key}' metadata is nested too deeply "
+                             f"(at most {MAX_JSON_DEPTH} levels)") from None
+    except ValueError as error:  # JSONDecodeError, or an integer of more than 4300 digits
+        raise ModelFileError(f"{path}: '{key}' metadata is not valid JSON ({_cut(str(error))})") from None
     if not isinstance(value, dict):
-        raise ModelFileError(f"{path}: '{key}' metadata must be a JSON object")
+        raise ModelFileError(f"{path}: '{key}' metadata must be a JSON object, got {type(value).__name__}")
+    _check_depth(path, key, value)
     return value
+
+
+def _check_depth(path: Path, key: str, value) -> None:
+    """Nesting beyond MAX_JSON_DEPTH would hit Python's recursion limit in whatever prints it."""
+    level = [value]
+    for _ in range(MAX_JSON_DEPTH):
+        level = [v for item in level for v in (item.values() if isinstance(item, dict) else item)
+                 if isinstance(v, (dict, list))]
+        if not level:
+            return
+    raise ModelFileError(f"{path}: '{key}' metadata is nested too deeply (at most {MAX_JSON_DEPTH} levels)")
+
+
+def _cut(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _show(value) -> str:
+    """A config value for a message: short, whatever came (a 4000-digit number, a deep list)."""
+    if isinstance(value, (dict, list)):
+        return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**20:
+        return f"an integer of {len(str(abs(value)))} digits"
+    return _cut(repr(value))
 
 
 def _positive_ints(artifact: Artifact, keys) -> None:
     for key in keys:
         value = artifact.config.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "eos_token_id" else 1):
-            raise ModelFileError(f"{artifact.path}: '{META_CONFIG}' needs a {'non-negative' if key == 'eos_token_id' else 'positive'} "
-                                 f"integer '{key}', got {value!r}")
+        if (isinstance(value, bool) or not isinstance(value, int)
+                or not (0 if key == "eos_token_id" else 1) <= value <= MAX_CONFIG_SIZE):
+            kind = "non-negative" if key == "eos_token_id" else "positive"
+            got = "nothing (no such key)" if key not in artifact.config else _show(value)
+            raise ModelFileError(f"{artifact.path}: '{META_CONFIG}' needs a {kind} integer '{key}' (at most "
+                                 f"{MAX_CONFIG_SIZE}), got {got}")
 
 
 def _dims(value_info: onnx.ValueInfoProto) -> list:
@@ -131,9 +173,7 @@ def _dims(value_info: onnx.ValueInfoProto) -> list:
 def _check_image_graph(artifact: Artifact) -> None:
     """z (N, latent_dim) → images (N, C, H, W), with weights that fit those sizes."""
     path, config = artifact.path, artifact.config
-    for key in IMAGE_CONFIG_KEYS:
-        if not isinstance(config.get(key), int) or config[key] <= 0:
-            raise ModelFileError(f"{path}: '{META_CONFIG}' needs a positive integer '{key}', got {config.get(key)!r}")
+    _positive_ints(artifact, IMAGE_CONFIG_KEYS)
     graph = artifact.model.graph
     inputs = {i.name: i for i in graph.input}
     outputs = {o.name: o for o in graph.output}
@@ -159,33 +199,114 @@ def _check_image_graph(artifact: Artifact) -> None:
 
 
 def _check_text_model(artifact: Artifact) -> None:
-    """The tokenizer is there; inputs, outputs and weights agree with the config."""
+    """The tokenizer is there; sizes, inputs, outputs and weights agree with the config."""
     path, config, family = artifact.path, artifact.config, artifact.family
     _positive_ints(artifact, TEXT_CONFIG_KEYS[family])
-    if not artifact.tokenizer_json:
-        raise ModelFileError(f"{path}: a {family} model needs its tokenizer in the '{META_TOKENIZER}' metadata")
-    graph = artifact.model.graph
-    inputs = {i.name: i for i in graph.input}
-    outputs = {o.name for o in graph.output}
+    if config["eos_token_id"] >= config["vocab_size"]:
+        raise ModelFileError(f"{path}: eos_token_id {config['eos_token_id']} is outside the vocabulary "
+                             f"(vocab_size {config['vocab_size']})")
     if family == "gpt":
         if config["n_embd"] % config["n_head"]:
             raise ModelFileError(f"{path}: n_embd {config['n_embd']} is not divisible by n_head {config['n_head']}")
-        need_in = set(GPT_INPUTS) | set(gpt_past_names(config["n_layer"]))
-        need_out = {LOGITS} | set(gpt_present_names(config["n_layer"]))
+        _check_epsilon(artifact)
+    if not artifact.tokenizer_json:
+        raise ModelFileError(f"{path}: a {family} model needs its tokenizer in the '{META_TOKENIZER}' metadata")
+    _check_tokenizer_ids(artifact)
+    graph = artifact.model.graph
+    n_layer = config["n_layer"]
+    # Bound n_layer by what the graph holds before building any list of per-layer names.
+    most = len(graph.initializer) // WEIGHTS_PER_LAYER[family]
+    if n_layer > most:
+        raise ModelFileError(f"{path}: the config says n_layer={n_layer}, but the graph has {len(graph.initializer)} "
+                             f"weights, enough for at most {most} layers")
+    inputs = {i.name: i for i in graph.input}
+    outputs = {o.name for o in graph.output}
+    if family == "gpt":
+        need_in = set(GPT_INPUTS) | set(gpt_past_names(n_layer))
+        need_out = {LOGITS} | set(gpt_present_names(n_layer))
+        extra = sorted(name for name in inputs if name.startswith("past.") and name not in need_in)
+        if extra:
+            raise ModelFileError(f"{path}: the gpt graph has input {extra[0]}, beyond the config's n_layer={n_layer}")
     else:
         need_in, need_out = set(LSTM_INPUTS), set(LSTM_OUTPUTS)
     missing = sorted(need_in - set(inputs)) + sorted(need_out - outputs)
     if missing:
-        raise ModelFileError(f"{path}: the {family} graph lacks {', '.join(missing)} (for n_layer="
-                             f"{config['n_layer']})")
-    weights = {t.name: list(t.dims) for t in graph.initializer}
-    expected = {"transformer.wte.weight": [config["vocab_size"], config["n_embd"]],
-                "transformer.wpe.weight": [config["n_positions"], config["n_embd"]]} if family == "gpt" else {}
-    for name, shape in expected.items():
-        if name in weights and weights[name] != shape:
-            raise ModelFileError(f"{path}: weight {name} has shape {weights[name]}, but the config says {shape}")
+        shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+        raise ModelFileError(f"{path}: the {family} graph lacks {shown} (for n_layer={n_layer})")
     state = inputs[gpt_past_names(1)[0] if family == "gpt" else LSTM_INPUTS[1]]
-    last = _dims(state)[-1]
-    width = config["n_embd"] // config["n_head"] if family == "gpt" else config["hidden_size"]
-    if isinstance(last, int) and last != width:
-        raise ModelFileError(f"{path}: input {state.name} has width {last}, but the config says {width}")
+    dims = _dims(state)
+    if family == "gpt":  # (batch, n_head, past, head_dim)
+        expected = {1: ("n_head", config["n_head"]), 3: ("n_embd / n_head", config["n_embd"] // config["n_head"])}
+    else:                # (n_layer, batch, hidden_size)
+        expected = {0: ("n_layer", n_layer), 2: ("hidden_size", config["hidden_size"])}
+    rank = 4 if family == "gpt" else 3
+    if len(dims) != rank:
+        raise ModelFileError(f"{path}: input {state.name} has shape {dims}, expected {rank} axes")
+    for axis, (what, size) in expected.items():
+        if isinstance(dims[axis], int) and dims[axis] != size:
+            raise ModelFileError(f"{path}: input {state.name} has shape {dims}: axis {axis} is {dims[axis]}, "
+                                 f"but the config says {what} = {size}")
+    check_text_weights(path, family, config, graph)
+    _check_graph_attributes(artifact)
+
+
+def _check_tokenizer_ids(artifact: Artifact) -> None:
+    """No token id of the tokenizer lies outside the model's vocabulary: the prompt's ids
+    index the embedding unchecked. Read as plain JSON (about 1 ms per 100 kB); a tokenizer
+    of another shape is left to the tokenizers library, which TextGenerator builds next."""
+    try:
+        tokenizer = json.loads(artifact.tokenizer_json)
+    except (ValueError, RecursionError):
+        raise ModelFileError(f"{artifact.path}: the '{META_TOKENIZER}' metadata is not valid JSON") from None
+    if not isinstance(tokenizer, dict):
+        raise ModelFileError(f"{artifact.path}: the '{META_TOKENIZER}' metadata must be a JSON object")
+    model = tokenizer.get("model")
+    vocab = model.get("vocab") if isinstance(model, dict) else None
+    if isinstance(vocab, dict):      # BPE, WordPiece, WordLevel: token -> id
+        ids = list(vocab.values())
+    elif isinstance(vocab, list):    # Unigram: [token, score] in id order
+        ids = [len(vocab) - 1] if vocab else []
+    else:
+        ids = []
+    added = tokenizer.get("added_tokens")
+    ids += [t.get("id") for t in added if isinstance(t, dict)] if isinstance(added, list) else []
+    ids = [i for i in ids if isinstance(i, int) and not isinstance(i, bool)]
+    vocab_size = artifact.config["vocab_size"]
+    if ids and (max(ids) >= vocab_size or min(ids) < 0):
+        raise ModelFileError(f"{artifact.path}: the tokenizer has token ids {min(ids)}..{max(ids)}, outside the "
+                             f"model's vocabulary (vocab_size {vocab_size})")
+
+
+def _check_epsilon(artifact: Artifact) -> None:
+    """layer_norm_epsilon (optional; the decoder's default 1e-5): a number in (0, 1]."""
+    value = artifact.config.get("layer_norm_epsilon", DEFAULT_EPSILON)
+    # Compared before any conversion: float(10**400) would raise, and NaN fails every test.
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1
+            or not np.float32(value) > 0):
+        raise ModelFileError(f"{artifact.path}: '{META_CONFIG}' needs a number 'layer_norm_epsilon' in (0, 1], "
+                             f"got {_show(value)}")
+
+
+def _check_graph_attributes(artifact: Artifact) -> None:
+    """The sizes the graph's own operators carry: the LSTM layers, the layer norms' epsilon
+    (which the native decoder takes from the config instead)."""
+    path, config = artifact.path, artifact.config
+    nodes = artifact.model.graph.node
+    if artifact.family == "lstm":
+        layers = [n for n in nodes if n.op_type == "LSTM"]
+        if len(layers) != config["n_layer"]:
+            raise ModelFileError(f"{path}: the graph has {len(layers)} LSTM operators, but the config says "
+                                 f"n_layer={config['n_layer']}")
+        for node in layers:
+            hidden = next((a.i for a in node.attribute if a.name == "hidden_size"), None)
+            if hidden != config["hidden_size"]:
+                raise ModelFileError(f"{path}: LSTM operator {node.name or node.output[0]} has hidden_size {hidden}, "
+                                     f"but the config says {config['hidden_size']}")
+        return
+    epsilon = np.float32(config.get("layer_norm_epsilon", DEFAULT_EPSILON))
+    for node in nodes:
+        if node.op_type == "LayerNormalization":
+            graph_epsilon = next((a.f for a in node.attribute if a.name == "epsilon"), DEFAULT_EPSILON)
+            if not math.isclose(np.float32(graph_epsilon), epsilon, rel_tol=1e-6):
+                raise ModelFileError(f"{path}: layer norm {node.name or node.output[0]} has epsilon {graph_epsilon:g}, "
+                                     f"but the config says layer_norm_epsilon={float(epsilon):g}")

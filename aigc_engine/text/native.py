@@ -9,6 +9,8 @@ the file drops them. The KV cache is one pool of blocks sized by kv_cache_mb.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from onnx import numpy_helper
 
@@ -16,6 +18,7 @@ from .. import _C
 from ..artifacts.artifact import Artifact
 from ..artifacts.schema import WEIGHT_DTYPES as DTYPES
 from ..errors import AigcError, ModelFileError
+from ..images.memory import check_fits
 
 BLOCK_SIZE = 16  # tokens per KV block: small enough to waste little, large enough to stream
 DEFAULT_KV_CACHE_MB = 512
@@ -25,9 +28,18 @@ class NativeGpt:
     def __init__(self, artifact: Artifact, dtype: str = "float32", kv_cache_mb: float = DEFAULT_KV_CACHE_MB):
         if dtype not in DTYPES:
             raise AigcError(f"dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
-        if isinstance(kv_cache_mb, bool) or not isinstance(kv_cache_mb, (int, float)) or not kv_cache_mb > 0:
-            raise AigcError(f"kv_cache_mb: expected a number > 0, got {kv_cache_mb!r}")
+        if (isinstance(kv_cache_mb, bool) or not isinstance(kv_cache_mb, (int, float)) or not kv_cache_mb > 0
+                or not math.isfinite(kv_cache_mb)):
+            raise AigcError(f"kv_cache_mb: expected a finite number > 0, got {kv_cache_mb!r}")
         config = artifact.config
+        # Before the weights are copied: a cache that cannot fit fails at once, not after a
+        # half-GB conversion, and never as std::bad_alloc.
+        block_bytes = 2 * config["n_layer"] * BLOCK_SIZE * config["n_embd"] * 4
+        num_blocks = int(kv_cache_mb * 2**20 // block_bytes)
+        if num_blocks < 1:
+            raise AigcError(f"kv_cache_mb: {kv_cache_mb} MB holds no block of {BLOCK_SIZE} tokens "
+                            f"({block_bytes / 2**20:.2f} MB each for this model)")
+        check_fits(f"kv_cache_mb={kv_cache_mb:g} (the KV cache)", num_blocks * block_bytes)
         self.config = config
         self.dtype = dtype
         self.context = config["n_positions"]
@@ -39,16 +51,17 @@ class NativeGpt:
             self.model = _C.GptModel(config, weights, dtype)
         except ValueError as error:
             raise ModelFileError(f"{artifact.path}: cannot build the native decoder ({error})") from None
+        except MemoryError:
+            raise AigcError(f"{artifact.path}: not enough memory for the native decoder's {dtype} weights") from None
         # The decoder holds its own copy: drop the file's (half a GB for a GPT-2-small).
         del weights
         artifact.model.graph.ClearField("initializer")
         head_dim = config["n_embd"] // config["n_head"]
-        block_bytes = 2 * config["n_layer"] * BLOCK_SIZE * config["n_embd"] * 4
-        num_blocks = int(kv_cache_mb * 2**20 // block_bytes)
-        if num_blocks < 1:
-            raise AigcError(f"kv_cache_mb: {kv_cache_mb} MB holds no block of {BLOCK_SIZE} tokens "
-                            f"({block_bytes / 2**20:.2f} MB each for this model)")
-        self.cache = _C.KvCache(config["n_layer"], config["n_head"], head_dim, BLOCK_SIZE, num_blocks)
+        try:
+            self.cache = _C.KvCache(config["n_layer"], config["n_head"], head_dim, BLOCK_SIZE, num_blocks)
+        except MemoryError:
+            raise AigcError(f"kv_cache_mb: cannot allocate a KV cache of {kv_cache_mb:g} MB "
+                            f"({num_blocks} blocks of {block_bytes / 2**20:.2f} MB): not enough memory") from None
 
     @property
     def block_size(self) -> int:
