@@ -230,11 +230,18 @@ def test_every_embedded_model_still_loads():
         assert read_artifact(path).config is not None
 
 
-def test_tokenizer_ids_must_lie_in_the_vocabulary(tmp_path):
-    # A prompt's ids index the embedding unchecked: a token 5000 of a 4096-row table.
+def test_a_tokenizer_beyond_the_vocabulary_fails_only_the_prompts_that_use_it(tmp_path):
+    """A tokenizer may know ids the model has no row for (here 5000 of 4096): the file loads,
+    and only a prompt that uses such an id fails, by name; the call's other prompts run."""
+    from aigc_engine import SamplingParams, TextGenerator
+
     model = embedded_model("pycode-gpt")
     tokenizer = json.loads(next(p.value for p in model.metadata_props if p.key == "aigc.tokenizer"))
     tokenizer["added_tokens"].append({"id": 5000, "content": "<|beyond|>", "single_word": False, "lstrip": False,
                                       "rstrip": False, "normalized": False, "special": True})
     path = save(set_metadata(model, aigc_tokenizer=json.dumps(tokenizer)), tmp_path / "tok.onnx")
-    rejected(path, r"the tokenizer has token ids 0..5000, outside the model's vocabulary \(vocab_size 4096\)")
+    for backend in ("native", "onnxruntime"):
+        generator = TextGenerator.load(str(path), backend=backend)
+        beyond, fine = generator.generate(["def <|beyond|>", "def"], SamplingParams(max_new_tokens=3, seed=0))
+        assert beyond.error == "prompt: token id 5000 is outside the model's vocabulary of 4096 tokens"
+        assert fine.error is None and len(fine.token_ids) == 3

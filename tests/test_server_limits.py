@@ -262,3 +262,31 @@ def test_requests_cut_by_shutdown_get_a_json_503_and_streams_an_error_then_the_e
         gate.open()
     assert error["code"] == "shutting_down" and "shutting down" in error["message"]
     assert events[-1] == "data: [DONE]" and json.loads(events[-2][6:])["error"]["code"] == "shutting_down"
+
+
+# One hostile request among sixteen ------------------------------------------------
+
+HOSTILE_REQUESTS = [
+    {"model": "gpt", "prompt": "def", "top_p": 1e-46},
+    {"model": "gpt", "prompt": "def", "top_p": 5e-324},
+    {"model": "gpt", "prompt": "def", "repetition_penalty": 1e-46},
+    {"model": "gpt", "prompt": "def", "repetition_penalty": 1e-39},
+    {"model": "gpt", "prompt": "def", "logit_bias": {"100000": 5}},
+    {"model": "gpt", "prompt": [[1, 2, 100000]]},
+    {"model": "gpt", "prompt": "def", "stop": ["x"] * 60_000},
+    {"model": "gpt", "prompt": ["a"] * 20_000, "n": 16},
+    {"model": "gpt", "prompt": "def", "max_tokens": 10**9},
+    {"model": "gpt", "prompt": "def", "best_of": True},
+]
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_REQUESTS, ids=[str(i) for i in range(len(HOSTILE_REQUESTS))])
+def test_sixteen_requests_beside_a_hostile_one_get_the_text_they_get_alone(running, hostile):
+    bodies = [{"model": "gpt", "prompt": f"def f{i}(", "max_tokens": 12, "seed": i, "temperature": 0.9,
+               "repetition_penalty": 1.1} for i in range(16)]
+    alone = [post(running, body).json()["choices"][0]["text"] for body in bodies]
+    with ThreadPoolExecutor(17) as pool:
+        answers = [pool.submit(post, running, body) for body in bodies[:8] + [hostile] + bodies[8:]]
+        responses = [answer.result(WAIT) for answer in answers]
+    assert error_of(responses[8], 400)["message"]
+    assert [r.json()["choices"][0]["text"] for r in responses[:8] + responses[9:]] == alone
