@@ -43,13 +43,9 @@ class Gate:
 
 
 def install_gate(generator, after: int = 2) -> Gate:
-    """A gate on the generator's sampler: the scheduler's (native) or the static batch's."""
-    if generator.scheduler is not None:
-        gate = Gate(generator.scheduler._sample, after)
-        generator.scheduler._sample = gate
-    else:
-        gate = Gate(generator._sample_into, after)
-        generator._sample_into = gate
+    """A gate on the sampler of the generator's scheduler (every backend has one)."""
+    gate = Gate(generator.scheduler._sample, after)
+    generator.scheduler._sample = gate
     return gate
 
 

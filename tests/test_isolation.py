@@ -49,9 +49,10 @@ def alone(generator: TextGenerator) -> list[list[int]]:
 
 
 def assert_idle(generator: TextGenerator) -> None:
-    if generator.scheduler is not None:
+    assert not generator.scheduler.busy
+    if generator.backend == "native":
         cache = generator.scheduler.backend.cache
-        assert not generator.scheduler.busy and cache.free_blocks == cache.num_blocks
+        assert cache.free_blocks == cache.num_blocks
 
 
 REFUSED = [
@@ -130,10 +131,7 @@ class FailOnce:
 
 
 def break_sampler(generator: TextGenerator, error: BaseException, n: int) -> None:
-    if generator.scheduler is not None:
-        generator.scheduler._sample = FailOnce(generator.scheduler._sample, error, n)
-    else:
-        generator._sample_into = FailOnce(generator._sample_into, error, n)
+    generator.scheduler._sample = FailOnce(generator.scheduler._sample, error, n)
 
 
 @pytest.mark.parametrize("family, backend", CASES)

@@ -251,10 +251,7 @@ def _hold_the_engine(served, model="gpt"):
 
 def _release(engine, gate):
     gate.open()
-    if engine.generator.scheduler is not None:
-        engine.generator.scheduler._sample = gate.sample
-    else:
-        engine.generator._sample_into = gate.sample
+    engine.generator.scheduler._sample = gate.sample
 
 
 @pytest.mark.parametrize("stream", [True, False])

@@ -5,9 +5,9 @@ inbox (`submit`, thread-safe, never blocks on the model) and get a RequestHandle
 result, its text as it is produced, or a cancel. Between steps the thread moves the
 inbox into the batch, applies cancels (a cancelled request leaves the batch and frees
 its KV blocks before the next step), steps, and hands the new text to the handles.
-- native backend: every request joins the scheduler's continuous batch at once;
-- onnxruntime backend (LSTM, or GPT by choice): what is queued runs as one static batch
-  (up to max_batch_size), then the next.
+Every backend runs under its scheduler's add / cancel / step face: on the native backend
+every request joins the continuous batch at once; on onnxruntime (LSTM, or GPT by
+choice) what is queued runs as one static batch (up to max_batch_size), then the next.
 Each request keeps its own params and seed, so its tokens are the ones it would get alone.
 """
 
@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from ..errors import AigcError
 from ..text.generator import TextGenerator
@@ -63,7 +62,6 @@ class Engine:
         self._inbox: list[RequestHandle] = []
         self._cancels: list[RequestHandle] = []
         self._handles: dict[int, RequestHandle] = {}  # id(request) → handle, owned by the thread
-        self._waiting_static: deque[RequestHandle] = deque()  # onnxruntime: not yet in a batch
         self._closing = False
         self._cancel_on_close = False
         self._owns_generator = False
@@ -103,7 +101,7 @@ class Engine:
         for request in requests:
             if request.completion.error is not None:
                 raise AigcError(request.completion.error)
-            self._check_fits_cache(request)
+            self._check_fits(request)
         handles = [RequestHandle(r, self._cancel) for r in requests]
         with self._lock:
             if self._closing:
@@ -155,17 +153,14 @@ class Engine:
     @property
     def queued(self) -> int:
         """Requests waiting for a place in the batch (approximate while the thread runs)."""
-        waiting = len(self._scheduler.waiting) if self._scheduler is not None else len(self._waiting_static)
+        waiting = len(self._scheduler.waiting) if self._scheduler is not None else 0  # 0: closed
         return len(self._inbox) + waiting
 
     def stats(self) -> dict:
-        scheduler = self._scheduler
         stats = {"queued": self.queued, "max_queued": self.max_queued, "closing": self._closing,
                  "backend": self.generator.backend}
-        if scheduler is not None:
-            cache = scheduler.backend.cache
-            stats.update(running=len(scheduler.running), free_blocks=cache.free_blocks, num_blocks=cache.num_blocks,
-                         preemptions=scheduler.preemptions)
+        if self._scheduler is not None:
+            stats.update(self._scheduler.stats())
         return stats
 
     # Shutting down ------------------------------------------------------------------
@@ -182,8 +177,8 @@ class Engine:
         self._thread.join(timeout)
         if self._thread.is_alive():
             raise TimeoutError(f"the engine is still finishing its requests after {timeout} s")
-        if self._owns_generator and self._scheduler is not None:
-            # the native decoder and its KV cache go with their last reference
+        if self._owns_generator:
+            # the model (the native decoder and its KV cache) goes with its last reference
             self.generator._model = self.generator.scheduler = None
         self._scheduler = None
 
@@ -194,15 +189,10 @@ class Engine:
             self._cancels.append(handle)
             self._wake.notify()
 
-    def _check_fits_cache(self, request: Request) -> None:
-        if self._scheduler is None:
-            return
-        backend = self._scheduler.backend
-        needed = backend.blocks_for(len(request.prompt_ids) + request.params.max_new_tokens)
-        if needed > backend.cache.num_blocks:
-            raise AigcError(f"prompt: {len(request.prompt_ids)} tokens + max_new_tokens "
-                            f"{request.params.max_new_tokens} need {needed} KV-cache blocks, the cache holds "
-                            f"{backend.cache.num_blocks} (raise kv_cache_mb)")
+    def _check_fits(self, request: Request) -> None:
+        problem = self._scheduler.check(request)
+        if problem is not None:
+            raise AigcError(problem)
 
     def _loop(self) -> None:
         while True:
@@ -222,10 +212,7 @@ class Engine:
                         if not self._inbox:
                             return
                 continue
-            if self._scheduler is not None:
-                self._guarded(self._scheduler.step, list(self._handles.values()))
-            else:
-                self._run_static_batch()
+            self._step()
 
     def _has_work(self) -> bool:
         return bool(self._handles)
@@ -233,10 +220,7 @@ class Engine:
     def _admit(self, handles: list[RequestHandle]) -> None:
         for handle in handles:
             self._handles[id(handle.request)] = handle
-            if self._scheduler is not None:
-                self._scheduler.add(handle.request)
-            else:
-                self._waiting_static.append(handle)
+            self._scheduler.add(handle.request)
         self._publish(handles)
 
     def _apply_cancels(self, handles: list[RequestHandle], message: str) -> list[RequestHandle]:
@@ -247,38 +231,19 @@ class Engine:
                 if not handle.done:
                     deferred.append(handle)  # still in the inbox
                 continue
-            if self._scheduler is not None:
-                self._scheduler.cancel(handle.request)
-            else:
-                if handle in self._waiting_static:
-                    self._waiting_static.remove(handle)
-                handle.request.fail(message)  # a static batch drops finished rows before its next step
+            self._scheduler.cancel(handle.request)
             handle._finish("cancelled", message)
         return deferred
 
-    def _guarded(self, step: Callable[[], object], affected: list[RequestHandle]) -> bool:
-        """Run one step; if it raises, fail the unfinished requests it was running (never
-        the thread, never the others) and return False."""
+    def _step(self) -> None:
+        """One step of the batch. If it raises, the scheduler has failed the requests it ran
+        (never the thread, never the others); they are published as failed."""
         try:
-            step()
-            return True
-        except Exception as error:  # noqa: BLE001 — one bad step must not take the engine down
-            message = f"the engine failed while running this request: {type(error).__name__}: {error}"
-            for handle in affected:
-                request = handle.request
-                if request.finished:
-                    continue
-                if self._scheduler is not None:
-                    if not self._in_batch(handle):
-                        continue  # still waiting: it runs later
-                    self._scheduler.cancel(request)
-                request.fail(message)
-            return False
+            self._scheduler.step()
+        except Exception:  # noqa: BLE001 — one bad step must not take the engine down
+            pass
         finally:
-            self._publish(affected)
-
-    def _in_batch(self, handle: RequestHandle) -> bool:
-        return any(seq.request is handle.request for seq in self._scheduler.running)
+            self._publish(list(self._handles.values()))
 
     def _publish(self, handles: list[RequestHandle]) -> None:
         """Hand new text to the handles; finish those whose request ended."""
@@ -292,22 +257,3 @@ class Engine:
                     handle._finish("failed", request.completion.error or "failed")
                 else:
                     handle._finish("finished")
-
-    def _run_static_batch(self) -> None:
-        """onnxruntime: run what is queued as one batch, applying cancels between steps."""
-        batch = [self._waiting_static.popleft()
-                 for _ in range(min(len(self._waiting_static), self.generator.max_batch_size))]
-        steps = self.generator._run_static([h.request for h in batch])
-        ended = []
-
-        def advance() -> None:
-            if next(steps, ended) is ended:
-                ended.append(True)
-        while self._guarded(advance, batch) and not ended:
-            with self._lock:
-                cancels, self._cancels = self._cancels, []
-                cancel_all = self._cancel_on_close
-            deferred = self._apply_cancels(cancels + (batch if cancel_all else []),
-                                           "cancelled: the engine closed" if cancel_all else "cancelled")
-            with self._lock:
-                self._cancels += deferred

@@ -1,12 +1,13 @@
 """TextGenerator: prompts in, text out, from an exported GPT or LSTM language model.
 
-Each prompt is a request with its own SamplingParams. Two backends:
+Each prompt is a request with its own SamplingParams. Two backends, each driven by its
+scheduler through the same add / cancel / step face:
 - "native" (GPT models; the default for them): the C++ decoder with a paged KV cache
   and continuous batching (scheduler.py) — requests join and leave at every step;
-- "onnxruntime" (GPT and LSTM): the exported graph, one batch per call (in groups of
-  max_batch_size): one prefill, then one decode step at a time, finished requests
-  leaving the batch at once.
-The next token of every row comes from the native sampler (aigc_engine.ops.Sampler),
+- "onnxruntime" (GPT and LSTM): the exported graph in static batches of up to
+  max_batch_size (static.py): one prefill, then one decode step at a time, finished
+  requests leaving the batch at once.
+The next token of every row comes from the native sampler (batch_sampler.py),
 keyed by (the request's seed, its step), so a request's tokens do not depend on what
 else shares its batch. A row that fails (logits that turn NaN or +inf) fails its own
 request only. Several threads may share a TextGenerator: their calls take turns step by
@@ -21,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import secrets
 import threading
-import weakref
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -34,7 +34,8 @@ from .backends import GptOnnx, LstmOnnx
 from .native import DEFAULT_KV_CACHE_MB, NativeGpt
 from .request import Request
 from .sampling import Completion, SamplingParams, shown
-from .scheduler import Scheduler
+from .scheduler import ContinuousScheduler
+from .static import StaticScheduler
 from .tokenizer import TextTokenizer
 
 BACKENDS = {"gpt": ("native", "onnxruntime"), "lstm": ("onnxruntime",)}
@@ -69,14 +70,12 @@ class TextGenerator:
         # callers on several threads take turns. Reentrant: a stream dropped mid-step by the
         # garbage collector cancels its request from the same thread.
         self._lock = threading.RLock()
-        # The batch's requests held weakly: a finished one is not kept alive while the generator idles.
-        self._sampler_cache: tuple[list[weakref.ref[Request]], ops.Sampler | None] = ([], None)
         if backend == "native":
             self._model = NativeGpt(artifact, dtype, kv_cache_mb)
-            self.scheduler = Scheduler(self._model, self._sample_into, max_batch_size)
+            self.scheduler = ContinuousScheduler(self._model, max_batch_size)
         else:
             self._model = (GptOnnx if artifact.family == "gpt" else LstmOnnx)(artifact, device, num_threads)
-            self.scheduler = None
+            self.scheduler = StaticScheduler(self._model, max_batch_size)
 
     @classmethod
     def load(cls, name_or_path: str, backend: str | None = None, device: str = "cpu",
@@ -207,103 +206,25 @@ class TextGenerator:
         requests it ran (their finish_reason 'error'); KeyboardInterrupt, or a stream closed
         early, takes the call's requests out of the batch and passes on."""
         try:
-            if self.scheduler is not None:
+            with self._lock:
+                for request in requests:
+                    self.scheduler.add(request)
+            while not all(r.finished for r in requests):
                 with self._lock:
-                    for request in requests:
-                        self.scheduler.add(request)
-                while not all(r.finished for r in requests):
-                    with self._lock:
-                        self._guarded_step(self.scheduler.step, requests)
-                    yield
-                return
-            for start in range(0, len(requests), self.max_batch_size):
-                batch = requests[start:start + self.max_batch_size]
-                steps = self._run_static(batch)
-                while not all(r.finished for r in batch):
-                    with self._lock:
-                        self._guarded_step(lambda: next(steps, None), batch)
-                    yield
+                    try:
+                        self.scheduler.step()
+                    except Exception as error:  # noqa: BLE001 — fail this call, keep the generator usable
+                        self._abandon(requests, f"the generator failed while running this request: "
+                                                f"{type(error).__name__}: {error}")
+                yield
         except BaseException as error:
             self._abandon(requests, f"interrupted ({type(error).__name__})")
             raise
-
-    def _guarded_step(self, step, requests: list[Request]) -> None:
-        try:
-            step()
-        except Exception as error:  # noqa: BLE001 — fail these requests, keep the generator usable
-            self._abandon(requests, f"the generator failed while running this request: "
-                                    f"{type(error).__name__}: {error}")
 
     def _abandon(self, requests: list[Request], message: str) -> None:
         """Fail the unfinished requests and take them out of the batch (freeing their KV blocks)."""
         with self._lock:
             for request in requests:
-                if self.scheduler is not None:
-                    self.scheduler.cancel(request)
+                self.scheduler.cancel(request)
                 if not request.finished:
                     request.fail(message)
-            self._sampler_cache = ([], None)
-
-    def _run_static(self, requests: list[Request]) -> Iterator[None]:
-        """onnxruntime: prefill the batch, then decode until every request has finished."""
-        if not requests:
-            return
-        logits, state = self._model.start([r.prompt_ids for r in requests])
-        active = requests
-        while True:
-            self._sample_into(logits, active)
-            yield
-            rows = [i for i, r in enumerate(active) if not r.finished]
-            if not rows:
-                return
-            if len(rows) < len(active):
-                state = self._model.keep(state, np.array(rows))
-                active = [active[i] for i in rows]
-            logits, state = self._model.step(state, np.array([r.last_token for r in active], np.int64))
-
-    def _sample_into(self, logits: np.ndarray, requests: list[Request]) -> None:
-        """Each request's next token; a row the sampler could not draw from (NaN or +inf
-        logits) fails its own request only."""
-        result = self._sampler_for(requests, logits.shape[1])(logits)
-        for row, request in enumerate(requests):
-            if result.errors and row in result.errors:
-                request.fail(f"sampling failed: {result.errors[row]}")
-                continue
-            request.accept(int(result.tokens[row]), float(result.logprobs[row]),
-                           result.top_ids[row], result.top_logprobs[row])
-
-    def _sampler_for(self, requests: list[Request], vocab: int) -> ops.Sampler:
-        """The sampler prepared for this batch's requests, prepared again only when the
-        batch's requests change (at batch 32, building the parameter arrays every step cost
-        as much as the sampling). It holds the requests' histories for the penalties and
-        their steps, and adds each token it samples, as accept() does to the request; the
-        logits of a step are scratch once sampled, so it may edit them in place."""
-        cached_requests, cached = self._sampler_cache
-        if len(cached_requests) == len(requests) and all(a() is b for a, b in zip(cached_requests, requests)):
-            return cached
-        params = [r.params for r in requests]
-        bias = history = None
-        if any(p.logit_bias for p in params):
-            ids = [np.array(list(p.logit_bias), np.int64) for p in params]
-            values = [np.array(list(p.logit_bias.values()), np.float32) for p in params]
-            bias = (np.concatenate(ids), np.concatenate(values),
-                    np.concatenate([[0], np.cumsum([len(i) for i in ids])]).astype(np.int64))
-        if any(p.repetition_penalty != 1 or p.presence_penalty or p.frequency_penalty for p in params):
-            histories = [r.history() for r in requests]
-            offsets = np.concatenate([[0], np.cumsum([len(h) for h in histories])]).astype(np.int64)
-            history = dict(history=np.concatenate(histories), history_offsets=offsets,
-                           prompt_lens=np.array([len(r.prompt_ids) for r in requests], np.int64))
-        sampler = ops.Sampler(
-            len(requests), vocab, seeds=np.array([r.seed for r in requests], np.uint64),
-            steps=np.array([len(r.generated) for r in requests], np.uint64),
-            temperature=np.array([p.temperature for p in params], np.float32),
-            top_k=np.array([min(p.top_k, vocab) for p in params], np.int32),
-            top_p=np.array([p.top_p for p in params], np.float32),
-            min_p=np.array([p.min_p for p in params], np.float32),
-            repetition_penalty=np.array([p.repetition_penalty for p in params], np.float32),
-            presence_penalty=np.array([p.presence_penalty for p in params], np.float32),
-            frequency_penalty=np.array([p.frequency_penalty for p in params], np.float32),
-            **(history or {}), logit_bias=bias, num_logprobs=max((p.logprobs or 0) for p in params),
-            logprobs=any(p.logprobs is not None for p in params), overwrite_logits=True)
-        self._sampler_cache = ([weakref.ref(r) for r in requests], sampler)
-        return sampler

@@ -19,14 +19,20 @@ other callers' requests. Either way the next step starts from a consistent state
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 
 import numpy as np
 
+from .batch_sampler import BatchSampler
 from .native import NativeGpt
 from .request import Request
 
 DEFAULT_MAX_STEP_TOKENS = 4096
+
+
+def fail_unfinished(requests: list[Request], error: Exception) -> None:
+    for request in requests:
+        if not request.finished:
+            request.fail(f"the generator failed while running this request: {type(error).__name__}: {error}")
 
 
 class Sequence:
@@ -47,25 +53,34 @@ class Sequence:
         return self.cached + new_tokens == len(self.request.prompt_ids) + len(self.request.generated)
 
 
-class Scheduler:
-    def __init__(self, backend: NativeGpt, sample: Callable[[np.ndarray, list[Request]], None],
-                 max_batch_size: int, max_step_tokens: int = DEFAULT_MAX_STEP_TOKENS):
+class ContinuousScheduler:
+    """The native backend's scheduler. Its face — add, cancel, step, busy, waiting,
+    running, check, stats — is StaticScheduler's too (static.py), so the generator and the
+    Engine drive every backend alike."""
+
+    def __init__(self, backend: NativeGpt, max_batch_size: int, max_step_tokens: int = DEFAULT_MAX_STEP_TOKENS):
         self.backend = backend
-        self._sample = sample
+        self._sample = BatchSampler()
         self.max_batch_size = max_batch_size
         self.max_step_tokens = max_step_tokens
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.preemptions = 0
 
-    def add(self, request: Request) -> None:
-        """Queue a request; one that could not fit even alone in the cache fails at once."""
+    def check(self, request: Request) -> str | None:
+        """Why the request could never run here (it needs more blocks than the whole cache), or None."""
         tokens = len(request.prompt_ids) + request.params.max_new_tokens
         needed = self.backend.blocks_for(tokens)
-        if needed > self.backend.cache.num_blocks:
-            request.fail(f"prompt: {len(request.prompt_ids)} tokens + max_new_tokens {request.params.max_new_tokens} "
-                         f"need {needed} KV-cache blocks, the cache holds {self.backend.cache.num_blocks} "
-                         f"(raise kv_cache_mb)")
+        if needed <= self.backend.cache.num_blocks:
+            return None
+        return (f"prompt: {len(request.prompt_ids)} tokens + max_new_tokens {request.params.max_new_tokens} "
+                f"need {needed} KV-cache blocks, the cache holds {self.backend.cache.num_blocks} (raise kv_cache_mb)")
+
+    def add(self, request: Request) -> None:
+        """Queue a request; one that could never run fails at once."""
+        problem = self.check(request)
+        if problem is not None:
+            request.fail(problem)
             return
         self.waiting.append(Sequence(request))
 
@@ -76,6 +91,11 @@ class Scheduler:
                 if seq.request is request:
                     queue.remove(seq)
                     self._free(seq)
+
+    def stats(self) -> dict:
+        cache = self.backend.cache
+        return {"running": len(self.running), "free_blocks": cache.free_blocks, "num_blocks": cache.num_blocks,
+                "preemptions": self.preemptions}
 
     @property
     def busy(self) -> bool:
@@ -99,14 +119,12 @@ class Scheduler:
                 self._sample(logits, [seq.request for seq in batch])
             elif due:
                 self._sample(np.ascontiguousarray(logits[due]), [batch[i].request for i in due])
-        except Exception as error:  # the batch's requests fail; the scheduler stays usable
-            for seq in batch:
-                if not seq.request.finished:
-                    seq.request.fail(f"the generator failed while running this request: "
-                                     f"{type(error).__name__}: {error}")
-            raise
-        except BaseException:  # KeyboardInterrupt: the rows, maybe other callers', are recomputed later
-            self._recompute_unsampled(batch)
+        except BaseException as error:
+            self._sample.reset()  # it may have moved rows on that did not take their token
+            if isinstance(error, Exception):  # the batch's requests fail; the scheduler stays usable
+                fail_unfinished([seq.request for seq in batch], error)
+            else:  # KeyboardInterrupt: the rows, maybe other callers', are recomputed later
+                self._recompute_unsampled(batch)
             raise
         finally:
             for seq in batch:
