@@ -35,14 +35,14 @@ KINDS = ["good"] * 6 + ["none", "dtype", "short", "long", "2d", "noncontig", "re
 
 
 def spoil(a, kind):
-    if kind == "good":
+    if kind == "good" or not isinstance(a, np.ndarray):  # already spoilt (None, a list): as it is
         return a
     if kind == "none":
         return None
     if kind == "dtype":
         other = {np.dtype(np.float32): np.float64, np.dtype(np.int64): np.int32, np.dtype(np.int32): np.int64,
                  np.dtype(np.uint64): np.int64, np.dtype(np.uint8): np.int32, np.dtype(np.uint16): np.float64}
-        return a.astype(other[a.dtype])
+        return a.astype(other.get(a.dtype, np.float32))
     if kind == "short":
         return np.ascontiguousarray(a[:-1]) if a.ndim else a
     if kind == "long":
@@ -250,32 +250,36 @@ ROW_VALUES = {
 def test_sampler_fuzz(data):
     draw = data.draw
     batch = draw(st.sampled_from([3, 3, 1, 0, -1]))
-    vocab = draw(st.sampled_from([6, 6, 1, 0, -1, 2**31]))
+    vocab = draw(st.sampled_from([6, 6, 6, 6, 1, 0, -1, 2**31]))
     b, v = max(batch, 0), 6 if vocab > 6 or vocab < 1 else vocab
     override = {}
     for name, values in ROW_VALUES.items():
         dtype = np.int32 if name == "top_k" else np.float32
-        override[name] = np.array([draw(st.sampled_from(values)) for _ in range(b)], dtype)
+        # Mostly the first (valid) value: a row value out of range stops the call at once.
+        override[name] = np.array([draw(st.sampled_from(values)) if draw(st.integers(0, 5)) == 0 else values[0]
+                                   for _ in range(b)], dtype)
     if draw(st.booleans()):
         lengths = draw(st.lists(st.integers(0, 3), min_size=b, max_size=b))
-        override["history"] = np.array(draw(st.lists(st.integers(-1, v), min_size=sum(lengths),
+        low, high = (-1, v) if draw(st.integers(0, 3)) == 0 else (0, v - 1)  # ids out of range, or not
+        override["history"] = np.array(draw(st.lists(st.integers(low, high), min_size=sum(lengths),
                                                      max_size=sum(lengths))), np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        if draw(st.booleans()):
+        if draw(st.integers(0, 3)) == 0:
             offsets[draw(st.integers(0, b))] = draw(st.sampled_from([-1, 2**40, 1]))
         override["history_offsets"] = offsets
-        override["prompt_lens"] = draw(st.sampled_from([None, np.array(lengths, np.int64),
+        override["prompt_lens"] = draw(st.sampled_from([None, np.array(lengths, np.int64), np.array(lengths, np.int64),
                                                         np.full(b, -1, np.int64), np.full(b, 9, np.int64)]))
     if draw(st.booleans()):
         m = draw(st.integers(0, 4))
-        override["bias_ids"] = np.array(draw(st.lists(st.integers(-1, v), min_size=m, max_size=m)), np.int64)
-        override["bias_values"] = np.array(draw(st.lists(st.sampled_from([1.0, -np.inf, np.inf, np.nan, 3e38]),
-                                                         min_size=m, max_size=m)), np.float32)
+        low, high = (-1, v) if draw(st.integers(0, 3)) == 0 else (0, v - 1)
+        override["bias_ids"] = np.array(draw(st.lists(st.integers(low, high), min_size=m, max_size=m)), np.int64)
+        values = [1.0, -np.inf, 3e38] + ([np.inf, np.nan] if draw(st.integers(0, 3)) == 0 else [])
+        override["bias_values"] = np.array(draw(st.lists(st.sampled_from(values), min_size=m, max_size=m)), np.float32)
         override["bias_offsets"] = np.array(sorted(draw(st.lists(st.integers(0, m), min_size=b + 1, max_size=b + 1))),
                                             np.int64)
         if b >= 0 and len(override["bias_offsets"]):
             override["bias_offsets"][0], override["bias_offsets"][-1] = 0, m
-    override["num_logprobs"] = draw(st.sampled_from([0, 2, -1, 21, 10**12]))
+    override["num_logprobs"] = draw(st.sampled_from([0, 0, 0, 2, 2, -1, 21, 10**12]))
     override["overwrite_logits"] = draw(st.booleans())
     args = sampler_args(batch, vocab, **override)
     for name in draw(st.lists(st.sampled_from(sorted(args)), max_size=2)):  # spoil one or two arguments
