@@ -106,10 +106,11 @@ def cuda_available() -> bool:
 class SampleResult(NamedTuple):
     """What ops.sample returns, one entry per row."""
 
-    tokens: np.ndarray        # int64 (batch,)
-    logprobs: np.ndarray      # float32 (batch,) raw log-softmax at the chosen token
-    top_ids: np.ndarray       # int64 (batch, n) the n most likely tokens, descending
-    top_logprobs: np.ndarray  # float32 (batch, n) their raw log-probabilities
+    tokens: np.ndarray        # int64 (batch,); -1 for a row in errors
+    logprobs: np.ndarray      # float32 (batch,) raw log-softmax at the chosen token (NaN: in errors)
+    top_ids: np.ndarray       # int64 (batch, n) the n most likely tokens, descending (-1: in errors)
+    top_logprobs: np.ndarray  # float32 (batch, n) their raw log-probabilities (NaN: in errors)
+    errors: dict[int, str]    # row -> why it was not sampled, e.g. "logits: row 3 has +inf"; empty: none failed
 
 
 def _per_row(value, batch: int, dtype) -> np.ndarray:
@@ -132,6 +133,12 @@ class Sampler:
     ``num_logprobs`` > 0); ``overwrite_logits=True`` hands every call's logits over as
     scratch (they must be writable): with no log-probabilities asked for, bias and
     penalties then edit them in place rather than in copies.
+
+    A row that cannot be sampled (NaN or +inf logits, also +inf made by a penalty; every
+    token at -inf) fails alone: the call returns the others' tokens, token -1 for it and
+    its message in ``errors``, and its history and step stay where they were (its next
+    call draws what a fresh sampler at that step would). ``errors`` is the sampler's one
+    empty dict when every row sampled: read it, do not fill it.
     """
 
     def __init__(self, batch: int, vocab: int, *, seeds: np.ndarray, steps: np.ndarray | int = 0,
@@ -162,8 +169,9 @@ class Sampler:
 
     def __call__(self, logits: np.ndarray) -> SampleResult:
         """``logits`` as in `sample`."""
-        self._native.sample(logits)
-        return self._result
+        errors = self._native.sample(logits)
+        # The common case allocates nothing: the same result, the same empty dict.
+        return self._result._replace(errors=errors) if errors else self._result
 
 
 def sample(logits: np.ndarray, *, seeds: np.ndarray, steps: np.ndarray, temperature: np.ndarray,
@@ -198,7 +206,8 @@ def sample(logits: np.ndarray, *, seeds: np.ndarray, steps: np.ndarray, temperat
     -> inverse CDF of the kept mass, tokens by descending probability (ties: lower id first).
     ``logprobs`` is the log-softmax of the raw logits (before bias, penalties and temperature)
     at the chosen token; ``top_ids`` / ``top_logprobs`` the ``num_logprobs`` (0..20) largest.
-    NaN or +inf logits, or a row of all -inf, raise ValueError naming the row.
+    NaN or +inf logits, or a row of all -inf, raise ValueError naming the row (the first
+    that failed; `Sampler` returns every row's instead).
     """
     if getattr(logits, "ndim", None) != 2:
         shown = np.asarray(logits)
@@ -208,7 +217,10 @@ def sample(logits: np.ndarray, *, seeds: np.ndarray, steps: np.ndarray, temperat
                       min_p=min_p, repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
                       frequency_penalty=frequency_penalty, history=history, history_offsets=history_offsets,
                       prompt_lens=prompt_lens, logit_bias=logit_bias, num_logprobs=num_logprobs)
-    return sampler(logits)
+    result = sampler(logits)
+    if result.errors:
+        raise AigcError(result.errors[min(result.errors)])
+    return result
 
 
 def to_bf16(x: np.ndarray) -> np.ndarray:

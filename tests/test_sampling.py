@@ -7,6 +7,8 @@ cases (a cumulative mass or a probability within 1e-5 of its cut) are skipped, a
 counted so that a test cannot pass by skipping everything.
 """
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -277,7 +279,8 @@ def test_a_row_does_not_depend_on_its_batch():
                           history=np.concatenate([history[r * 6:(r + 1) * 6] for r in rows]),
                           history_offsets=np.arange(len(rows) + 1, dtype=np.int64) * 6,
                           prompt_lens=np.full(len(rows), 2, np.int64), num_logprobs=4)
-        for field_full, field_part in zip(full, part):
+        assert full.errors == {} and part.errors == {}
+        for field_full, field_part in zip(full[:4], part[:4]):
             np.testing.assert_array_equal(field_full[rows], field_part)
 
 
@@ -432,8 +435,7 @@ def test_a_sampler_given_scratch_logits_edits_them_in_place_to_the_same_tokens()
         sampler(logits)
     broken = random_logits(rng, batch, vocab)
     broken[5, rows[5][0]] = np.nan
-    with pytest.raises(ValueError, match="logits: row 5 has NaN"):
-        sampler(broken)
+    assert sampler(broken).errors == {5: "logits: row 5 has NaN"}
 
 
 def test_a_sampler_without_logprobs_draws_the_same_tokens():
@@ -452,3 +454,91 @@ def test_a_sampler_without_logprobs_draws_the_same_tokens():
     np.testing.assert_array_equal(with_top.top_logprobs, ops.sample(logits, **kwargs, num_logprobs=2).top_logprobs)
     with pytest.raises(AigcError, match="logprobs: expected True or False, got 1"):
         ops.Sampler(batch, vocab, **kwargs, logprobs=1)
+
+
+def batch_of(rows):
+    """ops.Sampler keyword arguments for a batch of per-row specs: dicts of scalar parameters
+    (params()' keys; seeds default 0, so a row alone draws as in the batch), a "history"
+    list and a "bias" list of (id, value)."""
+    kwargs = params(len(rows), seeds=0)
+    for key in kwargs:
+        for r, row in enumerate(rows):
+            if key in row:
+                kwargs[key][r] = row[key]
+    histories = [row.get("history", []) for row in rows]
+    biases = [row.get("bias", []) for row in rows]
+    kwargs["history"] = np.array([t for h in histories for t in h], np.int64)
+    kwargs["history_offsets"] = np.concatenate([[0], np.cumsum([len(h) for h in histories])]).astype(np.int64)
+    kwargs["logit_bias"] = (np.array([t for b in biases for t, _ in b], np.int64),
+                            np.array([v for b in biases for _, v in b], np.float32),
+                            np.concatenate([[0], np.cumsum([len(b) for b in biases])]).astype(np.int64))
+    return kwargs
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_a_row_that_fails_fails_alone(in_place):
+    """NaN, +inf, a +inf a penalty makes (repetition_penalty 1e-39 divides a positive logit)
+    and a row whose every token a bias bans: each of those rows is in errors with its
+    message and token -1, and every other row gets the token it gets sampled alone (in
+    place: the edits happen before the scan, which then finds the +inf itself)."""
+    rng = np.random.default_rng(21)
+    vocab = 700
+    logits = random_logits(rng, 8, vocab)
+    logits[1, 17] = np.nan
+    logits[3, 600] = np.inf
+    logits[5, 42] = 2.0
+    rows = [dict(temperature=0.8, top_k=40, seeds=11, steps=3, history=[1, 2, 3], repetition_penalty=1.3),
+            dict(temperature=0.0),
+            dict(temperature=1.1, top_p=0.9, bias=[(5, 4.0)]),
+            dict(temperature=0.7),
+            dict(temperature=0.0, bias=[(9, -np.inf)], history=[9, 9, 4], frequency_penalty=0.5),
+            dict(temperature=0.9, history=[42, 43], repetition_penalty=1e-39),
+            dict(temperature=0.9, bias=[(t, -np.inf) for t in range(vocab)]),
+            dict(temperature=1.5, min_p=0.05, steps=9, history=[0, 0, 1], presence_penalty=0.7)]
+    edit = r"has \+inf" if in_place else r"has \+inf at token 42 after logit_bias and penalties"
+    expected_errors = {1: "logits: row 1 has NaN", 3: r"logits: row 3 has \+inf", 5: "logits: row 5 " + edit,
+                       6: "logits: row 6 has every token at -inf after logit_bias"}
+    options = dict(logprobs=False, overwrite_logits=True) if in_place else dict(num_logprobs=2)
+    for name in isa.SUPPORTED:
+        with isa.forced(name):
+            result = ops.Sampler(8, vocab, **batch_of(rows), **options)(logits.copy())
+            assert sorted(result.errors) == sorted(expected_errors), name
+            for r, message in expected_errors.items():
+                assert re.fullmatch(message, result.errors[r]), (name, result.errors[r])
+                assert result.tokens[r] == -1 and np.isnan(result.logprobs[r])
+                if not in_place:
+                    assert (result.top_ids[r] == -1).all() and np.isnan(result.top_logprobs[r]).all()
+            for r in set(range(8)) - set(expected_errors):
+                alone = ops.Sampler(1, vocab, **batch_of([rows[r]]), **options)(logits[r:r + 1].copy())
+                assert alone.errors == {}
+                assert result.tokens[r] == alone.tokens[0], (name, r)
+                if not in_place:
+                    np.testing.assert_array_equal(result.top_ids[r], alone.top_ids[0])
+    # The one-shot form still raises, naming the first row that failed.
+    with pytest.raises(ValueError, match="logits: row 1 has NaN"):
+        ops.sample(logits, **batch_of(rows))
+
+
+def test_a_failed_row_keeps_its_history_and_step():
+    """A prepared sampler's failed row neither counts a token nor moves its step: its next
+    call draws what a fresh sampler at that step and history draws, while the other rows
+    move on."""
+    rng = np.random.default_rng(22)
+    vocab = 300
+    rows = [dict(temperature=0.9, seeds=s, steps=4, history=[7, 8], repetition_penalty=1.5, frequency_penalty=0.3)
+            for s in (1, 2, 3)]
+    sampler = ops.Sampler(3, vocab, **batch_of(rows))
+    first = random_logits(rng, 3, vocab)
+    first[1, 0] = np.nan
+    got = sampler(first)
+    assert got.errors == {1: "logits: row 1 has NaN"} and got.tokens[1] == -1
+    tokens = got.tokens.copy()
+    second = random_logits(rng, 3, vocab)
+    got = sampler(second)
+    assert got.errors == {}
+    for r in range(3):
+        moved = r != 1
+        row = dict(rows[r], steps=4 + moved, history=rows[r]["history"] + ([int(tokens[r])] if moved else []))
+        fresh = ops.Sampler(1, vocab, **batch_of([row]))(second[r:r + 1])
+        assert got.tokens[r] == fresh.tokens[0], r
+    assert sampler(second).errors is sampler(second).errors  # no dict per call when every row samples

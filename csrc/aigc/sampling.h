@@ -18,6 +18,23 @@ namespace aigc {
 constexpr uint64_t kSamplerStream = 0x53414d504c45ull;  // "SAMPLE"; see kLatentStream in rng.h
 constexpr int kMaxLogprobs = 20;
 
+// Why a row was not sampled. A row that fails fails alone: the kernel records its status,
+// writes token -1 (log-probability NaN, top ids -1, top log-probabilities NaN) and goes on
+// with the other rows; the binding builds the message from the status.
+enum class SampleStatus : int32_t {
+  kOk = 0,
+  kNaN,          // a raw logit is NaN
+  kPosInf,       // a raw logit is +inf (or, edited in place, one the edits made)
+  kAllNegInf,    // every raw logit is -inf
+  kAllBanned,    // every token at -inf after logit_bias (bans) and penalties
+  kEditNaN,      // bias and penalties made the logit of `token` NaN
+  kEditPosInf,   // ... or +inf (e.g. repetition_penalty 1e-39 dividing a positive logit)
+};
+struct RowStatus {
+  SampleStatus code;
+  int32_t token;  // kEditNaN / kEditPosInf: the token whose logit it was; else -1
+};
+
 // One row's history as the penalties read it: each distinct token once, in token order
 // (the edits then walk the row's blocks in order), with how many times it was generated
 // (0: in the prompt only). A sampler that runs step after step keeps one per row and adds
@@ -62,10 +79,12 @@ struct SampleParams {
   float* logprobs;                     // (batch,) out; null = not wanted (saves the raw log-sum-exp)
   int64_t* top_ids;                    // (batch, num_logprobs) out
   float* top_logprobs;                 // (batch, num_logprobs) out
+  RowStatus* status;                   // (batch,) out: kOk, or why the row has token -1
 };
 
-// Threads over rows (cpu/dispatch.cc). Throws std::invalid_argument naming the row for
-// NaN or +inf logits, a row of all -inf, or a row whose every token a bias of -inf bans.
+// Threads over rows (cpu/dispatch.cc). Never throws for a row's logits: NaN or +inf
+// logits, a row of all -inf, or a row whose every token a bias of -inf bans set that
+// row's status and leave the others sampled.
 void sample_cpu(const SampleParams& p);
 
 }  // namespace aigc

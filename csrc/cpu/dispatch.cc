@@ -67,6 +67,8 @@ void attention_prefill_cpu(const AttentionPrefillParams& p) {
 }
 
 void attention_decode_cpu(const AttentionDecodeParams& params) {
+  // The split below divides by the batch and the kv heads: nothing to do is done here.
+  if (params.batch < 1 || params.n_kv_heads < 1) return;
   const Isa isa = active_isa();
   // Whole sequences (every kv head: the cache is read in address order) unless that leaves
   // fewer than 4 items per thread; then the kv heads split into ranges.

@@ -6,12 +6,11 @@
 // point at the argmax), a streaming top-k that reads only the blocks that can hold a
 // candidate (cpu/sampling_select.h), or, with top_k off, one pass of exp((l - max) / T)
 // and a radix search on the probabilities' bits for the nucleus and the draw. Nothing
-// sorts the vocabulary.
+// sorts the vocabulary. A row that cannot be sampled (NaN, +inf, nothing left to draw)
+// gets a status and token -1; the other rows go on (aigc/sampling.h).
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <stdexcept>
-#include <string>
 #include <vector>
 
 #include "aigc/rng.h"
@@ -45,9 +44,8 @@ Workspace& workspace() {
   return ws;
 }
 
-[[noreturn]] void row_error(int64_t row, const std::string& what) {
-  throw std::invalid_argument("logits: row " + std::to_string(row) + " " + what);
-}
+constexpr RowStatus kSampled{SampleStatus::kOk, -1};
+RowStatus failed(SampleStatus code, int64_t token = -1) { return {code, static_cast<int32_t>(token)}; }
 
 // One read of the row from memory for its NaN check, the maximum of every block (into
 // block_max, its lane maxima into lane_max) and, when asked (with_total; it costs as much
@@ -209,17 +207,19 @@ void edit_logits(const SampleParams& p, int64_t r, const At& at, const Check& ch
   }
 }
 
-// Bias and penalties in copies of the blocks they touch, which `row` then reads.
-void edit_copies(const SampleParams& p, int64_t r, Workspace& ws, RowView& row) {
-  if (!has_penalties(p, r) && !has_bias(p, r)) return;
+// Bias and penalties in copies of the blocks they touch, which `row` then reads; the
+// status of the first logit they make NaN or +inf, if any.
+RowStatus edit_copies(const SampleParams& p, int64_t r, Workspace& ws, RowView& row) {
+  if (!has_penalties(p, r) && !has_bias(p, r)) return kSampled;
+  RowStatus status = kSampled;
   edit_logits(
       p, r, [&](int64_t token) -> float& { return editable(ws, row.raw, row.n, token); },
       [&](int64_t token, float x) {
-        if (std::isnan(x) || x == kInf) {
-          row_error(r, "has logit " + std::to_string(x) + " at token " + std::to_string(token) +
-                           " after logit_bias and penalties");
+        if ((std::isnan(x) || x == kInf) && status.code == SampleStatus::kOk) {
+          status = failed(std::isnan(x) ? SampleStatus::kEditNaN : SampleStatus::kEditPosInf, token);
         }
       });
+  if (status.code != SampleStatus::kOk) return status;
   ws.copy_max.resize(ws.edited.size());
   ws.copy_lanes.resize(ws.edited.size() * simd::kWidth);
   for (size_t s = 0; s < ws.edited.size(); ++s) {
@@ -230,6 +230,7 @@ void edit_copies(const SampleParams& p, int64_t r, Workspace& ws, RowView& row) 
   row.copies = ws.copies.data();
   row.copy_max = ws.copy_max.data();
   row.copy_lanes = ws.copy_lanes.data();
+  return kSampled;
 }
 
 // The draw from at most kSortBelow candidates (probabilities, `total` their sum):
@@ -256,7 +257,8 @@ int64_t draw_sorted(std::vector<Candidate>& cand, double total, float top_p, flo
   return cand[kept - 1].id;
 }
 
-// The draw for temperature > 0 over `row`, the logits after bias and penalties.
+// The draw for temperature > 0 over `row`, the logits after bias and penalties; -1 when
+// every token is at -inf.
 int64_t draw(const SampleParams& p, int64_t r, const RowView& row, Workspace& ws) {
   const int64_t vocab = p.vocab;
   const float temperature = p.temperature[r], top_p = p.top_p[r], min_p = p.min_p[r];
@@ -273,7 +275,7 @@ int64_t draw(const SampleParams& p, int64_t r, const RowView& row, Workspace& ws
   if (top_k > 0 && top_k < vocab) {
     top_k_select(row, top_k, ws.scratch, ws.stream, ws.cand);
     m = static_cast<int64_t>(ws.cand.size());
-    if (m == 0) row_error(r, "has every token at -inf after logit_bias");
+    if (m == 0) return -1;
     float max = -kInf;
     for (const Candidate& c : ws.cand) max = std::max(max, c.value);
     ws.values.resize(m);
@@ -284,7 +286,7 @@ int64_t draw(const SampleParams& p, int64_t r, const RowView& row, Workspace& ws
     cand = ws.cand.data();
   } else {
     const float max = row.max();
-    if (max == -kInf) row_error(r, "has every token at -inf after logit_bias");
+    if (max == -kInf) return -1;
     ws.probs.resize(vocab);
     for (int64_t b = 0; b < row.blocks; ++b) {
       total += exp_scaled(row.block(b), ws.probs.data() + b * kSampleBlock, row.length(b), max, temperature);
@@ -322,7 +324,7 @@ int64_t draw(const SampleParams& p, int64_t r, const RowView& row, Workspace& ws
   return mass_search(kept_value, kept_id, n_kept, u * kept_total, true, ws.search).id;
 }
 
-void sample_row(const SampleParams& p, int64_t r, Workspace& ws) {
+RowStatus sample_row(const SampleParams& p, int64_t r, Workspace& ws) {
   const int64_t vocab = p.vocab, blocks = (vocab + kSampleBlock - 1) / kSampleBlock;
   const float* raw = p.logits + r * vocab;
   ws.block_max.resize(blocks);
@@ -338,22 +340,26 @@ void sample_row(const SampleParams& p, int64_t r, Workspace& ws) {
     edit_logits(p, r, [&](int64_t token) -> float& { return scratch[token]; }, [](int64_t, float) {});
   }
   const RowStats stats = scan_row(raw, vocab, with_total, ws.block_max.data(), ws.lane_max.data());
-  if (stats.nan) row_error(r, "has NaN");
-  if (stats.max == kInf) row_error(r, "has +inf");
-  if (stats.max == -kInf) row_error(r, in_place && has_bias(p, r) ? "has every token at -inf after logit_bias"
-                                                                  : "is all -inf");
+  if (stats.nan) return failed(SampleStatus::kNaN);
+  if (stats.max == kInf) return failed(SampleStatus::kPosInf);
+  if (stats.max == -kInf) {
+    return failed(in_place && has_bias(p, r) ? SampleStatus::kAllBanned : SampleStatus::kAllNegInf);
+  }
 
   const RowView raw_row{raw, vocab, blocks, ws.block_max.data(), ws.lane_max.data()};
   RowView row = raw_row;
-  if (!in_place) edit_copies(p, r, ws, row);
-  int64_t token;
+  if (!in_place) {
+    const RowStatus edited = edit_copies(p, r, ws, row);
+    if (edited.code != SampleStatus::kOk) return edited;
+  }
+  int64_t token = -1;
   if (p.temperature[r] == 0.0f) {
     const float max = row.max();
-    if (max == -kInf) row_error(r, "has every token at -inf after logit_bias");
-    token = argmax(row, max);
+    if (max != -kInf) token = argmax(row, max);
   } else {
     token = draw(p, r, row, ws);
   }
+  if (token < 0) return failed(SampleStatus::kAllBanned);
   p.tokens[r] = token;
   if (p.logprobs != nullptr) p.logprobs[r] = static_cast<float>(raw[token] - stats.log_total);
 
@@ -374,13 +380,28 @@ void sample_row(const SampleParams& p, int64_t r, Workspace& ws) {
       }
     }
   }
+  return kSampled;
+}
+
+// A failed row's outputs: nothing in them could pass for a sampled token.
+void clear_row(const SampleParams& p, int64_t r) {
+  p.tokens[r] = -1;
+  if (p.logprobs != nullptr) p.logprobs[r] = std::numeric_limits<float>::quiet_NaN();
+  for (int j = 0; j < p.num_logprobs; ++j) {
+    p.top_ids[r * p.num_logprobs + j] = -1;
+    p.top_logprobs[r * p.num_logprobs + j] = std::numeric_limits<float>::quiet_NaN();
+  }
 }
 
 }  // namespace
 
 void sample_rows(const SampleParams& p, int64_t first, int64_t last) {
   Workspace& ws = workspace();
-  for (int64_t r = first; r < last; ++r) sample_row(p, r, ws);
+  for (int64_t r = first; r < last; ++r) {
+    const RowStatus status = sample_row(p, r, ws);
+    p.status[r] = status;
+    if (status.code != SampleStatus::kOk) clear_row(p, r);
+  }
 }
 
 }  // namespace AIGC_ISA_NAMESPACE

@@ -1,14 +1,18 @@
 // Argument checks for numpy arrays crossing into the kernels: dtype, C-contiguity,
 // writability and shape, with errors that name the argument, what was expected and
 // what came, e.g. "out: expected C-contiguous float32 (n, dim), got float64 (4, 100)".
+// The offsets and size checks every binding uses are aigc/checks.h's.
 #pragma once
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cstdint>
 #include <initializer_list>
 #include <string>
 #include <vector>
+
+#include "aigc/checks.h"
 
 namespace aigc::python {
 
@@ -56,5 +60,15 @@ T* checked_data(const py::array& a, const char* name, const char* dtype_name, co
                 const std::vector<py::ssize_t>& expected, bool writable) {
   return checked_data<T>(a, name, dtype_name, dims.data(), expected.data(), dims.size(), writable);
 }
+
+// An argument that may be None in the signature but not here (e.g. logit_bias offsets
+// once ids are given): the array, or "name: expected <expected>, got None".
+inline py::array required_array(const py::object& a, const char* name, const char* expected) {
+  if (a.is_none()) throw py::value_error(std::string(name) + ": expected " + expected + ", got None");
+  return a.cast<py::array>();
+}
+
+// The offsets check lives with the runtime's checks (the decoder validates a step itself).
+using aigc::check_offsets;
 
 }  // namespace aigc::python

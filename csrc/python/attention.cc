@@ -1,6 +1,8 @@
 // pybind11 bindings of the attention kernels (aigc/attention.h): array checks and the
-// validation of sequence lengths, block ids and context lengths. No math. Outputs are
-// allocated by the caller (aigc_engine/ops.py); the GIL is released around the kernels.
+// validation of sequence lengths, block ids and context lengths — everything the kernels
+// index with unchecked. No math. Outputs are allocated by the caller (aigc_engine/ops.py);
+// the GIL is released around the kernels. An empty batch is a valid call that computes
+// nothing (the decode split divides by the batch).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -8,9 +10,11 @@
 #include <string>
 
 #include "aigc/attention.h"
+#include "aigc/checks.h"
 #include "python/array_checks.h"
 
 namespace py = pybind11;
+using aigc::python::check_offsets;
 using aigc::python::checked_data;
 
 namespace {
@@ -30,6 +34,8 @@ const void* kv_data(const py::array& a, const char* name, const std::vector<cons
 }
 
 void check_heads(int64_t n_heads, int64_t n_kv_heads, int64_t head_dim) {
+  // n_heads 0 would make the group n_heads / n_kv_heads 0, which the kernels divide by.
+  if (n_heads < 1) throw py::value_error("q: n_heads must be >= 1, got " + std::to_string(n_heads));
   if (n_kv_heads < 1 || n_heads % n_kv_heads != 0) {
     throw py::value_error("k: n_kv_heads (" + std::to_string(n_kv_heads) + ") must divide n_heads (" +
                           std::to_string(n_heads) + ")");
@@ -63,19 +69,11 @@ void attention_prefill(py::array q, py::array k, py::array v, py::array cu_seqle
   p.cu_seqlens = checked_data<int32_t>(cu_seqlens, "cu_seqlens", "int32", {"n_seqs + 1"}, {-1}, false);
   if (cu_seqlens.shape(0) < 1) throw py::value_error("cu_seqlens: expected n_seqs + 1 >= 1 entries, got 0");
   p.n_seqs = cu_seqlens.shape(0) - 1;
-  if (p.cu_seqlens[0] != 0 || p.cu_seqlens[p.n_seqs] != p.tokens) {
-    throw py::value_error("cu_seqlens: expected to start at 0 and end at " + std::to_string(p.tokens) + " (tokens), got " +
-                          std::to_string(p.cu_seqlens[0]) + " .. " + std::to_string(p.cu_seqlens[p.n_seqs]));
-  }
-  for (int64_t s = 0; s < p.n_seqs; ++s) {
-    if (p.cu_seqlens[s + 1] < p.cu_seqlens[s]) {
-      throw py::value_error("cu_seqlens: not monotone at sequence " + std::to_string(s) + " (" +
-                            std::to_string(p.cu_seqlens[s]) + " then " + std::to_string(p.cu_seqlens[s + 1]) + ")");
-    }
-  }
+  check_offsets(p.cu_seqlens, p.n_seqs, p.tokens, "cu_seqlens", "sequence", "tokens");
   p.scale = checked_scale(scale, p.head_dim);
   p.out = checked_data<float>(out, "out", "float32", {"tokens", "n_heads", "head_dim"},
                               {p.tokens, p.n_heads, p.head_dim}, true);
+  if (p.tokens == 0) return;
   py::gil_scoped_release release;
   aigc::attention_prefill_cpu(p);
 }
@@ -105,12 +103,12 @@ void attention_decode(py::array q, py::array k_cache, py::array v_cache, py::arr
   p.block_table = checked_data<int32_t>(block_table, "block_table", "int32", {"batch", "max_blocks"}, {p.batch, -1}, false);
   p.max_blocks = block_table.shape(1);
   p.context_lens = checked_data<int32_t>(context_lens, "context_lens", "int32", {"batch"}, {p.batch}, false);
+  const int64_t table_tokens = aigc::checked_mul(p.max_blocks, p.block_size, "block_table: max_blocks * block_size");
   for (int64_t b = 0; b < p.batch; ++b) {
     const int64_t length = p.context_lens[b];
-    if (length < 1 || length > p.max_blocks * p.block_size) {
+    if (length < 1 || length > table_tokens) {
       throw py::value_error("context_lens: sequence " + std::to_string(b) + " has " + std::to_string(length) +
-                            ", expected 1 .. " + std::to_string(p.max_blocks * p.block_size) +
-                            " (max_blocks * block_size)");
+                            ", expected 1 .. " + std::to_string(table_tokens) + " (max_blocks * block_size)");
     }
     for (int64_t blk = 0; blk * p.block_size < length; ++blk) {
       const int64_t id = p.block_table[b * p.max_blocks + blk];
@@ -123,6 +121,7 @@ void attention_decode(py::array q, py::array k_cache, py::array v_cache, py::arr
   p.scale = checked_scale(scale, p.head_dim);
   p.out = checked_data<float>(out, "out", "float32", {"batch", "n_heads", "head_dim"},
                               {p.batch, p.n_heads, p.head_dim}, true);
+  if (p.batch == 0) return;
   py::gil_scoped_release release;
   aigc::attention_decode_cpu(p);
 }

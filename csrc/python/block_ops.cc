@@ -51,6 +51,8 @@ void bind_block_ops(py::module_& m) {
     p.h = checked_data<float>(h, "h", "float32", {"rows", "dim"}, {-1, -1}, !delta.is_none());
     p.rows = h.shape(0);
     p.dim = h.shape(1);
+    // A row of no features has no mean to subtract (the kernel would divide by 0).
+    if (p.dim < 1) throw py::value_error("h: expected dim >= 1, got " + aigc::python::describe(h));
     if (!delta.is_none()) {
       p.delta = checked_data<float>(delta.cast<py::array>(), "delta", "float32", {"rows", "dim"}, {p.rows, p.dim}, false);
     }

@@ -1,10 +1,12 @@
 // pybind11 face of the native decoder (runtime/gpt.h, runtime/kv_cache.h): the model is
 // built from a dict of float32 numpy weights keyed by GPT-2 name; forward takes the packed
-// step as numpy arrays, checked here, and runs with the GIL released.
+// step as numpy arrays, checked here for dtype and shape (GptModel::check then checks
+// their values against the model and the cache), and runs with the GIL released.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <memory>
 #include <string>
 
 #include "python/array_checks.h"
@@ -19,19 +21,35 @@ WeightDtype parse_weight_dtype(const std::string& name);
 
 namespace {
 
+// config[key] as an int64 (a float, a string or an int past 64 bits is a TypeError
+// naming the key, not pybind's bare cast error).
 int64_t config_int(const py::dict& config, const char* key) {
   if (!config.contains(key)) throw py::value_error(std::string("config: missing '") + key + "'");
-  return config[key].cast<int64_t>();
+  const py::object value = config[key];
+  try {
+    if (!py::isinstance<py::int_>(value) || py::isinstance<py::bool_>(value)) throw py::cast_error();
+    return value.cast<int64_t>();
+  } catch (const py::cast_error&) {
+    throw py::type_error(std::string("config['") + key + "']: expected an integer in int64, got " +
+                         py::repr(value).cast<std::string>());
+  }
 }
 
-GptModel make_model(const py::dict& config, const py::dict& weights, const std::string& dtype) {
+std::unique_ptr<GptModel> make_model(const py::dict& config, const py::dict& weights, const std::string& dtype) {
   GptConfig c{};
   c.vocab_size = config_int(config, "vocab_size");
   c.n_positions = config_int(config, "n_positions");
   c.n_embd = config_int(config, "n_embd");
   c.n_layer = config_int(config, "n_layer");
   c.n_head = config_int(config, "n_head");
-  c.eps = config.contains("layer_norm_epsilon") ? config["layer_norm_epsilon"].cast<float>() : 1e-5f;
+  c.eps = 1e-5f;
+  if (config.contains("layer_norm_epsilon")) {
+    const py::object eps = config["layer_norm_epsilon"];
+    if (!py::isinstance<py::float_>(eps) && !py::isinstance<py::int_>(eps)) {
+      throw py::type_error("config['layer_norm_epsilon']: expected a number, got " + py::repr(eps).cast<std::string>());
+    }
+    c.eps = eps.cast<float>();
+  }
   WeightLookup lookup = [&](const std::string& name, const std::vector<int64_t>& shape) -> const float* {
     if (!weights.contains(name)) throw py::value_error("weights: missing '" + name + "'");
     py::array array = weights[name.c_str()].cast<py::array>();
@@ -39,7 +57,7 @@ GptModel make_model(const py::dict& config, const py::dict& weights, const std::
     std::vector<py::ssize_t> expected(shape.begin(), shape.end());
     return checked_data<float>(array, name.c_str(), "float32", dims, expected, false);
   };
-  return GptModel(c, lookup, parse_weight_dtype(dtype));
+  return std::make_unique<GptModel>(c, lookup, parse_weight_dtype(dtype));
 }
 
 }  // namespace
@@ -54,17 +72,24 @@ void bind_decoder(py::module_& m) {
       .def("allocate", &KvCache::allocate, py::arg("count"))
       .def("release", &KvCache::release, py::arg("blocks"));
 
-  py::class_<GptModel>(m, "GptModel")
+  py::class_<GptModel, std::unique_ptr<GptModel>>(m, "GptModel")
       .def(py::init(&make_model), py::arg("config"), py::arg("weights"), py::arg("dtype") = "float32")
       .def_property_readonly("weight_bytes", &GptModel::weight_bytes)
       .def("forward",
            [](GptModel& model, py::array tokens, py::array positions, py::array cu_seqlens, py::array context_lens,
-              py::array is_prompt, py::array block_table, KvCache& cache, py::array logits) {
+              py::array is_prompt, py::array block_table, KvCache* cache, py::array logits) {
+             // A pointer: None reaches here as null (a reference would be pybind's RuntimeError).
+             if (cache == nullptr) throw py::type_error("cache: expected a KvCache, got None");
              StepBatch b{};
              b.tokens = checked_data<int64_t>(tokens, "tokens", "int64", {"num_tokens"}, {-1}, false);
              b.num_tokens = tokens.shape(0);
              b.positions = checked_data<int64_t>(positions, "positions", "int64", {"num_tokens"}, {b.num_tokens}, false);
              b.cu_seqlens = checked_data<int32_t>(cu_seqlens, "cu_seqlens", "int32", {"num_seqs + 1"}, {-1}, false);
+             // Before num_seqs sizes the other arrays: -1 would be checked_data's "any size".
+             if (cu_seqlens.shape(0) < 2) {
+               throw py::value_error("cu_seqlens: expected num_seqs + 1 >= 2 entries, got " +
+                                     std::to_string(cu_seqlens.shape(0)));
+             }
              b.num_seqs = cu_seqlens.shape(0) - 1;
              b.context_lens = checked_data<int32_t>(context_lens, "context_lens", "int32", {"num_seqs"}, {b.num_seqs}, false);
              b.is_prompt = checked_data<uint8_t>(is_prompt, "is_prompt", "uint8", {"num_seqs"}, {b.num_seqs}, false);
@@ -74,7 +99,7 @@ void bind_decoder(py::module_& m) {
              float* out = checked_data<float>(logits, "logits", "float32", {"num_seqs", "vocab"},
                                               {b.num_seqs, model.config().vocab_size}, true);
              py::gil_scoped_release release;
-             model.forward(b, cache, out);
+             model.forward(b, *cache, out);
            },
            py::arg("tokens"), py::arg("positions"), py::arg("cu_seqlens"), py::arg("context_lens"),
            py::arg("is_prompt"), py::arg("block_table"), py::arg("cache"), py::arg("logits"));

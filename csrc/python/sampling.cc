@@ -4,12 +4,17 @@
 // each call checking only the logits, then adding each row's token to its history and
 // moving its step on. No math. The Sampler owns its output arrays, which every call
 // overwrites (at batch 1 a step's call costs mostly its fixed part: it converts one
-// argument). The GIL is released around the kernel.
+// argument). The GIL is released around the kernel. A row the kernel cannot sample
+// (aigc/sampling.h's RowStatus) keeps its history and step, and the call returns
+// {row: message}; with every row sampled it returns the Sampler's one empty dict, so a
+// step allocates nothing.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -18,8 +23,10 @@
 #include "runtime/thread_pool.h"
 
 namespace py = pybind11;
+using aigc::python::check_offsets;
 using aigc::python::checked_data;
 using aigc::python::describe;
+using aigc::python::required_array;
 
 namespace {
 
@@ -38,20 +45,6 @@ void check_rows(const T* values, int64_t n, const char* name, const char* expect
   }
 }
 
-// CSR offsets (batch + 1,) into an array of `total`: start at 0, never decrease, end at total.
-void check_offsets(const int64_t* offsets, int64_t batch, int64_t total, const char* name) {
-  if (offsets[0] != 0 || offsets[batch] != total) {
-    throw py::value_error(std::string(name) + ": expected to start at 0 and end at " + std::to_string(total) +
-                          ", got " + std::to_string(offsets[0]) + " .. " + std::to_string(offsets[batch]));
-  }
-  for (int64_t r = 0; r < batch; ++r) {
-    if (offsets[r + 1] < offsets[r]) {
-      throw py::value_error(std::string(name) + ": not monotone at row " + std::to_string(r) + " (" +
-                            std::to_string(offsets[r]) + " then " + std::to_string(offsets[r + 1]) + ")");
-    }
-  }
-}
-
 void check_ids(const int64_t* ids, int64_t n, int64_t vocab, const char* name) {
   for (int64_t j = 0; j < n; ++j) {
     if (ids[j] < 0 || ids[j] >= vocab) {
@@ -61,9 +54,27 @@ void check_ids(const int64_t* ids, int64_t n, int64_t vocab, const char* name) {
   }
 }
 
-const int64_t* optional_ids(const py::object& a, const char* name, py::ssize_t n) {
-  if (a.is_none()) return nullptr;
-  return checked_data<int64_t>(a.cast<py::array>(), name, "int64", {"n"}, {n}, false);
+// A required int64 (n,) array that the signature lets be None.
+const int64_t* required_ids(const py::object& a, const char* name, const char* dim, py::ssize_t n) {
+  const std::string expected = std::string("C-contiguous int64 (") + dim + ",)";
+  return checked_data<int64_t>(required_array(a, name, expected.c_str()), name, "int64", {dim}, {n}, false);
+}
+
+// Row r's message, from the status the kernel left, e.g. "logits: row 3 has +inf".
+std::string row_message(int64_t r, const aigc::RowStatus& status) {
+  using aigc::SampleStatus;
+  const std::string token = " at token " + std::to_string(status.token) + " after logit_bias and penalties";
+  std::string what;
+  switch (status.code) {
+    case SampleStatus::kOk: what = "was sampled"; break;
+    case SampleStatus::kNaN: what = "has NaN"; break;
+    case SampleStatus::kPosInf: what = "has +inf"; break;
+    case SampleStatus::kAllNegInf: what = "is all -inf"; break;
+    case SampleStatus::kAllBanned: what = "has every token at -inf after logit_bias"; break;
+    case SampleStatus::kEditNaN: what = "has NaN" + token; break;
+    case SampleStatus::kEditPosInf: what = "has +inf" + token; break;
+  }
+  return "logits: row " + std::to_string(r) + " " + what;
 }
 
 // A checked (n,) array, copied.
@@ -112,14 +123,18 @@ class Sampler {
                [](float x) { return std::isfinite(x); });
     count_histories(history, history_offsets, prompt_lens);
 
+    if (bias_ids.is_none() && !(bias_values.is_none() && bias_offsets.is_none())) {
+      throw py::value_error("logit_bias ids: expected C-contiguous int64 (m,) with the values and offsets, got None");
+    }
     if (!bias_ids.is_none()) {
       const py::array ids = bias_ids.cast<py::array>();
       const int64_t* id = checked_data<int64_t>(ids, "logit_bias ids", "int64", {"m"}, {-1}, false);
       const py::ssize_t m = ids.shape(0);
-      const float* value = checked_data<float>(bias_values.cast<py::array>(), "logit_bias values", "float32", {"m"},
-                                               {m}, false);
-      const int64_t* offset = optional_ids(bias_offsets, "logit_bias offsets", b + 1);
-      check_offsets(offset, b, m, "logit_bias offsets");
+      const float* value = checked_data<float>(required_array(bias_values, "logit_bias values",
+                                                              "C-contiguous float32 (m,)"),
+                                               "logit_bias values", "float32", {"m"}, {m}, false);
+      const int64_t* offset = required_ids(bias_offsets, "logit_bias offsets", "batch + 1", b + 1);
+      check_offsets(offset, b, m, "logit_bias offsets", "row");
       check_ids(id, m, vocab, "logit_bias ids");
       for (py::ssize_t j = 0; j < m; ++j) {
         if (std::isnan(value[j]) || value[j] == INFINITY) {
@@ -141,13 +156,16 @@ class Sampler {
     std::fill_n(logprobs_.mutable_data(), b, NAN);  // stays so when not wanted
     top_ids_ = py::array_t<int64_t>({b, py::ssize_t{num_logprobs}});
     top_logprobs_ = py::array_t<float>({b, py::ssize_t{num_logprobs}});
+    status_.assign(b, aigc::RowStatus{aigc::SampleStatus::kOk, -1});
   }
 
   // (tokens int64 (batch,), logprobs float32 (batch,), top_ids int64 (batch, n),
-  // top_logprobs float32 (batch, n)): the last call's results.
-  py::tuple outputs() const { return py::make_tuple(tokens_, logprobs_, top_ids_, top_logprobs_); }
+  // top_logprobs float32 (batch, n), errors {}): the last call's results; the dict is the
+  // one every call that samples every row returns.
+  py::tuple outputs() const { return py::make_tuple(tokens_, logprobs_, top_ids_, top_logprobs_, no_errors_); }
 
-  void sample(py::array logits) {
+  // {row: message} for the rows that failed, or the empty no_errors_.
+  py::dict sample(py::array logits) {
     aigc::SampleParams p{};
     float* data = checked_data<float>(logits, "logits", "float32", {"batch", "vocab"}, {-1, -1}, overwrite_logits_);
     p.logits = data;
@@ -179,11 +197,39 @@ class Sampler {
     p.logprobs = logprobs_wanted_ ? logprobs_.mutable_data() : nullptr;
     p.top_ids = top_ids_.mutable_data();
     p.top_logprobs = top_logprobs_.mutable_data();
-    if (b == 0) return;
-    py::gil_scoped_release release;
-    aigc::sample_cpu(p);
-    for (size_t r = 0; r < histories_.size(); ++r) histories_[r].add_generated(static_cast<int32_t>(p.tokens[r]));
-    for (uint64_t& step : steps_) ++step;
+    p.status = status_.data();
+    // A caller may have filled the dict it was handed: it goes back empty.
+    if (PyDict_GET_SIZE(no_errors_.ptr()) != 0) PyDict_Clear(no_errors_.ptr());
+    if (b == 0) return no_errors_;
+    // Two threads in one Sampler would race on its histories (a vector insert each): refused.
+    if (busy_.exchange(true)) throw std::runtime_error("Sampler: already sampling in another thread");
+    bool all_sampled = true;
+    {
+      py::gil_scoped_release release;
+      try {
+        aigc::sample_cpu(p);
+      } catch (...) {
+        busy_ = false;
+        throw;
+      }
+      // A failed row keeps its history and step: its next call draws what a fresh
+      // sampler at that step would.
+      for (int64_t r = 0; r < batch_; ++r) {
+        if (status_[r].code != aigc::SampleStatus::kOk) {
+          all_sampled = false;
+          continue;
+        }
+        if (!histories_.empty()) histories_[r].add_generated(static_cast<int32_t>(p.tokens[r]));
+        ++steps_[r];
+      }
+      busy_ = false;
+    }
+    if (all_sampled) return no_errors_;
+    py::dict errors;
+    for (int64_t r = 0; r < batch_; ++r) {
+      if (status_[r].code != aigc::SampleStatus::kOk) errors[py::int_(r)] = row_message(r, status_[r]);
+    }
+    return errors;
   }
 
  private:
@@ -201,10 +247,10 @@ class Sampler {
     const py::ssize_t b = batch_;
     const py::array h = history.cast<py::array>();
     const int64_t* ids = checked_data<int64_t>(h, "history", "int64", {"total"}, {-1}, false);
-    const int64_t* offsets = optional_ids(history_offsets, "history_offsets", b + 1);
-    check_offsets(offsets, b, h.shape(0), "history_offsets");
+    const int64_t* offsets = required_ids(history_offsets, "history_offsets", "batch + 1", b + 1);
+    check_offsets(offsets, b, h.shape(0), "history_offsets", "row");
     check_ids(ids, h.shape(0), vocab_, "history");
-    const int64_t* prompt = prompt_lens.is_none() ? nullptr : optional_ids(prompt_lens, "prompt_lens", b);
+    const int64_t* prompt = prompt_lens.is_none() ? nullptr : required_ids(prompt_lens, "prompt_lens", "batch", b);
     for (int64_t r = 0; r < b; ++r) {
       const int64_t length = offsets[r + 1] - offsets[r], in_prompt = prompt != nullptr ? prompt[r] : 0;
       if (in_prompt < 0 || in_prompt > length) {
@@ -234,6 +280,9 @@ class Sampler {
   std::vector<float> bias_values_;
   py::array_t<int64_t> tokens_, top_ids_;
   py::array_t<float> logprobs_, top_logprobs_;
+  std::vector<aigc::RowStatus> status_;  // (batch,) the last call's
+  py::dict no_errors_;                   // returned, empty, by every call that samples every row
+  std::atomic<bool> busy_{false};
 };
 
 }  // namespace

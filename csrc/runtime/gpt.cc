@@ -10,6 +10,7 @@
 #include <string>
 
 #include "aigc/attention.h"
+#include "aigc/checks.h"
 #include "aigc/norm.h"
 #include "runtime/thread_pool.h"
 
@@ -19,7 +20,7 @@ namespace {
 std::vector<float> copy_weight(const WeightLookup& weight, const std::string& name, const std::vector<int64_t>& shape) {
   const float* data = weight(name, shape);
   int64_t count = 1;
-  for (int64_t d : shape) count *= d;
+  for (int64_t d : shape) count = checked_mul(count, d, "GPT config: weight size");
   return std::vector<float>(data, data + count);
 }
 
@@ -37,6 +38,11 @@ GptModel::GptModel(const GptConfig& config, const WeightLookup& weight, WeightDt
       config.n_positions < 1 || !(config.eps > 0.0f)) {
     throw std::invalid_argument("GPT config: sizes must be >= 1, n_embd divisible by n_head, eps > 0");
   }
+  // Every buffer and weight size below is a product of these: none may wrap (a wrapped
+  // 3 * n_embd would reach the weight lookup as a negative size, which matches any).
+  checked_product({config.vocab_size, c}, "GPT config: vocab_size * n_embd");
+  checked_product({config.n_positions, c}, "GPT config: n_positions * n_embd");
+  checked_product({4, c, c}, "GPT config: 4 * n_embd * n_embd");
   wte_ = copy_weight(weight, "transformer.wte.weight", {config.vocab_size, c});
   wpe_ = copy_weight(weight, "transformer.wpe.weight", {config.n_positions, c});
   ln_f_weight_ = copy_weight(weight, "transformer.ln_f.weight", {c});
@@ -70,15 +76,28 @@ int64_t GptModel::weight_bytes() const {
 void GptModel::check(const StepBatch& b, const KvCache& cache) const {
   auto fail = [](const std::string& message) { throw std::invalid_argument("step: " + message); };
   if (b.num_seqs < 1 || b.num_tokens < 1) fail("no tokens");
-  if (cache.n_head() != config_.n_head || cache.head_dim() != config_.n_embd / config_.n_head) {
-    fail("the KV cache was made for another model shape");
+  // Every layer writes and reads its own part of the cache: a cache of fewer layers was
+  // written past its end.
+  if (cache.n_layer() != config_.n_layer || cache.n_head() != config_.n_head ||
+      cache.head_dim() != config_.n_embd / config_.n_head) {
+    fail("cache: made for n_layer " + std::to_string(cache.n_layer()) + ", n_head " + std::to_string(cache.n_head()) +
+         ", head_dim " + std::to_string(cache.head_dim()) + "; the model has " + std::to_string(config_.n_layer) +
+         ", " + std::to_string(config_.n_head) + ", " + std::to_string(config_.n_embd / config_.n_head));
   }
-  if (b.cu_seqlens[0] != 0 || b.cu_seqlens[b.num_seqs] != b.num_tokens) fail("cu_seqlens must run from 0 to num_tokens");
+  // Whole before any sequence is read: a later decrease would let an earlier sequence run
+  // past the tokens.
+  check_offsets(b.cu_seqlens, b.num_seqs, b.num_tokens, "cu_seqlens", "sequence", "num_tokens");
   bool prompts_started = false;
   for (int64_t s = 0; s < b.num_seqs; ++s) {
     const int64_t begin = b.cu_seqlens[s], end = b.cu_seqlens[s + 1], length = end - begin;
     const int64_t context = b.context_lens[s];
     if (length < 1) fail("sequence " + std::to_string(s) + " has no new token");
+    // Context 0 put a decoding token at position -1, before its first block; a negative
+    // one skipped the block checks.
+    if (context < length) {
+      fail("context_lens: sequence " + std::to_string(s) + " is " + std::to_string(context) + ", expected >= " +
+           std::to_string(length) + " (its new tokens)");
+    }
     if (b.is_prompt[s]) {
       prompts_started = true;
       if (context != length) fail("prompt " + std::to_string(s) + " must fill its context exactly");
@@ -103,6 +122,7 @@ void GptModel::check(const StepBatch& b, const KvCache& cache) const {
 
 void GptModel::reserve(int64_t num_tokens, int64_t num_seqs) {
   const int64_t c = config_.n_embd;
+  checked_product({num_tokens, 4, c}, "step: num_tokens * 4 * n_embd");  // the largest buffer
   auto grow = [](std::vector<float>& buffer, int64_t size) {
     if (static_cast<int64_t>(buffer.size()) < size) buffer.resize(size);
   };
@@ -197,6 +217,11 @@ void GptModel::attend(const StepBatch& b, KvCache& cache, int64_t layer) {
 }
 
 void GptModel::forward(const StepBatch& b, KvCache& cache, float* logits) {
+  if (busy_.exchange(true)) throw std::runtime_error("GptModel: a step is already running in another thread");
+  struct Release {
+    std::atomic<bool>& busy;
+    ~Release() { busy = false; }
+  } release{busy_};
   check(b, cache);
   LingerScope linger;  // ~35 kernels in a row: keep the workers awake between them
   reserve(b.num_tokens, b.num_seqs);

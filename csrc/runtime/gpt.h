@@ -7,6 +7,7 @@
 // steady stream of steps allocates nothing.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -23,15 +24,17 @@ struct GptConfig {
 };
 
 // One step. Sequences that decode (one token, not a prompt) come first, then whole
-// prompts, each sequence's tokens contiguous.
+// prompts, each sequence's tokens contiguous. forward checks every field against the
+// model and the cache before it reads one (GptModel::check).
 struct StepBatch {
   const int64_t* tokens;        // (num_tokens,)
   const int64_t* positions;     // (num_tokens,) position of each token in its sequence
   int64_t num_tokens;
   const int32_t* cu_seqlens;    // (num_seqs + 1,) token offsets of the sequences
-  const int32_t* context_lens;  // (num_seqs,) tokens in the cache after this step
+  const int32_t* context_lens;  // (num_seqs,) tokens in the cache after this step, 1 .. n_positions
   const uint8_t* is_prompt;     // (num_seqs,) 1: the tokens are a whole prompt (positions 0..)
-  const int32_t* block_table;   // (num_seqs, max_blocks)
+  const int32_t* block_table;   // (num_seqs, max_blocks) blocks the cache allocated, for every
+                                //   block the sequence's context reaches
   int64_t num_seqs, max_blocks;
 };
 
@@ -41,9 +44,14 @@ using WeightLookup = std::function<const float*(const std::string& name, const s
 class GptModel {
  public:
   GptModel(const GptConfig& config, const WeightLookup& weight, WeightDtype dtype);
+  // Not movable (the busy flag): the binding holds it by pointer.
+  GptModel(const GptModel&) = delete;
+  GptModel& operator=(const GptModel&) = delete;
 
   const GptConfig& config() const { return config_; }
-  // Validates the batch against the cache, then runs it; logits: (num_seqs, vocab_size).
+  // Validates the batch against the cache (std::invalid_argument naming the field), then
+  // runs it; logits: (num_seqs, vocab_size). One step at a time: a second thread's call
+  // while one runs throws std::runtime_error (the step buffers are the model's).
   void forward(const StepBatch& batch, KvCache& cache, float* logits);
   // Bytes of the weights every step streams, as stored: the projections and the LM head
   // (the embedding tables are gathered a row per token).
@@ -69,6 +77,7 @@ class GptModel {
   // Step buffers: h residual stream, a normalised input, qkv, attention in/out, MLP.
   std::vector<float> h_, a_, qkv_, q_, k_, v_, attn_, proj_, fc_, last_;
   std::vector<int32_t> prompt_cu_;
+  std::atomic<bool> busy_{false};
 };
 
 }  // namespace aigc

@@ -1,8 +1,11 @@
 // See kv_cache.h.
 #include "runtime/kv_cache.h"
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
+
+#include "aigc/checks.h"
 
 namespace aigc {
 
@@ -11,13 +14,21 @@ KvCache::KvCache(int64_t n_layer, int64_t n_head, int64_t head_dim, int64_t bloc
   if (n_layer < 1 || n_head < 1 || head_dim < 1 || block_size < 1 || num_blocks < 1) {
     throw std::invalid_argument("KV cache: every size must be >= 1 (is kv_cache_mb too small for one block?)");
   }
-  storage_.assign(static_cast<size_t>(2 * n_layer * num_blocks * block_floats()), 0.0f);
+  // Block ids are int32 (block tables, allocate); the float count must not wrap (it did:
+  // KvCache(2**20, ...) came out as 0 floats, then every write went past them).
+  if (num_blocks > INT32_MAX) {
+    throw std::invalid_argument("KV cache: num_blocks must be <= 2**31 - 1 (block ids are int32), got " +
+                                std::to_string(num_blocks));
+  }
+  const int64_t floats = checked_product({2, n_layer, num_blocks, block_size, n_head, head_dim}, "KV cache size");
+  storage_.assign(static_cast<size_t>(floats), 0.0f);
   in_use_.assign(num_blocks, 0);
   free_.reserve(num_blocks);
   for (int64_t b = num_blocks - 1; b >= 0; --b) free_.push_back(static_cast<int32_t>(b));
 }
 
 std::vector<int32_t> KvCache::allocate(int64_t count) {
+  if (count < 0) throw std::invalid_argument("count: expected >= 0, got " + std::to_string(count));
   if (count > free_blocks()) {
     throw std::runtime_error("KV cache: " + std::to_string(count) + " blocks wanted, " +
                              std::to_string(free_blocks()) + " free");

@@ -16,13 +16,15 @@ class KvCache {
 
   int64_t block_size() const { return block_size_; }
   int64_t num_blocks() const { return num_blocks_; }
+  int64_t n_layer() const { return n_layer_; }
   int64_t free_blocks() const { return static_cast<int64_t>(free_.size()); }
   int64_t n_head() const { return n_head_; }
   int64_t head_dim() const { return head_dim_; }
   // Floats in one block of one layer's keys (or values).
   int64_t block_floats() const { return block_size_ * n_head_ * head_dim_; }
 
-  // `count` free blocks (lowest ids first), or std::runtime_error when fewer are free.
+  // `count` free blocks (lowest ids first), or std::runtime_error when fewer are free
+  // (std::invalid_argument for a negative count).
   std::vector<int32_t> allocate(int64_t count);
   // Blocks back to the pool; a block that is not in use is an error (a double free).
   void release(const std::vector<int32_t>& blocks);
