@@ -60,7 +60,8 @@ class ContinuousScheduler:
 
     def __init__(self, backend: NativeGpt, max_batch_size: int, max_step_tokens: int = DEFAULT_MAX_STEP_TOKENS):
         self.backend = backend
-        self._sample = BatchSampler()
+        self._sampler = BatchSampler()
+        self._sample = self._sampler  # what a step calls (tests wrap it)
         self.max_batch_size = max_batch_size
         self.max_step_tokens = max_step_tokens
         self.waiting: deque[Sequence] = deque()
@@ -120,7 +121,7 @@ class ContinuousScheduler:
             elif due:
                 self._sample(np.ascontiguousarray(logits[due]), [batch[i].request for i in due])
         except BaseException as error:
-            self._sample.reset()  # it may have moved rows on that did not take their token
+            self._sampler.reset()  # it may have moved rows on that did not take their token
             if isinstance(error, Exception):  # the batch's requests fail; the scheduler stays usable
                 fail_unfinished([seq.request for seq in batch], error)
             else:  # KeyboardInterrupt: the rows, maybe other callers', are recomputed later

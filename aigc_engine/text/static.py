@@ -23,7 +23,8 @@ from .scheduler import fail_unfinished
 class StaticScheduler:
     def __init__(self, backend: GptOnnx | LstmOnnx, max_batch_size: int):
         self.backend = backend
-        self._sample = BatchSampler()
+        self._sampler = BatchSampler()
+        self._sample = self._sampler  # what a step calls (tests wrap it)
         self.max_batch_size = max_batch_size
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []  # the batch, in the rows' order
@@ -64,7 +65,7 @@ class StaticScheduler:
         except BaseException as error:
             # The batch's state may be half-way through a step: its requests fail and the
             # batch is dropped (KeyboardInterrupt included: a row may have taken its token).
-            self._sample.reset()
+            self._sampler.reset()
             fail_unfinished(self.running, error if isinstance(error, Exception) else RuntimeError("interrupted"))
             raise
         finally:
