@@ -7,7 +7,7 @@ import pytest
 from aigc_engine import AigcError, SamplingParams
 from aigc_engine.text.request import Request
 from aigc_engine.text.sampling import Completion
-from aigc_engine.text.tokenizer import IncrementalDetokenizer
+from aigc_engine.text.tokenizer import IncrementalDetokenizer, TextTokenizer
 from text_tokenizer import text_tokenizer
 
 TOKENIZER = text_tokenizer()
@@ -61,6 +61,33 @@ def test_incremental_decoding_never_splits_a_character(text):
     assert not any("\ufffd" in piece for piece in pieces)
 
 
+def test_byte_level_decoding_equals_the_tokenizers_on_any_ids():
+    """The byte table (one look-up per token) and the tokenizer's windows give the same
+    pieces' concatenation as decode(), for random ids: broken characters, EOS included."""
+    assert TOKENIZER.token_bytes is not None
+    windows = TextTokenizer(TOKENIZER._tokenizer)
+    windows._token_bytes = None  # the general path
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        ids = rng.integers(0, TOKENIZER.vocab_size, rng.integers(1, 40)).tolist()
+        texts = []
+        for tokenizer in (TOKENIZER, windows):
+            detokenizer = IncrementalDetokenizer(tokenizer)
+            texts.append("".join([detokenizer.push(i) for i in ids] + [detokenizer.flush()]))
+        assert texts[0] == texts[1] == TOKENIZER.decode(ids), ids
+
+
+def test_a_tokenizer_that_is_not_byte_level_decodes_through_windows():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = Tokenizer(models.WordLevel({"a": 0, "b": 1, "[UNK]": 2}, unk_token="[UNK]"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = TextTokenizer(words)
+    assert tokenizer.token_bytes is None
+    detokenizer = IncrementalDetokenizer(tokenizer)
+    assert "".join([detokenizer.push(i) for i in (0, 1, 0)] + [detokenizer.flush()]) == tokenizer.decode([0, 1, 0])
+
+
 def feed(text: str, params: SamplingParams, then_eos: bool = False) -> tuple[Request, list[str]]:
     """Push the tokens of `text` into a request as if sampled; collect what it streams."""
     request = Request(Completion(prompt="p"), [1, 2], params, seed=0, tokenizer=TOKENIZER, eos_token_id=EOS)
@@ -98,3 +125,13 @@ def test_length_and_eos_finish_reasons():
 def test_ignore_eos_keeps_going():
     request, _ = feed("def", SamplingParams(max_new_tokens=100, ignore_eos=True), then_eos=True)
     assert not request.finished and request.completion.token_ids[-1] == EOS
+
+
+def test_the_held_back_tail_is_the_longest_start_of_a_stop_string():
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        stops = tuple("".join(rng.choice(list("abc"), rng.integers(1, 6))) for _ in range(rng.integers(1, 4)))
+        text = "".join(rng.choice(list("abc"), rng.integers(0, 12)))
+        request = Request(Completion(prompt="p"), [1], SamplingParams(stop=stops), 0, TOKENIZER, EOS)
+        brute = max([k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])], default=0)
+        assert request._stop_prefix_length(text) == brute, (text, stops)

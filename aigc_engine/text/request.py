@@ -25,6 +25,7 @@ class Request:
         self._eos = None if params.ignore_eos else eos_token_id
         self._detokenizer = IncrementalDetokenizer(tokenizer)
         self._streamed = 0  # characters of completion.text handed to the stream
+        self._longest_stop = max((len(stop) for stop in params.stop), default=0)
         if params.logprobs is not None:
             completion.logprobs = []
 
@@ -78,10 +79,12 @@ class Request:
         if not piece:
             return False
         text = self.completion.text
+        if not self._longest_stop:
+            self.completion.text = text + piece
+            return False
         # A stop string may start in the text already there: search from the earliest start
         # that can reach into the new piece.
-        longest = max((len(s) for s in self.params.stop), default=0)
-        search_from = max(0, len(text) - longest + 1)
+        search_from = max(0, len(text) - self._longest_stop + 1)
         text += piece
         found = [i for i in (text.find(s, search_from) for s in self.params.stop) if i >= 0]
         if found:
@@ -92,11 +95,16 @@ class Request:
         return False
 
     def _stop_prefix_length(self, text: str) -> int:
-        """Length of the longest tail of `text` that is the start of a stop string."""
+        """Length of the longest tail of `text` that is the start of a stop string: only the
+        places in the tail where a stop string's first character stands are tried."""
         best = 0
         for stop in self.params.stop:
-            for length in range(min(len(stop) - 1, len(text)), best, -1):
-                if text.endswith(stop[:length]):
-                    best = length
+            start = max(0, len(text) - len(stop) + 1)
+            while (start := text.find(stop[0], start)) >= 0:
+                if len(text) - start <= best:
                     break
+                if stop.startswith(text[start:]):
+                    best = len(text) - start
+                    break
+                start += 1
         return best
