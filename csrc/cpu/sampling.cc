@@ -45,7 +45,11 @@ Workspace& workspace() {
 }
 
 constexpr RowStatus kSampled{SampleStatus::kOk, -1};
-RowStatus failed(SampleStatus code, int64_t token = -1) { return {code, static_cast<int32_t>(token)}; }
+// Cold, as the throw it replaces was: the compiler keeps the failure paths out of the
+// sampled row's way.
+[[gnu::cold, gnu::noinline]] RowStatus failed(SampleStatus code, int64_t token = -1) {
+  return {code, static_cast<int32_t>(token)};
+}
 
 // One read of the row from memory for its NaN check, the maximum of every block (into
 // block_max, its lane maxima into lane_max) and, when asked (with_total; it costs as much
@@ -275,7 +279,7 @@ int64_t draw(const SampleParams& p, int64_t r, const RowView& row, Workspace& ws
   if (top_k > 0 && top_k < vocab) {
     top_k_select(row, top_k, ws.scratch, ws.stream, ws.cand);
     m = static_cast<int64_t>(ws.cand.size());
-    if (m == 0) return -1;
+    if (__builtin_expect(m == 0, 0)) return -1;
     float max = -kInf;
     for (const Candidate& c : ws.cand) max = std::max(max, c.value);
     ws.values.resize(m);
@@ -286,7 +290,7 @@ int64_t draw(const SampleParams& p, int64_t r, const RowView& row, Workspace& ws
     cand = ws.cand.data();
   } else {
     const float max = row.max();
-    if (max == -kInf) return -1;
+    if (__builtin_expect(max == -kInf, 0)) return -1;
     ws.probs.resize(vocab);
     for (int64_t b = 0; b < row.blocks; ++b) {
       total += exp_scaled(row.block(b), ws.probs.data() + b * kSampleBlock, row.length(b), max, temperature);
@@ -384,7 +388,7 @@ RowStatus sample_row(const SampleParams& p, int64_t r, Workspace& ws) {
 }
 
 // A failed row's outputs: nothing in them could pass for a sampled token.
-void clear_row(const SampleParams& p, int64_t r) {
+[[gnu::cold, gnu::noinline]] void clear_row(const SampleParams& p, int64_t r) {
   p.tokens[r] = -1;
   if (p.logprobs != nullptr) p.logprobs[r] = std::numeric_limits<float>::quiet_NaN();
   for (int j = 0; j < p.num_logprobs; ++j) {
