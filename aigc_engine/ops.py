@@ -8,6 +8,7 @@ raises ValueError naming the argument). The GIL is released inside every kernel.
 from __future__ import annotations
 
 import math
+import secrets
 from typing import NamedTuple
 
 import numpy as np
@@ -25,10 +26,26 @@ DEVICES = ("cpu", "cuda")
 
 
 def check_seed(seed: int, name: str = "seed") -> int:
-    """A seed is an integer in [0, 2**64 - 1]."""
+    """A seed is an integer in [0, 2**64 - 1].
+
+    The one seed rule of every front end (Python, `aigc`, HTTP): a request without a seed
+    gets `fresh_seed()`; sample i of a request for n texts uses `sample_seed(seed, i)`, and
+    image i of a request is latent sample i of the seed itself (see `sample_latent`).
+    """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
         raise AigcError(f"{name}: expected an integer in [0, 2**64 - 1], got {seed!r}")
     return int(seed)
+
+
+def fresh_seed() -> int:
+    """A new seed: 64 random bits from the OS, any value of [0, 2**64 - 1]."""
+    return secrets.randbits(64)
+
+
+def sample_seed(seed: int, i: int) -> int:
+    """The seed of text sample i of a request seeded `seed`: (seed + i) mod 2**64, so
+    2**64 - 1 is as good a seed as any and sample i never depends on n."""
+    return (check_seed(seed) + i) % (MAX_SEED + 1)
 
 
 def check_truncation(truncation: float | None) -> float:
