@@ -129,11 +129,19 @@ class SampleResult(NamedTuple):
     top_logprobs: np.ndarray  # float32 (batch, n) their raw log-probabilities
 
 
-def _per_row(value, batch: int, dtype) -> np.ndarray:
-    """A Python number broadcast to every row; arrays pass through to the extension's checks."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return np.full(batch, value, dtype=dtype)
-    return value
+def _per_row(name: str, value, batch: int, dtype) -> np.ndarray:
+    """A number (Python or numpy) broadcast to every row; arrays pass through to the
+    extension's checks, which refuse any dtype but `dtype`. An integer `dtype` takes only
+    integers in its range: 1.5 is refused, not truncated to the seed or top_k 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return value
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        if not isinstance(value, (int, np.integer)):
+            raise AigcError(f"{name}: expected integers, got {value!r}")
+        if not info.min <= int(value) <= info.max:
+            raise AigcError(f"{name}: expected integers in [{info.min}, {info.max}], got {value!r}")
+    return np.full(batch, value, dtype=dtype)
 
 
 class Sampler:
@@ -169,11 +177,12 @@ class Sampler:
                 raise AigcError("logit_bias: expected (ids int64 (m,), values float32 (m,), offsets int64 (batch + 1,))")
             bias_ids, bias_values, bias_offsets = logit_bias
         self._native = _C.Sampler(
-            batch, vocab, _per_row(seeds, batch, np.uint64), _per_row(steps, batch, np.uint64),
-            _per_row(temperature, batch, np.float32), _per_row(top_k, batch, np.int32),
-            _per_row(top_p, batch, np.float32), _per_row(min_p, batch, np.float32),
-            _per_row(repetition_penalty, batch, np.float32), _per_row(presence_penalty, batch, np.float32),
-            _per_row(frequency_penalty, batch, np.float32), history, history_offsets, prompt_lens, bias_ids,
+            batch, vocab, _per_row("seeds", seeds, batch, np.uint64), _per_row("steps", steps, batch, np.uint64),
+            _per_row("temperature", temperature, batch, np.float32), _per_row("top_k", top_k, batch, np.int32),
+            _per_row("top_p", top_p, batch, np.float32), _per_row("min_p", min_p, batch, np.float32),
+            _per_row("repetition_penalty", repetition_penalty, batch, np.float32),
+            _per_row("presence_penalty", presence_penalty, batch, np.float32),
+            _per_row("frequency_penalty", frequency_penalty, batch, np.float32), history, history_offsets, prompt_lens, bias_ids,
             bias_values, bias_offsets, int(num_logprobs), logprobs, overwrite_logits)
         self._result = SampleResult(*self._native.outputs)
 
