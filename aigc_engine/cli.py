@@ -257,10 +257,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the prompt (repeat for several; '-' reads it from stdin)")
     p.add_argument("-n", type=int, default=1,
                    help="samples per prompt, with seeds SEED, SEED+1, ... mod 2**64 (default 1)")
-    p.add_argument("--max-new-tokens", type=int, default=128, help="default 128")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    # The defaults are SamplingParams', except temperature and top_p: see the README's
+    # "Seeds and defaults" table, which tests/test_defaults.py holds this to.
+    p.add_argument("--max-new-tokens", type=int, default=64, help="default 64")
+    p.add_argument("--temperature", type=float, default=0.8,
+                   help="0 = greedy (default 0.8, where the Python API and HTTP use 1.0, the model's own "
+                        "distribution: a little colder reads better from small models)")
     p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (default 0 = off)")
-    p.add_argument("--top-p", type=float, default=0.95, help="nucleus mass in (0, 1] (default 0.95)")
+    p.add_argument("--top-p", type=float, default=0.95,
+                   help="nucleus mass in (0, 1] (default 0.95, where the Python API and HTTP use 1.0 = off: "
+                        "cutting the unlikely tail reads better from small models)")
     p.add_argument("--min-p", type=float, default=0.0, help="drop tokens below min-p × the top one (default 0)")
     p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 0, 1 = off (default 1)")
     p.add_argument("--seed", type=_seed, default=None,

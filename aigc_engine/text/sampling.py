@@ -64,6 +64,10 @@ def _integer(name: str, value, low: int, high: int | None = None) -> int:
 
 @dataclass(frozen=True)
 class SamplingParams:
+    """How one request picks its tokens. These defaults are `aigc generate`'s and HTTP's too,
+    except where the README's "Seeds and defaults" table says why not (HTTP max_tokens 16,
+    the CLI's temperature 0.8 and top_p 0.95)."""
+
     max_new_tokens: int = 64          # >= 1
     temperature: float = 1.0          # >= 0; 0 = greedy (argmax)
     top_k: int = 0                    # >= 0; 0 = off
