@@ -38,9 +38,11 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     from .images import memory
     from .images.generator import ImageGenerator
     from .images.png import check_writable, save_grid
+    from .ops import fresh_seed
 
     check_writable(args.output)
     generator = ImageGenerator.load(args.model, device=args.device)
+    seed = args.seed if args.seed is not None else fresh_seed()
     if args.n >= 1:  # the grid is a second copy of the images
         memory.check_fits(f"a grid of n={args.n} images", 2 * args.n * math.prod(generator.image_shape))
     started = time.perf_counter()
@@ -48,11 +50,12 @@ def _cmd_sample(args: argparse.Namespace) -> None:
         images = generator.interpolate(args.interpolate[0], args.interpolate[1], args.n, args.truncation,
                                        args.batch_size)
     else:
-        images = generator.sample(args.n, args.seed, args.truncation, args.batch_size)
+        images = generator.sample(args.n, seed, args.truncation, args.batch_size)
     elapsed = time.perf_counter() - started
     save_grid(images, args.output, nrow=args.nrow)
+    seeded = "" if args.interpolate else f" [seed {seed}]"
     print(f"wrote {len(images)} images ({'×'.join(map(str, generator.image_shape))}) to {args.output} "
-          f"in {elapsed:.2f} s", file=sys.stderr)
+          f"in {elapsed:.2f} s{seeded}", file=sys.stderr)
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
@@ -73,6 +76,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _cmd_generate(args: argparse.Namespace) -> None:
+    from .ops import fresh_seed, sample_seed
     from .text.generator import TextGenerator
     from .text.sampling import SamplingParams
 
@@ -80,11 +84,12 @@ def _cmd_generate(args: argparse.Namespace) -> None:
         raise AigcError(f"-n: expected an integer >= 1, got {args.n}")
     prompts = [sys.stdin.read() if p == "-" else p for p in args.prompt]
     generator = TextGenerator.load(args.model, backend=args.backend, dtype=args.dtype)
-    first_seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(7), "little")
+    first_seed = args.seed if args.seed is not None else fresh_seed()
     def params(i: int) -> SamplingParams:
         return SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                               top_p=args.top_p, min_p=args.min_p, repetition_penalty=args.repetition_penalty,
-                              seed=first_seed + i, stop=tuple(args.stop), truncate_prompt=args.truncate_prompt)
+                              seed=sample_seed(first_seed, i), stop=tuple(args.stop),
+                              truncate_prompt=args.truncate_prompt)
     jobs = [(prompt, params(i)) for prompt in prompts for i in range(args.n)]
     if len(jobs) == 1:  # one sample: streamed as it is produced
         prompt, p = jobs[0]
@@ -224,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("sample", help="sample images from an image model into a PNG grid")
     p.add_argument("model", help="an embedded model name (see `aigc models`) or a path to a .onnx file")
     p.add_argument("-n", type=int, default=64, help="how many images (default 64)")
-    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=_seed, default=None,
+                   help="an integer in [0, 2**64 - 1]; image i is sample i of it (default: a fresh one, printed)")
     p.add_argument("--truncation", type=float, default=None,
                    help="redraw latent elements with |z| above this (> 0; default off)")
     p.add_argument("--interpolate", nargs=2, type=_seed, metavar=("SEED_A", "SEED_B"),
@@ -249,14 +255,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="an embedded text model (see `aigc models`) or a path to a .onnx file")
     p.add_argument("-p", "--prompt", action="append", required=True,
                    help="the prompt (repeat for several; '-' reads it from stdin)")
-    p.add_argument("-n", type=int, default=1, help="samples per prompt, with seeds SEED, SEED+1, ... (default 1)")
-    p.add_argument("--max-new-tokens", type=int, default=128, help="default 128")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    p.add_argument("-n", type=int, default=1,
+                   help="samples per prompt, with seeds SEED, SEED+1, ... mod 2**64 (default 1)")
+    # The defaults are SamplingParams', except temperature and top_p: see the README's
+    # "Seeds and defaults" table, which tests/test_defaults.py holds this to.
+    p.add_argument("--max-new-tokens", type=int, default=64, help="default 64")
+    p.add_argument("--temperature", type=float, default=0.8,
+                   help="0 = greedy (default 0.8, where the Python API and HTTP use 1.0, the model's own "
+                        "distribution: a little colder reads better from small models)")
     p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (default 0 = off)")
-    p.add_argument("--top-p", type=float, default=0.95, help="nucleus mass in (0, 1] (default 0.95)")
+    p.add_argument("--top-p", type=float, default=0.95,
+                   help="nucleus mass in (0, 1] (default 0.95, where the Python API and HTTP use 1.0 = off: "
+                        "cutting the unlikely tail reads better from small models)")
     p.add_argument("--min-p", type=float, default=0.0, help="drop tokens below min-p × the top one (default 0)")
     p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 0, 1 = off (default 1)")
-    p.add_argument("--seed", type=_seed, default=None, help="random seed (default: a fresh one, printed)")
+    p.add_argument("--seed", type=_seed, default=None,
+                   help="an integer in [0, 2**64 - 1] (default: a fresh one, printed)")
     p.add_argument("--stop", action="append", default=[], help="a string that ends the text (repeatable)")
     p.add_argument("--truncate-prompt", action="store_true", help="drop the oldest prompt tokens that do not fit")
     p.add_argument("--backend", default=None, choices=("native", "onnxruntime"),

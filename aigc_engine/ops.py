@@ -8,6 +8,7 @@ raises ValueError naming the argument). The GIL is released inside every kernel.
 from __future__ import annotations
 
 import math
+import secrets
 from typing import NamedTuple
 
 import numpy as np
@@ -25,10 +26,26 @@ DEVICES = ("cpu", "cuda")
 
 
 def check_seed(seed: int, name: str = "seed") -> int:
-    """A seed is an integer in [0, 2**64 - 1]."""
+    """A seed is an integer in [0, 2**64 - 1].
+
+    The one seed rule of every front end (Python, `aigc`, HTTP): a request without a seed
+    gets `fresh_seed()`; sample i of a request for n texts uses `sample_seed(seed, i)`, and
+    image i of a request is latent sample i of the seed itself (see `sample_latent`).
+    """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
         raise AigcError(f"{name}: expected an integer in [0, 2**64 - 1], got {seed!r}")
     return int(seed)
+
+
+def fresh_seed() -> int:
+    """A new seed: 64 random bits from the OS, any value of [0, 2**64 - 1]."""
+    return secrets.randbits(64)
+
+
+def sample_seed(seed: int, i: int) -> int:
+    """The seed of text sample i of a request seeded `seed`: (seed + i) mod 2**64, so
+    2**64 - 1 is as good a seed as any and sample i never depends on n."""
+    return (check_seed(seed) + i) % (MAX_SEED + 1)
 
 
 def check_truncation(truncation: float | None) -> float:
@@ -113,11 +130,19 @@ class SampleResult(NamedTuple):
     errors: dict[int, str]    # row -> why it was not sampled, e.g. "logits: row 3 has +inf"; empty: none failed
 
 
-def _per_row(value, batch: int, dtype) -> np.ndarray:
-    """A Python number broadcast to every row; arrays pass through to the extension's checks."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return np.full(batch, value, dtype=dtype)
-    return value
+def _per_row(name: str, value, batch: int, dtype) -> np.ndarray:
+    """A number (Python or numpy) broadcast to every row; arrays pass through to the
+    extension's checks, which refuse any dtype but `dtype`. An integer `dtype` takes only
+    integers in its range: 1.5 is refused, not truncated to the seed or top_k 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return value
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        if not isinstance(value, (int, np.integer)):
+            raise AigcError(f"{name}: expected integers, got {value!r}")
+        if not info.min <= int(value) <= info.max:
+            raise AigcError(f"{name}: expected integers in [{info.min}, {info.max}], got {value!r}")
+    return np.full(batch, value, dtype=dtype)
 
 
 class Sampler:
@@ -159,11 +184,12 @@ class Sampler:
                 raise AigcError("logit_bias: expected (ids int64 (m,), values float32 (m,), offsets int64 (batch + 1,))")
             bias_ids, bias_values, bias_offsets = logit_bias
         self._native = _C.Sampler(
-            batch, vocab, _per_row(seeds, batch, np.uint64), _per_row(steps, batch, np.uint64),
-            _per_row(temperature, batch, np.float32), _per_row(top_k, batch, np.int32),
-            _per_row(top_p, batch, np.float32), _per_row(min_p, batch, np.float32),
-            _per_row(repetition_penalty, batch, np.float32), _per_row(presence_penalty, batch, np.float32),
-            _per_row(frequency_penalty, batch, np.float32), history, history_offsets, prompt_lens, bias_ids,
+            batch, vocab, _per_row("seeds", seeds, batch, np.uint64), _per_row("steps", steps, batch, np.uint64),
+            _per_row("temperature", temperature, batch, np.float32), _per_row("top_k", top_k, batch, np.int32),
+            _per_row("top_p", top_p, batch, np.float32), _per_row("min_p", min_p, batch, np.float32),
+            _per_row("repetition_penalty", repetition_penalty, batch, np.float32),
+            _per_row("presence_penalty", presence_penalty, batch, np.float32),
+            _per_row("frequency_penalty", frequency_penalty, batch, np.float32), history, history_offsets, prompt_lens, bias_ids,
             bias_values, bias_offsets, int(num_logprobs), logprobs, overwrite_logits)
         self._result = SampleResult(*self._native.outputs)
 

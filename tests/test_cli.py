@@ -38,6 +38,16 @@ def test_sample_writes_the_grid_of_the_python_api(tmp_path, name):
     np.testing.assert_array_equal(np.asarray(image), expected[..., 0])
 
 
+def test_sample_without_a_seed_draws_a_fresh_one_and_prints_it(tmp_path):
+    out = tmp_path / "fresh.png"
+    result = aigc("sample", "digits-gan", "-n", 4, "-o", out)
+    assert result.returncode == 0, result.stderr
+    seed = int(result.stderr[result.stderr.index("[seed ") + 6:result.stderr.index("]")])
+    assert 0 <= seed < 2**64
+    expected = make_grid(ImageGenerator.load("digits-gan").sample(4, seed=seed))
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), expected[..., 0])
+
+
 def test_truncation_and_interpolation(tmp_path):
     assert aigc("sample", "digits-dcgan", "-n", 8, "--truncation", 0.7, "-o", tmp_path / "t.png").returncode == 0
     result = aigc("sample", "digits-vae", "-n", 10, "--interpolate", 1, 2, "--nrow", 10, "-o", tmp_path / "i.png")

@@ -7,16 +7,13 @@ rather than silently ignored.
 
 from __future__ import annotations
 
-import secrets
-
 from .. import ops
 from ..errors import AigcError
 from ..images.generator import ImageGenerator
 from ..text.sampling import SamplingParams
 
 MAX_N = 16           # choices per prompt, and images per request
-DEFAULT_MAX_TOKENS = 16  # OpenAI's default
-SEED_RANGE = 2**64
+DEFAULT_MAX_TOKENS = 16  # OpenAI's documented default, so OpenAI clients get what they expect
 
 # OpenAI name → SamplingParams name; the last five are extensions (vLLM spells most alike).
 SAMPLING_FIELDS = {"max_tokens": "max_new_tokens", "temperature": "temperature", "top_p": "top_p",
@@ -108,8 +105,8 @@ def completion_params(body: dict, num_prompts: int) -> tuple[list[tuple[int, Sam
         seed = ops.check_seed(seed)
     jobs = []
     for i in range(num_prompts):
-        for j in range(n):  # choice j of a prompt: seed + j, so the n choices differ
-            choice_seed = None if seed is None else (seed + j) % SEED_RANGE
+        for j in range(n):  # choice j of a prompt: seed + j mod 2**64, so the n choices differ
+            choice_seed = None if seed is None else ops.sample_seed(seed, j)
             jobs.append((i, SamplingParams(**fields, seed=choice_seed)))
     logprobs = fields.get("logprobs")
     return jobs, {"stream": stream, "echo": echo, "logprobs": logprobs, "include_usage": include_usage,
@@ -121,7 +118,7 @@ def image_params(body: dict, generator: ImageGenerator) -> tuple[int, int, float
     _reject_unknown(body, IMAGE_FIELDS)
     n = _count(body, "n", MAX_N)
     seed = body.get("seed")
-    seed = secrets.randbits(63) if seed is None else ops.check_seed(seed)
+    seed = ops.fresh_seed() if seed is None else ops.check_seed(seed)
     truncation = body.get("truncation")
     if truncation is not None:
         ops.check_truncation(truncation)

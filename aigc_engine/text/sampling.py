@@ -64,6 +64,10 @@ def _integer(name: str, value, low: int, high: int | None = None) -> int:
 
 @dataclass(frozen=True)
 class SamplingParams:
+    """How one request picks its tokens. These defaults are `aigc generate`'s and HTTP's too,
+    except where the README's "Seeds and defaults" table says why not (HTTP max_tokens 16,
+    the CLI's temperature 0.8 and top_p 0.95)."""
+
     max_new_tokens: int = 64          # >= 1
     temperature: float = 1.0          # >= 0; 0 = greedy (argmax)
     top_k: int = 0                    # >= 0; 0 = off
@@ -72,7 +76,7 @@ class SamplingParams:
     repetition_penalty: float = 1.0   # [0.01, 10]; 1 = off (HF rule, over prompt and generated tokens)
     presence_penalty: float = 0.0     # [-2, 2]; 0 = off (OpenAI rule, over generated tokens)
     frequency_penalty: float = 0.0    # [-2, 2]; 0 = off (OpenAI rule, over generated tokens)
-    seed: int | None = None           # [0, 2**64); None = a fresh random seed per request
+    seed: int | None = None           # [0, 2**64 - 1]; None = fresh: 64 random bits per request
     stop: tuple[str, ...] = ()        # strings that end the text (not included in it)
     logprobs: int | None = None       # None = off; n in [0, 20]: the chosen token's and the top n
     logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit, [-100, 100]
