@@ -20,7 +20,6 @@ have left the batch and freed their KV blocks.
 from __future__ import annotations
 
 import contextlib
-import secrets
 import threading
 from collections.abc import Iterator, Sequence
 
@@ -150,7 +149,7 @@ class TextGenerator:
         return [self._request(prompt, p) for prompt, p in zip(prompts, params)]
 
     def _request(self, prompt, params: SamplingParams) -> Request:
-        seed = params.seed if params.seed is not None else secrets.randbits(64)
+        seed = params.seed if params.seed is not None else ops.fresh_seed()
         completion = Completion(prompt=prompt if isinstance(prompt, str) else "", seed=seed)
         try:
             if isinstance(prompt, (list, tuple, np.ndarray)):
