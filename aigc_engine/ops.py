@@ -309,8 +309,14 @@ def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, *, residual:
         residual = _float32_array("residual", residual, str(x.shape))
         if residual.shape != x.shape:
             raise AigcError(f"residual: expected C-contiguous float32 {x.shape}, got float32 {residual.shape}")
+        if not x.flags.writeable:
+            raise AigcError("x: array is read-only (with a residual, x + residual is written into x)")
     if out is None:
         out = np.empty_like(x)
+    else:
+        out = _float32_array("out", out, str(x.shape))
+        if out.shape != x.shape:
+            raise AigcError(f"out: expected C-contiguous float32 {x.shape}, got float32 {out.shape}")
     _C.add_layer_norm(x, residual, weight, bias, out, eps)
     return out
 

@@ -72,6 +72,13 @@ def test_bad_arguments_raise():
         ops.layer_norm(x.astype(np.float64), np.ones(4, np.float32), np.zeros(4, np.float32))
     with pytest.raises(AigcError, match=r"x: expected C-contiguous float32 \(rows, dim\) with dim >= 1"):
         ops.layer_norm(np.zeros((2, 0), np.float32), np.ones(0, np.float32), np.zeros(0, np.float32))
+    with pytest.raises(AigcError, match=r"out: expected C-contiguous float32 \(2, 4\), got float32 \(4, 2\)"):
+        ops.layer_norm(x, np.ones(4, np.float32), np.zeros(4, np.float32), out=np.zeros((4, 2), np.float32))
+    frozen = x.copy()
+    frozen.flags.writeable = False
+    with pytest.raises(AigcError, match="x: array is read-only"):
+        ops.layer_norm(frozen, np.ones(4, np.float32), np.zeros(4, np.float32), residual=x)
+    ops.layer_norm(frozen, np.ones(4, np.float32), np.zeros(4, np.float32))  # no residual: x is only read
     with pytest.raises(AigcError, match="eps: expected a number > 0, got 0"):
         ops.layer_norm(x, np.ones(4, np.float32), np.zeros(4, np.float32), eps=0)
     with pytest.raises(AigcError, match="x: expected C-contiguous float32 .*non-contiguous float32"):
