@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 import isa
 import reference as ref
 from aigc_engine import _C, ops
-from aigc_engine.errors import AigcError
 
 
 def forward_under_each(layer, x: np.ndarray, isas) -> dict[str, np.ndarray]:
