@@ -295,3 +295,134 @@ def attention_decode(q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray, bl
         out = np.empty(q.shape if getattr(q, "ndim", 0) == 3 else (0, 0, 0), np.float32)
     _C.attention_decode(q, k_cache, v_cache, block_table, context_lens, _scale(scale), out)
     return out
+
+
+# --- the GPT block's kernels: layer norm, GELU, the projections -------------------------
+
+def _float32_array(name: str, value, shape: str) -> np.ndarray:
+    """value itself when it is a C-contiguous float32 ndarray; else AigcError naming it."""
+    if not isinstance(value, np.ndarray) or value.dtype != np.float32 or not value.flags.c_contiguous:
+        got = (f"{'' if value.flags.c_contiguous else 'non-contiguous '}{value.dtype} {value.shape}"
+               if isinstance(value, np.ndarray) else type(value).__name__)
+        raise AigcError(f"{name}: expected C-contiguous float32 {shape}, got {got}")
+    return value
+
+
+def _positive(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not value > 0:
+        raise AigcError(f"{name}: expected a number > 0, got {value!r}")
+    return float(value)
+
+
+def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, *, residual: np.ndarray | None = None,
+               eps: float = 1e-5, out: np.ndarray | None = None) -> np.ndarray:
+    """Layer norm over the last axis, with the GPT block's residual add fused in:
+    float32 (rows, dim).
+
+    x float32 (rows, dim), C-contiguous, dim >= 1; weight, bias float32 (dim,); eps > 0
+    (GPT-2: 1e-5). y = (h - mean(h)) / sqrt(var(h) + eps) * weight + bias, row by row, with
+    h = x, or h = x + residual when ``residual`` float32 (rows, dim) is given: then x is
+    updated in place to x + residual (the decoder's residual stream; x must be writable,
+    pass a copy to keep it). Sums in float32 (relative error ~dim * 2^-24); any finite
+    input gives a finite output, a constant row gives bias.
+    ``out`` float32 (rows, dim) to write into, may be x itself; allocated when None.
+    """
+    x = _float32_array("x", x, "(rows, dim)")
+    if x.ndim != 2 or x.shape[1] < 1:
+        raise AigcError(f"x: expected C-contiguous float32 (rows, dim) with dim >= 1, got shape {x.shape}")
+    eps = _positive("eps", eps)
+    if residual is not None:
+        residual = _float32_array("residual", residual, str(x.shape))
+        if residual.shape != x.shape:
+            raise AigcError(f"residual: expected C-contiguous float32 {x.shape}, got float32 {residual.shape}")
+        if not x.flags.writeable:
+            raise AigcError("x: array is read-only (with a residual, x + residual is written into x)")
+    if out is None:
+        out = np.empty_like(x)
+    else:
+        out = _float32_array("out", out, str(x.shape))
+        if out.shape != x.shape:
+            raise AigcError(f"out: expected C-contiguous float32 {x.shape}, got float32 {out.shape}")
+    _C.add_layer_norm(x, residual, weight, bias, out, eps)
+    return out
+
+
+def gelu(x: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+    """GPT-2's GELU ("gelu_new", the tanh approximation), element-wise: float32, x's shape.
+
+    y = 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3))), any shape, any finite
+    float32 (y is exactly 0 below about -10 and x above about 10; relative error ~1e-6).
+    x float32, C-contiguous; ``out`` float32 of x's shape, C-contiguous, may be x itself
+    (in place); allocated when None.
+    """
+    x = _float32_array("x", x, "(any shape)")
+    if out is None:
+        out = x.copy()
+    else:
+        out = _float32_array("out", out, str(x.shape))
+        if out.shape != x.shape:
+            raise AigcError(f"out: expected C-contiguous float32 {x.shape}, got float32 {out.shape}")
+        if out is not x:
+            np.copyto(out, x)
+    _C.gelu_tanh(out.reshape(-1))
+    return out
+
+
+WEIGHT_DTYPES = ("float32", "bfloat16", "int8")
+
+
+class Linear:
+    """A projection y = x · weight + bias with its weights stored in ``dtype``, packed once.
+
+    weight float32 (k, n), k, n >= 1 (GPT-2's Conv1D layout: in_features × out_features);
+    bias float32 (n,) or None; ``dtype``:
+
+    - "float32": exact weights; y within float32 accumulation error (~k * 2^-24 relative);
+    - "bfloat16": each weight rounded to bfloat16 (nearest even; 2^-9 relative);
+    - "int8": symmetric per output column, the largest |w| of a column mapping to 127;
+      ``forward`` then quantises x per row the same way (round(x * 127 / max|x|)) and sums
+      the integer products exactly, so y is the same bits on every ISA.
+
+    Whatever the dtype, a row of y depends only on its own row of x (never on m or the
+    other rows), unless ``forward(..., blas=True)``.
+    """
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray | None = None, dtype: str = "float32"):
+        if dtype not in WEIGHT_DTYPES:
+            raise AigcError(f"dtype: expected 'float32', 'bfloat16' or 'int8', got {dtype!r}")
+        weight = _float32_array("weight", weight, "(k, n)")
+        if weight.ndim != 2 or 0 in weight.shape:
+            raise AigcError(f"weight: expected C-contiguous float32 (k, n) with k, n >= 1, got shape {weight.shape}")
+        self._native = _C.Linear(weight, bias, dtype)
+
+    @property
+    def k(self) -> int:
+        """Input features (x's columns)."""
+        return self._native.k
+
+    @property
+    def n(self) -> int:
+        """Output features (y's columns)."""
+        return self._native.n
+
+    @property
+    def dtype(self) -> str:
+        """The weights' storage dtype: "float32", "bfloat16" or "int8"."""
+        return self._native.dtype
+
+    def forward(self, x: np.ndarray, *, out: np.ndarray | None = None, blas: bool = False) -> np.ndarray:
+        """y float32 (m, n) for x float32 (m, k), C-contiguous, m >= 0.
+
+        ``blas=True`` (float32 weights only; ignored for the others) multiplies with
+        OpenBLAS: faster for large m, but a row may round differently for a different m.
+        ``out`` float32 (m, n) to write into; allocated when None.
+        """
+        if not isinstance(blas, bool):
+            raise AigcError(f"blas: expected True or False, got {blas!r}")
+        x = _float32_array("x", x, f"(m, {self.k})")
+        if out is None:
+            out = np.empty((x.shape[0] if x.ndim == 2 else 0, self.n), np.float32)
+        self._native.forward(x, out, blas=blas)
+        return out
+
+    __call__ = forward

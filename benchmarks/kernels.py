@@ -1,9 +1,12 @@
-"""The native CPU kernels against PyTorch: causal attention prefill, paged decode, the sampler.
+"""The native CPU kernels against PyTorch and numpy: causal attention prefill, paged decode,
+the sampler, and the GPT block's layer norm (with the residual add), GELU and projections.
 
 Same inputs to every system, the same thread count; ratios are aigc_engine over each
 peer. Roofline: prefill against the measured fp32 GEMM peak (GFLOP/s of the causal
 attention, 2 * S^2 * d per head), decode against the measured read bandwidth (the K/V bytes
-it must read), the sampler against one read of the logits at that bandwidth.
+it must read), the sampler against one read of the logits at that bandwidth; layer norm,
+GELU and the one-row projections (m = 1, a decode step) against the bytes they must move
+at that bandwidth (GB/s, and its share).
 
     python benchmarks/kernels.py [--quick] [--json results.json] [--threads 2]
 """
@@ -23,6 +26,12 @@ from common import Records, gemm_peak_flops, machine, median_seconds, parser, re
 PREFILL = ((8, 12, 512, 64), (1, 12, 2048, 64))
 DECODE = dict(batch=32, context=1024, heads=12, head_dim=64, block_size=16)
 SAMPLER = dict(batch=64, vocab=50257, temperature=0.8, top_k=50, top_p=0.9, repetition_penalty=1.1, history=100)
+# GPT-2 small's block over 4096 tokens of prefill: the residual stream (tokens, n_embd), the
+# MLP's hidden (tokens, 4 * n_embd), its first projection c_fc (n_embd, 4 * n_embd) at m = 1.
+# Every array outgrows the last-level cache (50 MB of hidden; the projections cycle through
+# >= 256 MB of weight copies, as a decode step reads its layers), so memory bandwidth is the bound.
+BLOCK = dict(tokens=4096, dim=768, hidden=3072)
+COLD_BYTES = 256 * 2**20
 # The sampler inside generation: the shipped GPT (vocab 4096), native float32, prompt 32.
 IN_GENERATION = dict(model="pycode-gpt", batches=(1, 32), prompt=32, new_tokens=128)
 
@@ -171,6 +180,93 @@ def sampler_rows(ops, torch, records, bandwidth, repeats, min_seconds):
     records.add("sample", "one read at measured bandwidth", dict(c), one_read * 1e3, "ms")
 
 
+def bandwidth_row(records, bench, name, params, times, moved, bandwidth, ours):
+    """One row per system: ms, its time / ours, GB/s of the bytes the kernel must move and
+    that rate's share of the measured read bandwidth. moved: bytes, or bytes per system."""
+    for system, seconds in times.items():
+        records.add(name, system, params, seconds * 1e3, "ms")
+        nbytes = moved[system] if isinstance(moved, dict) else moved
+        row(bench, system, seconds, f"{nbytes / seconds / 1e9:6.1f} GB/s  {100 * nbytes / bandwidth / seconds:5.1f}% of bw",
+            f"{seconds / times[ours]:.2f}x")
+
+
+def block_rows(ops, torch, records, bandwidth, repeats, min_seconds):
+    """Layer norm with the residual add, GELU and one-row projections: ours, numpy, torch."""
+    c = BLOCK
+    rng = np.random.default_rng(3)
+    tokens, dim, hidden = c["tokens"], c["dim"], c["hidden"]
+    h = rng.standard_normal((tokens, dim), dtype=np.float32)
+    delta = rng.standard_normal((tokens, dim), dtype=np.float32)
+    weight, bias = rng.standard_normal(dim, dtype=np.float32), rng.standard_normal(dim, dtype=np.float32)
+    y = np.empty_like(h)
+
+    # Every system adds delta into its own copy of h in place, as the decoder's residual stream
+    # does (h drifts by delta per call: a few thousand calls leave it finite and no slower).
+    h_numpy, h_ours = h.copy(), h.copy()
+
+    def numpy_layer_norm():
+        np.add(h_numpy, delta, out=h_numpy)
+        mean = h_numpy.mean(axis=1, keepdims=True)
+        centred = h_numpy - mean
+        return centred / np.sqrt((centred * centred).mean(axis=1, keepdims=True) + np.float32(1e-5)) * weight + bias
+    times = {"aigc layer_norm": median_seconds(lambda: ops.layer_norm(h_ours, weight, bias, residual=delta, out=y),
+                                               repeats, min_seconds),
+             "numpy": median_seconds(numpy_layer_norm, repeats, min_seconds)}
+    if torch is not None:
+        th, td, tw, tb = (torch.from_numpy(a) for a in (h.copy(), delta, weight, bias))
+        with torch.inference_mode():
+            times["torch add_ + layer_norm"] = median_seconds(
+                lambda: torch.nn.functional.layer_norm(th.add_(td), (dim,), tw, tb, 1e-5), repeats, min_seconds)
+    # The least any of them moves: read h and delta, write h + delta and y.
+    bandwidth_row(records, f"layer_norm + residual ({tokens}, {dim})", "layer_norm", {"tokens": tokens, "dim": dim},
+                  times, 4 * h.nbytes, bandwidth, "aigc layer_norm")
+
+    x = rng.standard_normal((tokens, hidden), dtype=np.float32) * 3
+    out = np.empty_like(x)
+    k0, k1, half = (np.float32(v) for v in (0.7978845608, 0.044715, 0.5))
+    times = {"aigc gelu": median_seconds(lambda: ops.gelu(x, out=out), repeats, min_seconds),
+             "numpy": median_seconds(lambda: half * x * (1 + np.tanh(k0 * (x + k1 * x * x * x))), repeats, min_seconds)}
+    if torch is not None:
+        tx = torch.from_numpy(x)
+        with torch.inference_mode():
+            times["torch gelu(tanh)"] = median_seconds(lambda: torch.nn.functional.gelu(tx, approximate="tanh"),
+                                                       repeats, min_seconds)
+    bandwidth_row(records, f"gelu ({tokens}, {hidden})", "gelu", {"tokens": tokens, "hidden": hidden}, times,
+                  2 * x.nbytes, bandwidth, "aigc gelu")
+
+    w = (rng.standard_normal((dim, hidden)) * 0.02).astype(np.float32)
+    b = rng.standard_normal(hidden).astype(np.float32)
+    x1 = rng.standard_normal((1, dim)).astype(np.float32)
+    out1 = np.empty((1, hidden), np.float32)
+    copies = -(-COLD_BYTES // w.nbytes)
+
+    def cycling(fns):
+        """Seconds per call of one round through fns (each on its own copy of the weights)."""
+        def round_():
+            for fn in fns:
+                fn()
+        return median_seconds(round_, max(3, repeats // 3), min_seconds) / len(fns)
+    ws = [w.copy() for _ in range(copies)]
+    baseline_s = {"numpy float32 (x @ w + b)": cycling([lambda w=w: x1 @ w + b for w in ws])}
+    if torch is not None:
+        tb1, tx1 = torch.from_numpy(b), torch.from_numpy(x1)
+        tws = [torch.from_numpy(w.T.copy()) for w in ws]  # torch's (out_features, in_features)
+        with torch.inference_mode():
+            baseline_s["torch float32 linear"] = cycling(
+                [lambda tw=tw: torch.nn.functional.linear(tx1, tw, tb1) for tw in tws])
+        del tws
+    del ws
+    for dtype, size in (("float32", 4), ("bfloat16", 2), ("int8", 1)):
+        layers = [ops.Linear(w, b, dtype) for _ in range(-(-COLD_BYTES // (w.size * size)))]
+        times = {f"aigc Linear {dtype}": cycling([lambda layer=layer: layer.forward(x1, out=out1) for layer in layers]),
+                 **baseline_s}
+        del layers
+        # The weights dominate what a one-row projection reads: theirs in float32, ours in dtype.
+        moved = {system: dim * hidden * (size if system.startswith("aigc") else 4) for system in times}
+        bandwidth_row(records, f"Linear m=1 ({dim}, {hidden}) {dtype}", "linear",
+                      {"m": 1, "k": dim, "n": hidden, "dtype": dtype}, times, moved, bandwidth, f"aigc Linear {dtype}")
+
+
 def sampler_share_rows(records, quick: bool):
     """The sampler's share of generation: the time in ops.Sampler (preparing it for a batch,
     and its calls, one per decode step) over the whole generate call of the shipped GPT,
@@ -232,13 +328,14 @@ def main() -> None:
     records.machine["read_bandwidth_gbs"] = bandwidth / 1e9
     print(f"fp32 GEMM peak (numpy matmul, {args.threads} threads): {peak / 1e9:.0f} GFLOP/s; "
           f"read bandwidth: {bandwidth / 1e9:.1f} GB/s")
-    print("ratio: prefill and decode = torch time / ours; sampler = that system's time / ours")
+    print("ratio: prefill and decode = torch time / ours; sampler and the block's kernels = that system's time / ours")
     header = f"{'benchmark':<34} {'system':<30} {'ms':>10} {'ratio':>9} roofline"
     print(header)
     print("-" * (len(header) + 30))
     prefill_rows(ops, torch, records, peak, repeats, min_seconds)
     decode_rows(ops, torch, records, bandwidth, repeats, min_seconds)
     sampler_rows(ops, torch, records, bandwidth, repeats, min_seconds)
+    block_rows(ops, torch, records, bandwidth, repeats, min_seconds)
     sampler_share_rows(records, args.quick)
     records.write(args.json)
 

@@ -10,25 +10,25 @@ import reference
 from aigc_engine import ops
 
 
+@isa.EACH
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(1, 5), c=st.sampled_from([1, 3, 4]), h=st.integers(1, 9), w=st.integers(1, 9),
        seed=st.integers(0, 2**32 - 1))
-def test_images_to_uint8_matches_numpy(n, c, h, w, seed):
+def test_images_to_uint8_matches_numpy(isa_name, n, c, h, w, seed):
     images = np.random.default_rng(seed).uniform(-1.3, 1.3, (n, c, h, w)).astype(np.float32)
     # The exact rounding boundaries: x where (x + 1) * 127.5 lands on .5.
     images.flat[0] = np.float32(-1 + 0.5 / 127.5)
     expected = reference.images_to_uint8(images)
-    for name in isa.SUPPORTED:
-        with isa.forced(name):
-            np.testing.assert_array_equal(ops.images_to_uint8(images), expected, err_msg=name)
+    with isa.forced(isa_name):
+        np.testing.assert_array_equal(ops.images_to_uint8(images), expected)
 
 
-def test_images_to_uint8_many_images_over_threads():
+@isa.EACH
+def test_images_to_uint8_many_images_over_threads(isa_name):
     images = np.random.default_rng(0).uniform(-1.1, 1.1, (37, 1, 28, 28)).astype(np.float32)
     images[29, 0, 5, 5] = np.nan
-    for name in isa.SUPPORTED:
-        with isa.forced(name), pytest.raises(ValueError, match="1 non-finite"):
-            ops.images_to_uint8(images)
+    with isa.forced(isa_name), pytest.raises(ValueError, match="1 non-finite"):
+        ops.images_to_uint8(images)
     images[29, 0, 5, 5] = 0.25
     np.testing.assert_array_equal(ops.images_to_uint8(images), reference.images_to_uint8(images))
 

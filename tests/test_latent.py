@@ -14,18 +14,18 @@ import reference
 from aigc_engine import ops
 
 
+@isa.EACH
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**64 - 1), n=st.integers(1, 3), dim=st.sampled_from([1, 3, 4, 5, 17, 100, 513]),
        first_index=st.integers(0, 2**64 - 4))
-def test_latents_match_numpy_philox_reference(seed, n, dim, first_index):
+def test_latents_match_numpy_philox_reference(isa_name, seed, n, dim, first_index):
     expected = reference.latents(seed, n, dim, first_index)
-    for name in isa.SUPPORTED:
-        with isa.forced(name):
-            ours = ops.sample_latent(n, dim, seed, first_index=first_index)
-        # Both round float64 Box-Muller values to float32; the vector log/cos (≤ 4 ulp in
-        # float64) and numpy's scalar ones may differ in the last bits of a float64, which
-        # moves the float32 by at most one ulp. (dim 513: more pairs than one vector block.)
-        np.testing.assert_array_max_ulp(ours, expected, maxulp=1)
+    with isa.forced(isa_name):
+        ours = ops.sample_latent(n, dim, seed, first_index=first_index)
+    # Both round float64 Box-Muller values to float32; the vector log/cos (≤ 4 ulp in
+    # float64) and numpy's scalar ones may differ in the last bits of a float64, which
+    # moves the float32 by at most one ulp. (dim 513: more pairs than one vector block.)
+    np.testing.assert_array_max_ulp(ours, expected, maxulp=1)
 
 
 @settings(max_examples=10, deadline=None)

@@ -23,6 +23,8 @@ namespace aigc {
 enum class WeightDtype { kFloat32, kBFloat16, kInt8 };
 
 constexpr int64_t kPanel = 64;
+// Panels of a layer with n output columns (the last one zero-padded).
+constexpr int64_t linear_panel_count(int64_t n) { return (n + kPanel - 1) / kPanel; }
 
 // Panels start on a cache line: large std::vector allocations sit 16 bytes past a page,
 // which splits every other 32-byte load across two lines (AVX2, one row from L1: 57 → 80
@@ -58,7 +60,8 @@ struct Linear {
 // tied embedding as the LM head) needs no copy. bias may be null.
 Linear make_linear(const float* w, int64_t row_stride, int64_t col_stride, const float* bias, int64_t k,
                    int64_t n, WeightDtype dtype);
-// Both threaded over column panels.
+// Both threaded over column panels: linear_forward dispatches on the ISA
+// (cpu/linear_dispatch.cc), linear_forward_blas calls OpenBLAS (runtime/linear.cc).
 void linear_forward(const Linear& layer, const float* x, int64_t m, float* y);
 void linear_forward_blas(const Linear& layer, const float* x, int64_t m, float* y);
 

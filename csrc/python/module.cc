@@ -18,7 +18,9 @@ void bind_attention(py::module_& m);  // python/attention.cc
 using aigc::python::checked_data;
 
 namespace aigc::python {
-void bind_block_ops(py::module_& m);
+void bind_gelu(py::module_& m);    // python/gelu.cc
+void bind_linear(py::module_& m);  // python/linear.cc
+void bind_norm(py::module_& m);    // python/norm.cc
 void bind_decoder(py::module_& m);
 }  // namespace aigc::python
 
@@ -111,7 +113,9 @@ PYBIND11_MODULE(_C, m) {
   m.def("cpu_has_avx512_bf16", &aigc::cpu_has_avx512_bf16);
   m.def("cpu_has_avx512_vnni", &aigc::cpu_has_avx512_vnni);
   m.def("num_threads", &aigc::num_threads);
-  aigc::python::bind_block_ops(m);
+  aigc::python::bind_linear(m);
+  aigc::python::bind_norm(m);
+  aigc::python::bind_gelu(m);
   aigc::python::bind_decoder(m);
   m.def("sample_latent", &sample_latent, py::arg("out"), py::arg("seed"), py::arg("first_index"),
         py::arg("truncation"), py::arg("device") = "cpu");

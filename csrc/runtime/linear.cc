@@ -1,7 +1,10 @@
-// See aigc/linear.h: weights converted once at load, then each call split over the
-// thread pool by columns, so every thread reads its own share of the weights.
+// See aigc/linear.h: weights converted once at load into column panels (make_linear), and
+// the OpenBLAS path (linear_forward_blas), split over the thread pool by panels so every
+// thread reads its own share of the weights. The own kernels' entry point, linear_forward,
+// is cpu/linear_dispatch.cc's (the ISA dispatch lives under cpu/).
 #include <cblas.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <mutex>
@@ -12,8 +15,6 @@
 
 namespace aigc {
 namespace {
-
-int64_t panel_count(int64_t n) { return (n + kPanel - 1) / kPanel; }
 
 // OpenBLAS runs single-threaded inside our pool's threads (two pools would fight for cores).
 void init_openblas() {
@@ -40,7 +41,7 @@ Linear make_linear(const float* w, int64_t row_stride, int64_t col_stride, const
   layer.dtype = dtype;
   if (bias) layer.bias.assign(bias, bias + n);
   auto at = [&](int64_t r, int64_t c) { return w[r * row_stride + c * col_stride]; };
-  const int64_t panels = panel_count(n);
+  const int64_t panels = linear_panel_count(n);
   if (dtype == WeightDtype::kFloat32) {
     layer.w_f32.assign(panels * k * kPanel, 0.0f);
     for (int64_t c = 0; c < n; ++c)
@@ -72,59 +73,11 @@ Linear make_linear(const float* w, int64_t row_stride, int64_t col_stride, const
   return layer;
 }
 
-void linear_forward(const Linear& layer, const float* x, int64_t m, float* y) {
-  if (m <= 0) return;
-  LinearPanelParams p{};
-  p.x = x;
-  p.m = m;
-  p.k = layer.k;
-  p.n = layer.n;
-  p.bias = layer.bias.empty() ? nullptr : layer.bias.data();
-  p.y = y;
-  const Isa isa = active_isa();
-  const int64_t panels = panel_count(layer.n);
-  switch (layer.dtype) {
-    case WeightDtype::kFloat32:
-      p.panels = layer.w_f32.data();
-      return parallel_for(panels, [&](int64_t first, int64_t last) { AIGC_ISA_CALL(isa, linear_f32_panels, p, first, last); });
-    case WeightDtype::kBFloat16:
-      p.panels = layer.w_bf16.data();
-      return parallel_for(panels, [&](int64_t first, int64_t last) { AIGC_ISA_CALL(isa, linear_bf16_panels, p, first, last); });
-    case WeightDtype::kInt8: {
-      // Reused buffers per thread: the decoder calls this every layer of every step.
-      thread_local std::vector<uint8_t> xq;
-      thread_local std::vector<float> x_scale;
-      LinearInt8Params q{};
-      q.k4 = (layer.k + 3) / 4;
-      if (static_cast<int64_t>(xq.size()) < m * q.k4 * 4) xq.resize(m * q.k4 * 4);
-      if (static_cast<int64_t>(x_scale.size()) < m) x_scale.resize(m);
-      AIGC_ISA_CALL(isa, quantize_rows, x, m, layer.k, q.k4, xq.data(), x_scale.data());
-      q.xq = xq.data();
-      q.x_scale = x_scale.data();
-      if (isa == Isa::kAvx2) {
-        thread_local std::vector<int16_t> xw;
-        if (static_cast<int64_t>(xw.size()) < m * q.k4 * 4) xw.resize(m * q.k4 * 4);
-        avx2::widen_rows(xq.data(), m, q.k4, xw.data());
-        q.xw = xw.data();
-      }
-      q.m = m;
-      q.n = layer.n;
-      q.panels = layer.w_i8.data();
-      q.w_scale = layer.scale.data();
-      q.w_sum = layer.w_sum.data();
-      q.bias = p.bias;
-      q.y = y;
-      q.vnni = cpu_has_avx512_vnni();
-      return parallel_for(panels, [&](int64_t first, int64_t last) { AIGC_ISA_CALL(isa, linear_int8_panels, q, first, last); });
-    }
-  }
-}
-
 void linear_forward_blas(const Linear& layer, const float* x, int64_t m, float* y) {
   if (layer.dtype != WeightDtype::kFloat32) return linear_forward(layer, x, m, y);
   if (m <= 0) return;
   init_openblas();
-  parallel_for(panel_count(layer.n), [&](int64_t first, int64_t last) {
+  parallel_for(linear_panel_count(layer.n), [&](int64_t first, int64_t last) {
     for (int64_t panel = first; panel < last; ++panel) {
       const int64_t c0 = panel * kPanel, width = std::min(kPanel, layer.n - c0);
       // A panel is a (k, kPanel) row-major matrix; its padding columns are never written.

@@ -1,0 +1,61 @@
+// The CPU entry point of the projections (aigc/linear.h): y (m, n) = x (m, k) · W + bias,
+// split over the thread pool by column panels, each thread calling the version of the
+// panel kernel built for the active ISA (cpu/linear.cc, cpu/linear_int8.cc). int8 layers
+// first quantise x per row (and, on avx2, widen it to int16 once per call). No math here.
+#include <vector>
+
+#include "aigc/isa.h"
+#include "aigc/linear.h"
+#include "runtime/thread_pool.h"
+
+namespace aigc {
+
+void linear_forward(const Linear& layer, const float* x, int64_t m, float* y) {
+  if (m <= 0) return;
+  LinearPanelParams p{};
+  p.x = x;
+  p.m = m;
+  p.k = layer.k;
+  p.n = layer.n;
+  p.bias = layer.bias.empty() ? nullptr : layer.bias.data();
+  p.y = y;
+  const Isa isa = active_isa();
+  const int64_t panels = linear_panel_count(layer.n);
+  switch (layer.dtype) {
+    case WeightDtype::kFloat32:
+      p.panels = layer.w_f32.data();
+      return parallel_for(panels, [&](int64_t first, int64_t last) { AIGC_ISA_CALL(isa, linear_f32_panels, p, first, last); });
+    case WeightDtype::kBFloat16:
+      p.panels = layer.w_bf16.data();
+      return parallel_for(panels, [&](int64_t first, int64_t last) { AIGC_ISA_CALL(isa, linear_bf16_panels, p, first, last); });
+    case WeightDtype::kInt8: {
+      // Reused buffers per thread: the decoder calls this every layer of every step.
+      thread_local std::vector<uint8_t> xq;
+      thread_local std::vector<float> x_scale;
+      LinearInt8Params q{};
+      q.k4 = (layer.k + 3) / 4;
+      if (static_cast<int64_t>(xq.size()) < m * q.k4 * 4) xq.resize(m * q.k4 * 4);
+      if (static_cast<int64_t>(x_scale.size()) < m) x_scale.resize(m);
+      AIGC_ISA_CALL(isa, quantize_rows, x, m, layer.k, q.k4, xq.data(), x_scale.data());
+      q.xq = xq.data();
+      q.x_scale = x_scale.data();
+      if (isa == Isa::kAvx2) {
+        thread_local std::vector<int16_t> xw;
+        if (static_cast<int64_t>(xw.size()) < m * q.k4 * 4) xw.resize(m * q.k4 * 4);
+        avx2::widen_rows(xq.data(), m, q.k4, xw.data());
+        q.xw = xw.data();
+      }
+      q.m = m;
+      q.n = layer.n;
+      q.panels = layer.w_i8.data();
+      q.w_scale = layer.scale.data();
+      q.w_sum = layer.w_sum.data();
+      q.bias = p.bias;
+      q.y = y;
+      q.vnni = cpu_has_avx512_vnni();
+      return parallel_for(panels, [&](int64_t first, int64_t last) { AIGC_ISA_CALL(isa, linear_int8_panels, q, first, last); });
+    }
+  }
+}
+
+}  // namespace aigc
