@@ -236,3 +236,26 @@ def test_cli_kv_dtype(tiny, capsys):
     assert exit_.value.code == 2 and "--kv-dtype: invalid choice: 'float16'" in capsys.readouterr().err
     assert main(args + ["--kv-dtype", "bfloat16", "--backend", "onnxruntime"]) == 1
     assert "kv_dtype: the onnxruntime backend has no paged KV cache" in capsys.readouterr().err
+
+
+def test_serve_passes_kv_dtype_to_the_text_models(monkeypatch):
+    pytest.importorskip("starlette")
+    from aigc_engine.serving import run
+
+    seen = {}
+
+    class Socket:
+        def close(self):
+            pass
+
+    def load_models(names, max_queued, **options):
+        seen.update(options)
+        raise AigcError("stop here")
+
+    monkeypatch.setattr(run, "bind", lambda host, port: Socket())
+    monkeypatch.setattr(run, "load_models", load_models)
+    assert main(["serve", "pycode-gpt", "--kv-dtype", "bfloat16"]) == 1
+    assert seen == {"kv_dtype": "bfloat16"}
+    seen.clear()
+    assert main(["serve", "pycode-gpt"]) == 1
+    assert seen == {}  # unset: the generator's default (float32)
