@@ -17,6 +17,8 @@ import time
 from .artifacts.schema import CLASSIFIER, IMAGE_FAMILIES, TEXT_FAMILIES, WEIGHT_DTYPES
 from .errors import AigcError
 
+KV_DTYPES = ("float32", "bfloat16")  # text/native.py's KV_DTYPES, named here without importing the extension
+
 
 def _cmd_models(args: argparse.Namespace) -> None:
     from .artifacts.registry import embedded_artifacts
@@ -83,7 +85,7 @@ def _cmd_generate(args: argparse.Namespace) -> None:
     if args.n < 1:
         raise AigcError(f"-n: expected an integer >= 1, got {args.n}")
     prompts = [sys.stdin.read() if p == "-" else p for p in args.prompt]
-    generator = TextGenerator.load(args.model, backend=args.backend, dtype=args.dtype)
+    generator = TextGenerator.load(args.model, backend=args.backend, dtype=args.dtype, kv_dtype=args.kv_dtype)
     first_seed = args.seed if args.seed is not None else fresh_seed()
     def params(i: int) -> SamplingParams:
         return SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
@@ -193,7 +195,8 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     sock = bind(args.host, args.port)
     try:
         options = {k: v for k, v in (("backend", args.backend), ("dtype", args.dtype), ("kv_cache_mb", args.kv_cache_mb),
-                                     ("max_batch_size", args.max_batch_size)) if v is not None}
+                                     ("kv_dtype", args.kv_dtype), ("max_batch_size", args.max_batch_size))
+                   if v is not None}
         text, images = load_models(args.model, args.max_queued, **options)
     except BaseException:
         sock.close()
@@ -277,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: native for GPT models, onnxruntime for LSTM models")
     p.add_argument("--dtype", default="float32", choices=WEIGHT_DTYPES,
                    help="how the native decoder stores the weights (default float32)")
+    p.add_argument("--kv-dtype", default="float32", choices=KV_DTYPES,
+                   help="how the native decoder's KV cache stores keys and values (default float32)")
     p.set_defaults(run=_cmd_generate)
 
     p = commands.add_parser("train", help="train a model and export it (needs the 'train' extra)")
@@ -331,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kv-cache-mb", type=float, default=None, help="native KV cache budget (default 512)")
     p.add_argument("--dtype", default=None, choices=WEIGHT_DTYPES,
                    help="native decoder weights (default float32)")
+    p.add_argument("--kv-dtype", default=None, choices=KV_DTYPES,
+                   help="native KV cache keys and values: bfloat16 holds twice the tokens (default float32)")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20,
                    help="larger request bodies get 413 (default 1 MiB); see the README's Limits for the others")
     p.add_argument("--stream-interval", type=float, default=None,

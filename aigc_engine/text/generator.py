@@ -44,7 +44,7 @@ DEFAULT_MAX_BATCH_SIZE = 32
 class TextGenerator:
     def __init__(self, artifact: Artifact, backend: str | None = None, device: str = "cpu",
                  num_threads: int | None = None, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-                 dtype: str = "float32", kv_cache_mb: float = DEFAULT_KV_CACHE_MB):
+                 dtype: str = "float32", kv_cache_mb: float = DEFAULT_KV_CACHE_MB, kv_dtype: str = "float32"):
         backends = BACKENDS[artifact.family]
         backend = backends[0] if backend is None else backend
         if backend not in backends:
@@ -52,6 +52,9 @@ class TextGenerator:
         if backend == "onnxruntime" and dtype != "float32":
             raise AigcError(f"dtype: the onnxruntime backend runs the file's float32 weights, got {dtype!r} "
                             "(bfloat16 and int8 are the native backend's)")
+        if backend == "onnxruntime" and kv_dtype != "float32":
+            raise AigcError(f"kv_dtype: the onnxruntime backend has no paged KV cache to store in {kv_dtype!r} "
+                            "(kv_dtype is the native backend's)")
         if backend == "native" and device != "cpu":
             raise AigcError(f"device: the native decoder runs on the CPU, got {device!r}")
         if device not in ops.DEVICES:
@@ -70,7 +73,7 @@ class TextGenerator:
         # garbage collector cancels its request from the same thread.
         self._lock = threading.RLock()
         if backend == "native":
-            self._model = NativeGpt(artifact, dtype, kv_cache_mb)
+            self._model = NativeGpt(artifact, dtype, kv_cache_mb, kv_dtype)
             self.scheduler = ContinuousScheduler(self._model, max_batch_size)
         else:
             self._model = (GptOnnx if artifact.family == "gpt" else LstmOnnx)(artifact, device, num_threads)
@@ -79,13 +82,16 @@ class TextGenerator:
     @classmethod
     def load(cls, name_or_path: str, backend: str | None = None, device: str = "cpu",
              num_threads: int | None = None, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-             dtype: str = "float32", kv_cache_mb: float = DEFAULT_KV_CACHE_MB) -> "TextGenerator":
+             dtype: str = "float32", kv_cache_mb: float = DEFAULT_KV_CACHE_MB,
+             kv_dtype: str = "float32") -> "TextGenerator":
         """An embedded model by name (`aigc models`) or a path to an exported .onnx file.
         backend: "native" (GPT only, the default for it) or "onnxruntime"; dtype: how the
         native decoder stores the weights (float32, bfloat16, int8); kv_cache_mb: its KV
-        cache budget (requests wait, or are preempted and recomputed, when it is full)."""
+        cache budget (requests wait, or are preempted and recomputed, when it is full);
+        kv_dtype: how that cache stores keys and values (float32, or bfloat16: twice the
+        tokens per MB, half the bytes each decode step's attention reads)."""
         return cls(read_artifact(resolve(name_or_path), TEXT_FAMILIES), backend, device, num_threads, max_batch_size,
-                   dtype, kv_cache_mb)
+                   dtype, kv_cache_mb, kv_dtype)
 
     @property
     def family(self) -> str:

@@ -4,7 +4,9 @@ paged KV cache, loaded from the same ONNX file onnxruntime runs.
 The weights are the file's initializers, found by their GPT-2 names; the decoder
 converts them once to the chosen dtype (float32; bfloat16; or int8 with a scale per
 output channel, the activations quantised per row at run time) and the in-memory copy of
-the file drops them. The KV cache is one pool of blocks sized by kv_cache_mb.
+the file drops them. The KV cache is one pool of blocks sized by kv_cache_mb, its keys
+and values stored as kv_dtype: float32, or bfloat16 (rounded to nearest even; half the
+bytes, so twice the blocks for the same budget).
 """
 
 from __future__ import annotations
@@ -22,19 +24,23 @@ from ..images.memory import check_fits
 
 BLOCK_SIZE = 16  # tokens per KV block: small enough to waste little, large enough to stream
 DEFAULT_KV_CACHE_MB = 512
+KV_DTYPES = {"float32": 4, "bfloat16": 2}  # bytes per stored key or value element
 
 
 class NativeGpt:
-    def __init__(self, artifact: Artifact, dtype: str = "float32", kv_cache_mb: float = DEFAULT_KV_CACHE_MB):
+    def __init__(self, artifact: Artifact, dtype: str = "float32", kv_cache_mb: float = DEFAULT_KV_CACHE_MB,
+                 kv_dtype: str = "float32"):
         if dtype not in DTYPES:
             raise AigcError(f"dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
+        if not isinstance(kv_dtype, str) or kv_dtype not in KV_DTYPES:
+            raise AigcError(f"kv_dtype: expected one of {', '.join(KV_DTYPES)}, got {kv_dtype!r}")
         if (isinstance(kv_cache_mb, bool) or not isinstance(kv_cache_mb, (int, float)) or not kv_cache_mb > 0
                 or not math.isfinite(kv_cache_mb)):
             raise AigcError(f"kv_cache_mb: expected a finite number > 0, got {kv_cache_mb!r}")
         config = artifact.config
         # Before the weights are copied: a cache that cannot fit fails at once, not after a
         # half-GB conversion, and never as std::bad_alloc.
-        block_bytes = 2 * config["n_layer"] * BLOCK_SIZE * config["n_embd"] * 4
+        block_bytes = 2 * config["n_layer"] * BLOCK_SIZE * config["n_embd"] * KV_DTYPES[kv_dtype]
         num_blocks = int(kv_cache_mb * 2**20 // block_bytes)
         if num_blocks < 1:
             raise AigcError(f"kv_cache_mb: {kv_cache_mb} MB holds no block of {BLOCK_SIZE} tokens "
@@ -42,6 +48,7 @@ class NativeGpt:
         check_fits(f"kv_cache_mb={kv_cache_mb:g} (the KV cache)", num_blocks * block_bytes)
         self.config = config
         self.dtype = dtype
+        self.kv_dtype = kv_dtype
         self.context = config["n_positions"]
         self.vocab_size = config["vocab_size"]
         weights = {t.name: numpy_helper.to_array(t) for t in artifact.model.graph.initializer
@@ -58,7 +65,7 @@ class NativeGpt:
         artifact.model.graph.ClearField("initializer")
         head_dim = config["n_embd"] // config["n_head"]
         try:
-            self.cache = _C.KvCache(config["n_layer"], config["n_head"], head_dim, BLOCK_SIZE, num_blocks)
+            self.cache = _C.KvCache(config["n_layer"], config["n_head"], head_dim, BLOCK_SIZE, num_blocks, kv_dtype)
         except MemoryError:
             raise AigcError(f"kv_cache_mb: cannot allocate a KV cache of {kv_cache_mb:g} MB "
                             f"({num_blocks} blocks of {block_bytes / 2**20:.2f} MB): not enough memory") from None

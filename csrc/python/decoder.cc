@@ -60,12 +60,28 @@ std::unique_ptr<GptModel> make_model(const py::dict& config, const py::dict& wei
   return std::make_unique<GptModel>(c, lookup, parse_weight_dtype(dtype));
 }
 
+KvDtype parse_kv_dtype(const std::string& name) {
+  if (name == "float32") return KvDtype::kFloat32;
+  if (name == "bfloat16") return KvDtype::kBFloat16;
+  throw py::value_error("kv_dtype: expected 'float32' or 'bfloat16', got '" + name + "'");
+}
+
+std::unique_ptr<KvCache> make_cache(int64_t n_layer, int64_t n_head, int64_t head_dim, int64_t block_size,
+                                    int64_t num_blocks, const std::string& dtype) {
+  return std::make_unique<KvCache>(n_layer, n_head, head_dim, block_size, num_blocks, parse_kv_dtype(dtype));
+}
+
 }  // namespace
 
 void bind_decoder(py::module_& m) {
   py::class_<KvCache>(m, "KvCache")
-      .def(py::init<int64_t, int64_t, int64_t, int64_t, int64_t>(), py::arg("n_layer"), py::arg("n_head"),
-           py::arg("head_dim"), py::arg("block_size"), py::arg("num_blocks"))
+      .def(py::init(&make_cache), py::arg("n_layer"), py::arg("n_head"), py::arg("head_dim"), py::arg("block_size"),
+           py::arg("num_blocks"), py::arg("dtype") = "float32")
+      .def_property_readonly("dtype",
+                             [](const KvCache& cache) { return cache.bf16() ? "bfloat16" : "float32"; })
+      .def_property_readonly("nbytes", [](const KvCache& cache) {
+        return 2 * cache.n_layer() * cache.num_blocks() * cache.block_elements() * cache.element_bytes();
+      })
       .def_property_readonly("block_size", &KvCache::block_size)
       .def_property_readonly("num_blocks", &KvCache::num_blocks)
       .def_property_readonly("free_blocks", &KvCache::free_blocks)

@@ -120,7 +120,7 @@ void GptModel::check(const StepBatch& b, const KvCache& cache) const {
   }
 }
 
-void GptModel::reserve(int64_t num_tokens, int64_t num_seqs) {
+void GptModel::reserve(int64_t num_tokens, int64_t num_seqs, bool kv_bf16) {
   const int64_t c = config_.n_embd;
   checked_product({num_tokens, 4, c}, "step: num_tokens * 4 * n_embd");  // the largest buffer
   auto grow = [](std::vector<float>& buffer, int64_t size) {
@@ -131,8 +131,15 @@ void GptModel::reserve(int64_t num_tokens, int64_t num_seqs) {
   grow(qkv_, num_tokens * 3 * c);
   grow(attn_, num_tokens * c);
   grow(q_, num_tokens * c);
-  grow(k_, num_tokens * c);
-  grow(v_, num_tokens * c);
+  // The prompts' keys and values (float32), or every token's rounded to bf16 for a bf16
+  // cache (write_cache).
+  if (kv_bf16) {
+    if (static_cast<int64_t>(k16_.size()) < num_tokens * c) k16_.resize(num_tokens * c);
+    if (static_cast<int64_t>(v16_.size()) < num_tokens * c) v16_.resize(num_tokens * c);
+  } else {
+    grow(k_, num_tokens * c);
+    grow(v_, num_tokens * c);
+  }
   if (static_cast<int64_t>(prompt_cu_.size()) < num_seqs + 1) prompt_cu_.resize(num_seqs + 1);
   grow(proj_, num_tokens * c);
   grow(fc_, num_tokens * 4 * c);
@@ -153,16 +160,33 @@ void GptModel::project(const Linear& layer, const StepBatch& b, const float* x, 
   }
 }
 
+// A bf16 cache gets the keys and values rounded to nearest even (float_to_bf16, as
+// ops.to_bf16), once per step into k16_/v16_ (tokens, n_embd): the prompts' attention
+// reads those same rounded copies, so a token's logits depend only on the bf16 K/V before
+// it, whether they came by prefill or by decode (a preempted request's recomputation sees
+// the numbers its first pass saw).
 void GptModel::write_cache(const StepBatch& b, KvCache& cache, int64_t layer) {
   const int64_t c = config_.n_embd, bs = cache.block_size();
-  float* keys = cache.keys(layer);
-  float* values = cache.values(layer);
+  const bool bf16 = cache.bf16();
   for (int64_t s = 0; s < b.num_seqs; ++s) {
     for (int64_t t = b.cu_seqlens[s]; t < b.cu_seqlens[s + 1]; ++t) {
       const int64_t pos = b.positions[t];
       const int64_t slot = static_cast<int64_t>(b.block_table[s * b.max_blocks + pos / bs]) * bs + pos % bs;
-      std::memcpy(keys + slot * c, qkv_.data() + t * 3 * c + c, c * sizeof(float));
-      std::memcpy(values + slot * c, qkv_.data() + t * 3 * c + 2 * c, c * sizeof(float));
+      const float* key = qkv_.data() + t * 3 * c + c;
+      const float* value = key + c;
+      if (bf16) {
+        uint16_t* k = k16_.data() + t * c;
+        uint16_t* v = v16_.data() + t * c;
+        for (int64_t i = 0; i < c; ++i) {
+          k[i] = float_to_bf16(key[i]);
+          v[i] = float_to_bf16(value[i]);
+        }
+        std::memcpy(static_cast<uint16_t*>(cache.keys(layer)) + slot * c, k, c * sizeof(uint16_t));
+        std::memcpy(static_cast<uint16_t*>(cache.values(layer)) + slot * c, v, c * sizeof(uint16_t));
+      } else {
+        std::memcpy(static_cast<float*>(cache.keys(layer)) + slot * c, key, c * sizeof(float));
+        std::memcpy(static_cast<float*>(cache.values(layer)) + slot * c, value, c * sizeof(float));
+      }
     }
   }
 }
@@ -170,6 +194,7 @@ void GptModel::write_cache(const StepBatch& b, KvCache& cache, int64_t layer) {
 void GptModel::attend(const StepBatch& b, KvCache& cache, int64_t layer) {
   const int64_t c = config_.n_embd, heads = config_.n_head, d = c / heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const bool bf16 = cache.bf16();
   int64_t decoding = 0;
   while (decoding < b.num_seqs && !b.is_prompt[decoding]) ++decoding;
   // The kernels want q (and, for prompts, k and v) as (tokens, heads, head_dim) arrays;
@@ -183,6 +208,7 @@ void GptModel::attend(const StepBatch& b, KvCache& cache, int64_t layer) {
     p.q = q_.data();
     p.k_cache = cache.keys(layer);
     p.v_cache = cache.values(layer);
+    p.kv_bf16 = bf16;
     p.block_table = b.block_table;
     p.context_lens = b.context_lens;
     p.batch = decoding;
@@ -198,13 +224,19 @@ void GptModel::attend(const StepBatch& b, KvCache& cache, int64_t layer) {
   if (decoding < b.num_seqs) {
     const int64_t first = b.cu_seqlens[decoding], tokens = b.num_tokens - first;
     split(0, first, b.num_tokens, q_.data());
-    split(1, first, b.num_tokens, k_.data());
-    split(2, first, b.num_tokens, v_.data());
-    for (int64_t s = decoding; s <= b.num_seqs; ++s) prompt_cu_[s - decoding] = b.cu_seqlens[s] - static_cast<int32_t>(first);
     AttentionPrefillParams p{};
+    if (bf16) {  // rounded by write_cache
+      p.k = k16_.data() + first * c;
+      p.v = v16_.data() + first * c;
+    } else {
+      split(1, first, b.num_tokens, k_.data());
+      split(2, first, b.num_tokens, v_.data());
+      p.k = k_.data();
+      p.v = v_.data();
+    }
+    p.kv_bf16 = bf16;
+    for (int64_t s = decoding; s <= b.num_seqs; ++s) prompt_cu_[s - decoding] = b.cu_seqlens[s] - static_cast<int32_t>(first);
     p.q = q_.data();
-    p.k = k_.data();
-    p.v = v_.data();
     p.cu_seqlens = prompt_cu_.data();
     p.n_seqs = b.num_seqs - decoding;
     p.tokens = tokens;
@@ -224,7 +256,7 @@ void GptModel::forward(const StepBatch& b, KvCache& cache, float* logits) {
   } release{busy_};
   check(b, cache);
   LingerScope linger;  // ~35 kernels in a row: keep the workers awake between them
-  reserve(b.num_tokens, b.num_seqs);
+  reserve(b.num_tokens, b.num_seqs, cache.bf16());
   const int64_t c = config_.n_embd, t_count = b.num_tokens;
   for (int64_t t = 0; t < t_count; ++t) {
     const float* token = wte_.data() + b.tokens[t] * c;

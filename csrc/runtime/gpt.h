@@ -1,7 +1,8 @@
 // The native GPT decoder: GPT-2's forward pass (pre-LN blocks, learned positions, tanh
 // GELU, tied LM head) over one packed step — the new tokens of every running sequence,
 // whole prompts (prefill) and single tokens (decode) together — writing their keys and
-// values into the paged KV cache and returning the next-token logits of each sequence.
+// values into the paged KV cache (float32 or bf16, the cache's dtype) and returning the
+// next-token logits of each sequence.
 // Weights come by GPT-2 name from the exported ONNX file's initializers, converted once
 // to the chosen dtype; buffers grow with the largest step seen, never shrink, so a
 // steady stream of steps allocates nothing.
@@ -67,7 +68,7 @@ class GptModel {
   void project(const Linear& layer, const StepBatch& batch, const float* x, float* y);
   void write_cache(const StepBatch& batch, KvCache& cache, int64_t layer);
   void attend(const StepBatch& batch, KvCache& cache, int64_t layer);
-  void reserve(int64_t num_tokens, int64_t num_seqs);
+  void reserve(int64_t num_tokens, int64_t num_seqs, bool kv_bf16);
 
   GptConfig config_;
   WeightDtype dtype_;
@@ -76,6 +77,7 @@ class GptModel {
   Linear lm_head_;
   // Step buffers: h residual stream, a normalised input, qkv, attention in/out, MLP.
   std::vector<float> h_, a_, qkv_, q_, k_, v_, attn_, proj_, fc_, last_;
+  std::vector<uint16_t> k16_, v16_;  // the prompts' keys and values for a bf16 cache
   std::vector<int32_t> prompt_cu_;
   std::atomic<bool> busy_{false};
 };
