@@ -20,6 +20,7 @@ using aigc::python::checked_data;
 namespace aigc::python {
 void bind_block_ops(py::module_& m);
 void bind_decoder(py::module_& m);
+void bind_generation(py::module_& m);  // python/generation.cc
 }  // namespace aigc::python
 
 namespace {
@@ -113,6 +114,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("num_threads", &aigc::num_threads);
   aigc::python::bind_block_ops(m);
   aigc::python::bind_decoder(m);
+  aigc::python::bind_generation(m);
   m.def("sample_latent", &sample_latent, py::arg("out"), py::arg("seed"), py::arg("first_index"),
         py::arg("truncation"), py::arg("device") = "cpu");
   m.def("slerp", &slerp, py::arg("a"), py::arg("b"), py::arg("t"), py::arg("out"));
