@@ -14,14 +14,14 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from aigc_engine import _C, ops  # noqa: E402
-from aigc_engine.text.native import NativeGpt  # noqa: E402
 from aigc_engine.artifacts.artifact import TEXT_FAMILIES, read_artifact  # noqa: E402
+from aigc_engine.text.native import NativeGpt  # noqa: E402
 from text_fixtures import export_tiny  # noqa: E402
 
 RUNNING, STOPPED_EOS, STOPPED_LENGTH, ERROR = range(4)
 BLOCK = 16
-DEFAULTS = dict(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, repetition_penalty=1.0, presence_penalty=0.0,
-                frequency_penalty=0.0, bias={}, eos=-1, max_new=12, logprobs=-1)
+DEFAULTS = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "repetition_penalty": 1.0,
+            "presence_penalty": 0.0, "frequency_penalty": 0.0, "bias": {}, "eos": -1, "max_new": 12, "logprobs": -1}
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def reference(gpt: NativeGpt, cache, requests: list[dict], max_batch: int = 32, 
         waiting.insert(0, seq)
 
     while waiting or running:
-        for seq in list(running):
+        for seq in list(running):  # preempt() changes running
             if seq not in running:
                 continue
             while blocks_for(seq.cached + 1) > len(seq.blocks):
@@ -123,10 +123,12 @@ def reference(gpt: NativeGpt, cache, requests: list[dict], max_batch: int = 32, 
         history = {}
         if any(r["repetition_penalty"] != 1 or r["presence_penalty"] or r["frequency_penalty"] for r in rs):
             histories = [s.r["prompt"] + s.generated for s in due]
-            history = dict(history=np.array(sum(histories, []), np.int64),
-                           history_offsets=np.concatenate([[0], np.cumsum([len(h) for h in histories])]).astype(np.int64),
-                           prompt_lens=np.array([len(r["prompt"]) for r in rs], np.int64))
-        column = lambda key, dtype: np.array([r[key] for r in rs], dtype)  # noqa: E731
+            offsets = np.concatenate([[0], np.cumsum([len(h) for h in histories])]).astype(np.int64)
+            history = {"history": np.array([t for h in histories for t in h], np.int64), "history_offsets": offsets,
+                       "prompt_lens": np.array([len(r["prompt"]) for r in rs], np.int64)}
+
+        def column(key, dtype, rs=rs):
+            return np.array([r[key] for r in rs], dtype)
         result = ops.Sampler(
             len(due), vocab, seeds=column("seed", np.uint64), steps=np.array([len(s.generated) for s in due], np.uint64),
             temperature=column("temperature", np.float32), top_k=column("top_k", np.int32),

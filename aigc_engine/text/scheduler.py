@@ -58,7 +58,7 @@ class StepResult(NamedTuple):
 class _Queue:
     """The native batch's waiting or running sequences: len() is cheap, iterating lists them."""
 
-    def __init__(self, scheduler: "ContinuousScheduler", running: bool):
+    def __init__(self, scheduler: ContinuousScheduler, running: bool):
         self._scheduler, self._running = scheduler, running
 
     def __len__(self) -> int:

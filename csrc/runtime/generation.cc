@@ -30,23 +30,33 @@ void check_request(const GenerationRequest& r, int64_t vocab, int64_t context) {
     fail("prompt: " + std::to_string(r.prompt.size()) + " tokens + max_new_tokens " +
          std::to_string(r.max_new_tokens) + " exceed the model's context of " + std::to_string(context) + " tokens");
   }
-  if (r.eos_id < -1 || r.eos_id >= vocab) fail("eos_id: expected -1 (none) or a token, got " + std::to_string(r.eos_id));
+  if (r.eos_id < -1 || r.eos_id >= vocab) {
+    fail("eos_id: expected -1 (none) or a token, got " + std::to_string(r.eos_id));
+  }
   if (r.num_logprobs < -1 || r.num_logprobs > kMaxLogprobs || r.num_logprobs > vocab) {
     fail("num_logprobs: expected -1 (none) or 0 .. " + std::to_string(std::min<int64_t>(kMaxLogprobs, vocab)) +
          ", got " + std::to_string(r.num_logprobs));
   }
-  if (!(s.temperature >= 0.0f && std::isfinite(s.temperature))) fail("temperature: expected a finite number >= 0, got " + text(s.temperature));
+  if (!(s.temperature >= 0.0f && std::isfinite(s.temperature))) {
+    fail("temperature: expected a finite number >= 0, got " + text(s.temperature));
+  }
   if (s.top_k < 0) fail("top_k: expected >= 0, got " + std::to_string(s.top_k));
   if (!(s.top_p > 0.0f && s.top_p <= 1.0f)) fail("top_p: expected a value in (0, 1], got " + text(s.top_p));
   if (!(s.min_p >= 0.0f && s.min_p <= 1.0f)) fail("min_p: expected a value in [0, 1], got " + text(s.min_p));
   if (!(s.repetition_penalty > 0.0f && std::isfinite(s.repetition_penalty))) {
     fail("repetition_penalty: expected a finite number > 0, got " + text(s.repetition_penalty));
   }
-  if (!std::isfinite(s.presence_penalty)) fail("presence_penalty: expected a finite number, got " + text(s.presence_penalty));
-  if (!std::isfinite(s.frequency_penalty)) fail("frequency_penalty: expected a finite number, got " + text(s.frequency_penalty));
+  if (!std::isfinite(s.presence_penalty)) {
+    fail("presence_penalty: expected a finite number, got " + text(s.presence_penalty));
+  }
+  if (!std::isfinite(s.frequency_penalty)) {
+    fail("frequency_penalty: expected a finite number, got " + text(s.frequency_penalty));
+  }
   if (s.bias_ids.size() != s.bias_values.size()) fail("logit_bias: as many ids as values expected");
   for (size_t j = 0; j < s.bias_ids.size(); ++j) {
-    if (s.bias_ids[j] < 0 || s.bias_ids[j] >= vocab) fail("logit_bias: id " + std::to_string(s.bias_ids[j]) + " is outside the vocabulary");
+    if (s.bias_ids[j] < 0 || s.bias_ids[j] >= vocab) {
+      fail("logit_bias: id " + std::to_string(s.bias_ids[j]) + " is outside the vocabulary");
+    }
     if (std::isnan(s.bias_values[j]) || s.bias_values[j] == INFINITY) {
       fail("logit_bias: value " + text(s.bias_values[j]) + ", expected a finite number or -inf (a ban)");
     }
@@ -69,8 +79,12 @@ int64_t Generation::Sequence::token(int64_t position) const {
 Generation::Generation(GptModel& model, KvCache& cache, int64_t max_batch_size, int64_t max_step_tokens)
     : model_(model), cache_(cache), max_batch_size_(max_batch_size), max_step_tokens_(max_step_tokens),
       sampler_(model.config().vocab_size) {
-  if (max_batch_size < 1) throw std::invalid_argument("max_batch_size: expected >= 1, got " + std::to_string(max_batch_size));
-  if (max_step_tokens < 1) throw std::invalid_argument("max_step_tokens: expected >= 1, got " + std::to_string(max_step_tokens));
+  if (max_batch_size < 1) {
+    throw std::invalid_argument("max_batch_size: expected >= 1, got " + std::to_string(max_batch_size));
+  }
+  if (max_step_tokens < 1) {
+    throw std::invalid_argument("max_step_tokens: expected >= 1, got " + std::to_string(max_step_tokens));
+  }
 }
 
 void Generation::add(GenerationRequest request) {
@@ -233,7 +247,9 @@ void Generation::forward(int64_t first_prompt) {
     cu_seqlens_.push_back(static_cast<int32_t>(tokens_.size()));
   }
   block_table_.assign(n * max_blocks, 0);
-  for (int64_t s = 0; s < n; ++s) std::copy(batch_[s]->blocks.begin(), batch_[s]->blocks.end(), block_table_.begin() + s * max_blocks);
+  for (int64_t s = 0; s < n; ++s) {
+    std::copy(batch_[s]->blocks.begin(), batch_[s]->blocks.end(), block_table_.begin() + s * max_blocks);
+  }
   logits_.resize(n * model_.config().vocab_size);
   StepBatch b{};
   b.tokens = tokens_.data();
@@ -254,7 +270,9 @@ void Generation::sample(const std::vector<int64_t>& due) {
   float* logits = logits_.data();
   if (n < static_cast<int64_t>(batch_.size())) {  // the usual case, every row due, copies nothing
     due_logits_.resize(n * vocab);
-    for (int64_t i = 0; i < n; ++i) std::copy_n(logits_.data() + due[i] * vocab, vocab, due_logits_.data() + i * vocab);
+    for (int64_t i = 0; i < n; ++i) {
+      std::copy_n(logits_.data() + due[i] * vocab, vocab, due_logits_.data() + i * vocab);
+    }
     logits = due_logits_.data();
   }
   int width = 0;
@@ -298,7 +316,8 @@ void Generation::sample(const std::vector<int64_t>& due) {
     result_.errors.push_back(std::move(error));
     result_.num_top.push_back(r.num_logprobs);
     result_.logprobs.push_back(logprobs ? out_logprobs_[i] : NAN);
-    result_.top_ids.insert(result_.top_ids.end(), out_top_ids_.begin() + i * width, out_top_ids_.begin() + (i + 1) * width);
+    result_.top_ids.insert(result_.top_ids.end(), out_top_ids_.begin() + i * width,
+                           out_top_ids_.begin() + (i + 1) * width);
     result_.top_logprobs.insert(result_.top_logprobs.end(), out_top_logprobs_.begin() + i * width,
                                 out_top_logprobs_.begin() + (i + 1) * width);
   }
