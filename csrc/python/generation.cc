@@ -89,8 +89,8 @@ void bind_generation(py::module_& m) {
       .def_property_readonly("num_waiting", &Generation::num_waiting)
       .def_property_readonly("num_running", &Generation::num_running)
       .def_property_readonly("preemptions", &Generation::preemptions)
-      .def_property_readonly("free_blocks", [](Generation& g) { return g.cache().free_blocks(); })
-      .def_property_readonly("num_blocks", [](Generation& g) { return g.cache().num_blocks(); })
+      .def_property_readonly("free_blocks", &Generation::free_blocks)
+      .def_property_readonly("num_blocks", &Generation::num_blocks)
       .def("waiting_ids", &Generation::waiting_ids)
       .def("running_ids", &Generation::running_ids);
 }

@@ -9,6 +9,8 @@
 #include <stdexcept>
 #include <utility>
 
+#include "runtime/thread_pool.h"
+
 namespace aigc {
 namespace {
 
@@ -65,6 +67,22 @@ void check_request(const GenerationRequest& r, int64_t vocab, int64_t context) {
 
 }  // namespace
 
+class Generation::Turn {
+ public:
+  explicit Turn(Generation& g) : g_(g) {
+    if (g.busy_.exchange(true)) throw std::runtime_error("Generation: a call is already running in another thread");
+  }
+  ~Turn() {
+    g_.waiting_count_ = static_cast<int64_t>(g_.waiting_.size());
+    g_.running_count_ = static_cast<int64_t>(g_.running_.size());
+    g_.free_count_ = g_.cache_.free_blocks();
+    g_.busy_ = false;
+  }
+
+ private:
+  Generation& g_;
+};
+
 void StepResult::clear() {
   ids.clear(), tokens.clear(), states.clear(), errors.clear(), num_top.clear(), logprobs.clear();
   top_ids.clear(), top_logprobs.clear();
@@ -79,6 +97,7 @@ int64_t Generation::Sequence::token(int64_t position) const {
 Generation::Generation(GptModel& model, KvCache& cache, int64_t max_batch_size, int64_t max_step_tokens)
     : model_(model), cache_(cache), max_batch_size_(max_batch_size), max_step_tokens_(max_step_tokens),
       sampler_(model.config().vocab_size) {
+  free_count_ = cache.free_blocks();
   if (max_batch_size < 1) {
     throw std::invalid_argument("max_batch_size: expected >= 1, got " + std::to_string(max_batch_size));
   }
@@ -88,6 +107,7 @@ Generation::Generation(GptModel& model, KvCache& cache, int64_t max_batch_size, 
 }
 
 void Generation::add(GenerationRequest request) {
+  Turn turn(*this);
   const GptConfig& config = model_.config();
   if (live_.count(request.id)) throw std::invalid_argument("id: " + std::to_string(request.id) + " is already queued");
   check_request(request, config.vocab_size, config.n_positions);
@@ -110,20 +130,21 @@ void Generation::add(GenerationRequest request) {
   waiting_.push_back(std::move(seq));
 }
 
-void Generation::free_blocks(Sequence& seq) {
+void Generation::release(Sequence& seq) {
   if (!seq.blocks.empty()) cache_.release(seq.blocks);
   seq.blocks.clear();
 }
 
 bool Generation::remove(int64_t id) {
+  Turn turn(*this);
   auto matches = [id](const Owned& s) { return s->request.id == id; };
   bool found = false;
   if (auto it = std::find_if(running_.begin(), running_.end(), matches); it != running_.end()) {
-    free_blocks(**it);
+    release(**it);
     running_.erase(it);
     found = true;
   } else if (auto w = std::find_if(waiting_.begin(), waiting_.end(), matches); w != waiting_.end()) {
-    free_blocks(**w);
+    release(**w);
     waiting_.erase(w);
     found = true;
   } else if (auto f = std::find_if(finished_.begin(), finished_.end(), matches); f != finished_.end()) {
@@ -147,6 +168,7 @@ void Generation::reset(Sequence& seq, int64_t generated) {
 }
 
 void Generation::rewind(int64_t id, int64_t generated) {
+  Turn turn(*this);
   auto matches = [id](const Owned& s) { return s->request.id == id; };
   if (auto it = std::find_if(running_.begin(), running_.end(), matches); it != running_.end()) {
     if (static_cast<int64_t>((*it)->generated.size()) <= generated) return;
@@ -165,13 +187,15 @@ void Generation::rewind(int64_t id, int64_t generated) {
   }
 }
 
-std::vector<int64_t> Generation::waiting_ids() const {
+std::vector<int64_t> Generation::waiting_ids() {
+  Turn turn(*this);
   std::vector<int64_t> ids;
   for (const Owned& s : waiting_) ids.push_back(s->request.id);
   return ids;
 }
 
-std::vector<int64_t> Generation::running_ids() const {
+std::vector<int64_t> Generation::running_ids() {
+  Turn turn(*this);
   std::vector<int64_t> ids;
   for (const Owned& s : running_) ids.push_back(s->request.id);
   return ids;
@@ -181,7 +205,7 @@ void Generation::preempt(Sequence* seq) {
   auto it = std::find_if(running_.begin(), running_.end(), [seq](const Owned& s) { return s.get() == seq; });
   Owned owned = std::move(*it);
   running_.erase(it);
-  free_blocks(*owned);
+  release(*owned);
   owned->cached = 0;
   owned->running = false;
   waiting_.push_front(std::move(owned));
@@ -324,6 +348,7 @@ void Generation::sample(const std::vector<int64_t>& due) {
 }
 
 const StepResult& Generation::step() {
+  Turn turn(*this);
   result_.clear();
   for (const Owned& f : finished_) live_.erase(f->request.id);
   finished_.clear();
@@ -340,15 +365,18 @@ const StepResult& Generation::step() {
     const int64_t new_tokens = s < first_prompt ? 1 : static_cast<int64_t>(seq.request.prompt.size());
     if (seq.cached + new_tokens == seq.known()) due.push_back(s);
   }
-  forward(first_prompt);
-  if (!due.empty()) sample(due);
+  {
+    LingerScope linger;  // the sampler comes at once, while the pool's threads still spin for work
+    forward(first_prompt);
+    if (!due.empty()) sample(due);
+  }
   // Finished sequences leave (their blocks freed), kept until the next step for rewind.
   for (auto it = running_.begin(); it != running_.end();) {
     if ((*it)->running) {
       ++it;
       continue;
     }
-    free_blocks(**it);
+    release(**it);
     finished_.push_back(std::move(*it));
     it = running_.erase(it);
   }

@@ -7,6 +7,7 @@
 // call that needs no Python. Text-level stops (stop strings) are the caller's: remove().
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -60,12 +61,17 @@ class Generation {
   // One step over everything that can run now; the result stays valid until the next call.
   const StepResult& step();
 
-  int64_t num_waiting() const { return static_cast<int64_t>(waiting_.size()); }
-  int64_t num_running() const { return static_cast<int64_t>(running_.size()); }
+  // Counts as of the end of the last call: safe to read from any thread, even while a
+  // step runs (an Engine's callers read them while its thread steps).
+  int64_t num_waiting() const { return waiting_count_; }
+  int64_t num_running() const { return running_count_; }
+  int64_t free_blocks() const { return free_count_; }
+  int64_t num_blocks() const { return cache_.num_blocks(); }
   int64_t preemptions() const { return preemptions_; }
-  std::vector<int64_t> waiting_ids() const;
-  std::vector<int64_t> running_ids() const;
-  KvCache& cache() { return cache_; }
+  // add, remove, rewind, step and these two take turns: a call while another runs throws
+  // std::runtime_error (the queues are the batch's).
+  std::vector<int64_t> waiting_ids();
+  std::vector<int64_t> running_ids();
 
  private:
   struct Sequence {
@@ -79,18 +85,21 @@ class Generation {
   };
   using Owned = std::unique_ptr<Sequence>;
 
+  class Turn;  // the busy flag, held for one call; publishes the counts at its end
   int64_t blocks_for(int64_t tokens) const { return (tokens + cache_.block_size() - 1) / cache_.block_size(); }
   void make_room();
   void preempt(Sequence* seq);
   int64_t admit();  // how many sequences at the end of running_ were admitted
   void forward(int64_t first_prompt);
   void sample(const std::vector<int64_t>& due);
-  void free_blocks(Sequence& seq);
+  void release(Sequence& seq);  // its blocks back to the cache
   void reset(Sequence& seq, int64_t generated);  // back to `generated` tokens, uncached
 
   GptModel& model_;
   KvCache& cache_;
-  int64_t max_batch_size_, max_step_tokens_, preemptions_ = 0;
+  int64_t max_batch_size_, max_step_tokens_;
+  std::atomic<int64_t> preemptions_{0}, waiting_count_{0}, running_count_{0}, free_count_{0};
+  std::atomic<bool> busy_{false};
   std::deque<Owned> waiting_;
   std::vector<Owned> running_;
   std::vector<Owned> finished_;  // the last step's, kept for rewind
