@@ -16,8 +16,9 @@ Ratios are over Hugging Face.
 --step measures only aigc_engine's native backend on pycode-gpt (batch 1 and 32, greedy,
 no early stop): tokens/s and Python's share of the wall time (time outside the native
 calls — _C.Generation.step, or on builds before it _C.GptModel.forward and
-_C.Sampler.sample — over the whole call). It runs on any build, so that builds can be
-compared by alternating runs: PYTHONPATH=BUILD python benchmarks/text.py --step.
+_C.Sampler.sample — over the whole call), and the part of it spent in Request.accept.
+It runs on any build, so that builds can be compared by alternating runs:
+PYTHONPATH=BUILD python benchmarks/text.py --step.
 """
 
 from __future__ import annotations
@@ -127,30 +128,47 @@ def timed_native_calls() -> list[float]:
     return spent
 
 
+def timed_accept() -> list[float]:
+    """Adds up the seconds of Request.accept (detokenizing, stop strings): Python's share
+    that is the request's, not the scheduler's."""
+    from aigc_engine.text.request import Request
+    spent, accept = [0.0], Request.accept
+
+    def timed(*args):
+        started = time.perf_counter()
+        try:
+            return accept(*args)
+        finally:
+            spent[0] += time.perf_counter() - started
+    Request.accept = timed
+    return spent
+
+
 def step_share(args, records: Records) -> None:
     from aigc_engine import SamplingParams, TextGenerator
-    spent = timed_native_calls()
+    spent, accepting = timed_native_calls(), timed_accept()
     generator = TextGenerator.load("pycode-gpt", max_batch_size=32)
     new_tokens, repeats = (16, 3) if args.quick else (NEW_TOKENS, 5)
-    print(f"{'batch':>5} {'tok/s':>9} {'ms/step':>8} {'python share':>13}")
+    print(f"{'batch':>5} {'tok/s':>9} {'ms/step':>8} {'python share':>13} {'of it accept':>13}")
     for batch in (1, 32):
         prompts = prompts_for(batch, generator.tokenizer)
         params = SamplingParams(max_new_tokens=new_tokens, temperature=0.0, ignore_eos=True)
         generator.generate(prompts, params)  # warm-up
         runs = []
         for _ in range(repeats):
-            spent[0] = 0.0
+            spent[0] = accepting[0] = 0.0
             started = time.perf_counter()
             generator.generate(prompts, params)
             wall = time.perf_counter() - started
-            runs.append((wall, (wall - spent[0]) / wall))
-        wall, share = sorted(runs)[len(runs) // 2]
+            runs.append((wall, (wall - spent[0]) / wall, accepting[0] / wall))
+        wall, share, accept_share = sorted(runs)[len(runs) // 2]
         config = {"model": "pycode-gpt", "batch": batch, "prompt": PROMPT_TOKENS, "new_tokens": new_tokens,
                   "threads": args.threads}
         records.add("text-step", "aigc-native-float32", config, batch * new_tokens / wall, "tokens/s")
         records.add("text-step-python-share", "aigc-native-float32", config, share, "ratio")
-        print(f"{batch:>5} {batch * new_tokens / wall:>9.1f} {1e3 * wall / new_tokens:>8.3f} {100 * share:>12.1f}%",
-              flush=True)
+        records.add("text-step-accept-share", "aigc-native-float32", config, accept_share, "ratio")
+        print(f"{batch:>5} {batch * new_tokens / wall:>9.1f} {1e3 * wall / new_tokens:>8.3f} {100 * share:>12.1f}% "
+              f"{100 * accept_share:>12.1f}%", flush=True)
 
 
 def main() -> None:
