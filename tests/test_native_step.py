@@ -13,7 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from aigc_engine import _C, ops  # noqa: E402
+from aigc_engine import SamplingParams, TextGenerator, _C, ops  # noqa: E402
 from aigc_engine.artifacts.artifact import TEXT_FAMILIES, read_artifact  # noqa: E402
 from aigc_engine.text.native import NativeGpt  # noqa: E402
 from text_fixtures import export_tiny  # noqa: E402
@@ -25,9 +25,13 @@ DEFAULTS = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "repetit
 
 
 @pytest.fixture(scope="module")
-def gpt(tmp_path_factory):
-    _, path = export_tiny(tmp_path_factory.mktemp("tiny-step"), "gpt")
-    return NativeGpt(read_artifact(path, TEXT_FAMILIES))
+def tiny_path(tmp_path_factory):
+    return export_tiny(tmp_path_factory.mktemp("tiny-step"), "gpt")[1]
+
+
+@pytest.fixture(scope="module")
+def gpt(tiny_path):
+    return NativeGpt(read_artifact(tiny_path, TEXT_FAMILIES))
 
 
 def fresh_cache(gpt: NativeGpt, num_blocks: int):
@@ -96,7 +100,10 @@ def reference(gpt: NativeGpt, cache, requests: list[dict], max_batch: int = 32, 
         due = [s for s in decoding if s.cached + 1 == s.known()] + [s for s in prompts if not s.generated]
         tokens, positions, lengths, contexts = [], [], [], []
         for s in decoding:
-            tokens.append(s.token(s.cached)), positions.append(s.cached), lengths.append(1), contexts.append(s.cached + 1)
+            tokens.append(s.token(s.cached))
+            positions.append(s.cached)
+            lengths.append(1)
+            contexts.append(s.cached + 1)
         for s in prompts:
             n = len(s.r["prompt"])
             tokens += s.r["prompt"]
@@ -130,7 +137,8 @@ def reference(gpt: NativeGpt, cache, requests: list[dict], max_batch: int = 32, 
         def column(key, dtype, rs=rs):
             return np.array([r[key] for r in rs], dtype)
         result = ops.Sampler(
-            len(due), vocab, seeds=column("seed", np.uint64), steps=np.array([len(s.generated) for s in due], np.uint64),
+            len(due), vocab, seeds=column("seed", np.uint64),
+            steps=np.array([len(s.generated) for s in due], np.uint64),
             temperature=column("temperature", np.float32), top_k=column("top_k", np.int32),
             top_p=column("top_p", np.float32), min_p=column("min_p", np.float32),
             repetition_penalty=column("repetition_penalty", np.float32),
@@ -290,3 +298,27 @@ def test_requests_that_can_never_run_are_refused_at_add(gpt):
     with pytest.raises(ValueError, match="id: 0 is already queued"):
         add(gen, 0, request(1, 5))
     assert gen.num_waiting == 1 and gen.waiting_ids() == [0]
+
+
+def test_a_stop_string_found_in_python_takes_the_request_out_of_the_native_batch(tiny_path):
+    generator = TextGenerator.load(str(tiny_path))
+    params = SamplingParams(max_new_tokens=30, temperature=0.0, ignore_eos=True)
+    free = generator.generate("def", params)[0]
+    stop = free.text[len(free.text) // 2:len(free.text) // 2 + 2]
+    other = SamplingParams(max_new_tokens=30, temperature=0.8, seed=3, ignore_eos=True)
+    alone = generator.generate("class", other)[0].token_ids
+    scheduler = generator.scheduler
+    requests = generator._requests(["def", "class"], [SamplingParams(**{**params.__dict__, "stop": (stop,)}), other])
+    for request in requests:
+        scheduler.add(request)
+    assert [seq.request for seq in scheduler.waiting] == requests and len(scheduler.running) == 0
+    while not requests[0].finished:
+        scheduler.step()
+    assert requests[0].completion.finish_reason == "stop"
+    assert requests[0].completion.text == free.text[:free.text.find(stop)]
+    assert [seq.request for seq in scheduler.running] == [requests[1]]
+    while scheduler.busy:
+        scheduler.step()
+    assert requests[1].completion.token_ids == alone
+    cache = scheduler.backend.cache
+    assert scheduler.stats()["free_blocks"] == cache.free_blocks == cache.num_blocks
