@@ -322,3 +322,41 @@ def test_a_stop_string_found_in_python_takes_the_request_out_of_the_native_batch
     assert requests[1].completion.token_ids == alone
     cache = scheduler.backend.cache
     assert scheduler.stats()["free_blocks"] == cache.free_blocks == cache.num_blocks
+
+
+class InterruptedOnce:
+    """The native batch, but its n-th step raises KeyboardInterrupt once it has run (as a
+    signal arriving when the call returns would): the step's results never reach Python."""
+
+    def __init__(self, native, n: int):
+        self._native, self._left = native, n
+
+    def __getattr__(self, name):
+        return getattr(self._native, name)
+
+    def step(self):
+        result = self._native.step()
+        self._left -= 1
+        if self._left == 0:
+            raise KeyboardInterrupt
+        return result
+
+
+def test_an_interrupt_as_the_native_step_returns_loses_no_token(tiny_path):
+    generator = TextGenerator.load(str(tiny_path))
+    params = [SamplingParams(max_new_tokens=n, temperature=0.9, seed=i, ignore_eos=True)
+              for i, n in enumerate((1, 2, 3, 8, 12))]
+    prompts = ["def", "class", "x", "import os", "# a"]
+    alone = [generator.generate(p, q)[0].token_ids for p, q in zip(prompts, params)]
+    scheduler = generator.scheduler
+    requests = generator._requests(prompts, params)
+    for request in requests:
+        scheduler.add(request)
+    scheduler._native = InterruptedOnce(scheduler._native, n=2)  # step 2 ends requests 1 (length) and 2 more
+    with pytest.raises(KeyboardInterrupt):
+        while scheduler.busy:
+            scheduler.step()
+    while scheduler.busy:
+        scheduler.step()
+    assert [r.completion.token_ids for r in requests] == alone
+    assert scheduler.preemptions > 0

@@ -144,6 +144,10 @@ class ContinuousScheduler:
         except Exception as error:  # the batch's requests fail; the scheduler stays usable
             self._fail_running([], error)
             raise
+        except BaseException:  # KeyboardInterrupt as the step returned: its tokens never reached Python
+            for id_, request in list(self._requests.items()):
+                self._native.rewind(id_, len(request.generated))
+            raise
         requests = [self._requests[i] for i in result.ids]
         try:
             self._sample(result, requests)
