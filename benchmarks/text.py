@@ -12,6 +12,13 @@ roofline: tokens/s × weight bytes read per token / the read bandwidth measured 
 Ratios are over Hugging Face.
 
     python benchmarks/text.py [--quick] [--json results.json] [--cache DIR]
+
+--step measures only aigc_engine's native backend on pycode-gpt (batch 1 and 32, greedy,
+no early stop): tokens/s and Python's share of the wall time (time outside the native
+calls — _C.Generation.step, or on builds before it _C.GptModel.forward and
+_C.Sampler.sample — over the whole call), and the part of it spent in Request.accept.
+It runs on any build, so that builds can be compared by alternating runs:
+PYTHONPATH=BUILD python benchmarks/text.py --step.
 """
 
 from __future__ import annotations
@@ -97,12 +104,84 @@ def seconds_of(found: dict, prompts, new_tokens: int, repeats: int) -> dict[str,
     return {system: sorted(t)[len(t) // 2] for system, t in times.items()}
 
 
+def timed_native_calls() -> list[float]:
+    """Wraps the native entry points a decode step calls; the list's one element adds up
+    the seconds spent inside them."""
+    from aigc_engine import _C
+    spent = [0.0]
+
+    def wrap(cls, name):
+        call = getattr(cls, name)
+
+        def timed(*args):
+            started = time.perf_counter()
+            try:
+                return call(*args)
+            finally:
+                spent[0] += time.perf_counter() - started
+        setattr(cls, name, timed)
+    if hasattr(_C, "Generation"):
+        wrap(_C.Generation, "step")
+    else:  # builds before the native batch
+        wrap(_C.GptModel, "forward")
+        wrap(_C.Sampler, "sample")
+    return spent
+
+
+def timed_accept() -> list[float]:
+    """Adds up the seconds of Request.accept (detokenizing, stop strings): Python's share
+    that is the request's, not the scheduler's."""
+    from aigc_engine.text.request import Request
+    spent, accept = [0.0], Request.accept
+
+    def timed(*args):
+        started = time.perf_counter()
+        try:
+            return accept(*args)
+        finally:
+            spent[0] += time.perf_counter() - started
+    Request.accept = timed
+    return spent
+
+
+def step_share(args, records: Records) -> None:
+    from aigc_engine import SamplingParams, TextGenerator
+    spent, accepting = timed_native_calls(), timed_accept()
+    generator = TextGenerator.load("pycode-gpt", max_batch_size=32)
+    new_tokens, repeats = (16, 3) if args.quick else (NEW_TOKENS, 5)
+    print(f"{'batch':>5} {'tok/s':>9} {'ms/step':>8} {'python share':>13} {'of it accept':>13}")
+    for batch in (1, 32):
+        prompts = prompts_for(batch, generator.tokenizer)
+        params = SamplingParams(max_new_tokens=new_tokens, temperature=0.0, ignore_eos=True)
+        generator.generate(prompts, params)  # warm-up
+        runs = []
+        for _ in range(repeats):
+            spent[0] = accepting[0] = 0.0
+            started = time.perf_counter()
+            generator.generate(prompts, params)
+            wall = time.perf_counter() - started
+            runs.append((wall, (wall - spent[0]) / wall, accepting[0] / wall))
+        wall, share, accept_share = sorted(runs)[len(runs) // 2]
+        config = {"model": "pycode-gpt", "batch": batch, "prompt": PROMPT_TOKENS, "new_tokens": new_tokens,
+                  "threads": args.threads}
+        records.add("text-step", "aigc-native-float32", config, batch * new_tokens / wall, "tokens/s")
+        records.add("text-step-python-share", "aigc-native-float32", config, share, "ratio")
+        records.add("text-step-accept-share", "aigc-native-float32", config, accept_share, "ratio")
+        print(f"{batch:>5} {batch * new_tokens / wall:>9.1f} {1e3 * wall / new_tokens:>8.3f} {100 * share:>12.1f}% "
+              f"{100 * accept_share:>12.1f}%", flush=True)
+
+
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "aigc-bench"),
                    help="where converted models live between runs")
+    p.add_argument("--step", action="store_true", help="only the native step: tokens/s and Python's share")
     args = p.parse_args()
     os.environ["AIGC_NUM_THREADS"] = str(args.threads)
+    if args.step:
+        records = Records(machine(args.threads))
+        step_share(args, records)
+        return records.write(args.json)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     records = Records(machine(args.threads))

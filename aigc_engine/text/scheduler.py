@@ -1,11 +1,16 @@
-"""Continuous batching for the native decoder.
+"""Continuous batching for the native decoder: a thin face over the native batch
+(aigc_engine._C.Generation, csrc/runtime/generation.h).
 
-Every step: running sequences that need room for their next token get a block (when the
-pool is empty the most recently admitted one is preempted: its blocks are freed and it
-waits again, to be recomputed later), waiting requests are admitted in arrival order
-while blocks and the step's token budget last, and one forward pass runs the new tokens
-of all of them — whole prompts and single decode tokens together. Then each sequence
-that is due samples its next token; finished requests leave and free their blocks.
+The native batch owns the waiting queue and the running sequences. Every step, in one
+call without the GIL: running sequences that need room for their next token get a block
+(when the pool is empty the most recently admitted one is preempted: its blocks are freed
+and it waits again, to be recomputed later), waiting requests are admitted in arrival
+order while blocks and the step's token budget last, one forward pass runs the new tokens
+of all of them — whole prompts and single decode tokens together — and each sequence
+that is due samples its next token with its own params; EOS and max_new_tokens end a
+sequence there and free its blocks. Python then hands each new token to its Request
+(detokenizing, stop strings, log-probabilities); a stop string ends the request here and
+takes it out of the native batch.
 
 A preempted request is recomputed exactly: its prompt is prefilled again as before, then
 its generated tokens are fed back one per step (decode rows, as they were first
@@ -18,15 +23,16 @@ other callers' requests. Either way the next step starts from a consistent state
 
 from __future__ import annotations
 
-from collections import deque
+import math
+from typing import NamedTuple
 
-import numpy as np
-
-from .batch_sampler import BatchSampler
+from .. import _C
 from .native import NativeGpt
 from .request import Request
 
 DEFAULT_MAX_STEP_TOKENS = 4096
+RUNNING, STOPPED_EOS, STOPPED_LENGTH, ERROR = range(4)  # a row's state after a step (RowState)
+_NO_TOP: list = []
 
 
 def fail_unfinished(requests: list[Request], error: Exception) -> None:
@@ -35,22 +41,34 @@ def fail_unfinished(requests: list[Request], error: Exception) -> None:
             request.fail(f"the generator failed while running this request: {type(error).__name__}: {error}")
 
 
-class Sequence:
-    """A request's place in the KV cache."""
+class Sequence(NamedTuple):
+    """A request in the native batch, as `waiting` and `running` list it."""
+    request: Request
 
-    def __init__(self, request: Request):
-        self.request = request
-        self.blocks: list[int] = []
-        self.cached = 0  # tokens whose keys and values are in the cache
 
-    def token(self, position: int) -> int:
-        """The known token at `position` (prompt, then generated), without joining the lists."""
-        prompt = self.request.prompt_ids
-        return prompt[position] if position < len(prompt) else self.request.generated[position - len(prompt)]
+class StepResult(NamedTuple):
+    """The rows of a step that produced a token (or failed), in batch order."""
+    ids: list[int]
+    tokens: list[int]
+    states: list[int]                                        # RUNNING, STOPPED_EOS, STOPPED_LENGTH, ERROR
+    logprobs: dict[int, tuple[float, list, list]] | None     # id -> (logprob, top ids, top logprobs), if asked
+    errors: dict[int, str] | None                            # id -> why its row could not be sampled
 
-    def due_after(self, new_tokens: int) -> bool:
-        """Whether all known tokens are cached once `new_tokens` more are: the step samples a new one."""
-        return self.cached + new_tokens == len(self.request.prompt_ids) + len(self.request.generated)
+
+class _Queue:
+    """The native batch's waiting or running sequences: len() is cheap, iterating lists them."""
+
+    def __init__(self, scheduler: ContinuousScheduler, running: bool):
+        self._scheduler, self._running = scheduler, running
+
+    def __len__(self) -> int:
+        native = self._scheduler._native
+        return native.num_running if self._running else native.num_waiting
+
+    def __iter__(self):
+        native, requests = self._scheduler._native, self._scheduler._requests
+        ids = native.running_ids() if self._running else native.waiting_ids()
+        return iter([Sequence(requests[i]) for i in ids])
 
 
 class ContinuousScheduler:
@@ -60,13 +78,21 @@ class ContinuousScheduler:
 
     def __init__(self, backend: NativeGpt, max_batch_size: int, max_step_tokens: int = DEFAULT_MAX_STEP_TOKENS):
         self.backend = backend
-        self._sampler = BatchSampler()
-        self._sample = self._sampler  # what a step calls (tests wrap it)
         self.max_batch_size = max_batch_size
         self.max_step_tokens = max_step_tokens
-        self.waiting: deque[Sequence] = deque()
-        self.running: list[Sequence] = []
-        self.preemptions = 0
+        self._native = _C.Generation(backend.model, backend.cache, max_batch_size, max_step_tokens)
+        self._requests: dict[int, Request] = {}  # native id -> request
+        self._ids: dict[Request, int] = {}
+        self._next_id = 0
+        eos = backend.config.get("eos_token_id")
+        self._eos = eos if isinstance(eos, int) and 0 <= eos < backend.vocab_size else -1
+        self._sample = self._accept  # what a step calls with its results (tests wrap it)
+        self.waiting = _Queue(self, running=False)
+        self.running = _Queue(self, running=True)
+
+    @property
+    def preemptions(self) -> int:
+        return self._native.preemptions
 
     def check(self, request: Request) -> str | None:
         """Why the request could never run here (it needs more blocks than the whole cache), or None."""
@@ -83,131 +109,85 @@ class ContinuousScheduler:
         if problem is not None:
             request.fail(problem)
             return
-        self.waiting.append(Sequence(request))
+        p = request.params
+        id_ = self._next_id
+        self._native.add(id_, request.prompt_ids, request.seed, p.temperature, min(p.top_k, self.backend.vocab_size),
+                         p.top_p, p.min_p, p.repetition_penalty, p.presence_penalty, p.frequency_penalty,
+                         list(p.logit_bias), list(p.logit_bias.values()),
+                         -1 if p.ignore_eos else self._eos, p.max_new_tokens,
+                         -1 if p.logprobs is None else p.logprobs)
+        self._next_id += 1
+        self._requests[id_] = request
+        self._ids[request] = id_
 
     def cancel(self, request: Request) -> None:
         """Remove a request wherever it is and free its blocks at once."""
-        for queue in (self.running, self.waiting):
-            for seq in list(queue):
-                if seq.request is request:
-                    queue.remove(seq)
-                    self._free(seq)
+        id_ = self._ids.get(request)
+        if id_ is not None:
+            self._leave(id_)
 
     def stats(self) -> dict:
-        cache = self.backend.cache
-        return {"running": len(self.running), "free_blocks": cache.free_blocks, "num_blocks": cache.num_blocks,
-                "preemptions": self.preemptions}
+        native = self._native
+        return {"running": native.num_running, "free_blocks": native.free_blocks, "num_blocks": native.num_blocks,
+                "preemptions": native.preemptions}
 
     @property
     def busy(self) -> bool:
-        return bool(self.waiting or self.running)
+        return bool(self._native.num_waiting or self._native.num_running)
 
     def step(self) -> None:
-        """One forward pass over everything that can run now."""
-        self._make_room()
-        prompts = self._admit()
-        decoding = [seq for seq in self.running if seq not in prompts]
-        batch = decoding + prompts
-        if not batch:
+        """One step of the native batch, then each new token to its request."""
+        if not self._requests:
             return
-        # Which rows sample, known before the forward pass: after it the sampler comes at once,
-        # while the pool's threads still spin for work.
-        due = [i for i, seq in enumerate(decoding) if seq.due_after(1)]
-        due += [len(decoding) + i for i, seq in enumerate(prompts) if seq.due_after(len(seq.request.prompt_ids))]
         try:
-            logits = self._forward(decoding, prompts)
-            if len(due) == len(batch):  # the usual case: no copy of (batch, vocab) logits
-                self._sample(logits, [seq.request for seq in batch])
-            elif due:
-                self._sample(np.ascontiguousarray(logits[due]), [batch[i].request for i in due])
+            result = StepResult(*self._native.step())
+        except Exception as error:  # the batch's requests fail; the scheduler stays usable
+            self._fail_running([], error)
+            raise
+        except BaseException:  # KeyboardInterrupt as the step returned: its tokens never reached Python
+            for id_, request in list(self._requests.items()):
+                self._native.rewind(id_, len(request.generated))
+            raise
+        requests = [self._requests[i] for i in result.ids]
+        try:
+            self._sample(result, requests)
         except BaseException as error:
-            self._sampler.reset()  # it may have moved rows on that did not take their token
-            if isinstance(error, Exception):  # the batch's requests fail; the scheduler stays usable
-                fail_unfinished([seq.request for seq in batch], error)
+            if isinstance(error, Exception):
+                self._fail_running(requests, error)
             else:  # KeyboardInterrupt: the rows, maybe other callers', are recomputed later
-                self._recompute_unsampled(batch)
+                for id_, request in zip(result.ids, requests):
+                    if not request.finished:
+                        self._native.rewind(id_, len(request.generated))
             raise
         finally:
-            for seq in batch:
-                if seq.request.finished and seq in self.running:
-                    self.running.remove(seq)
-                    self._free(seq)
+            for id_, request in zip(result.ids, requests):
+                if request.finished:
+                    self._leave(id_)
 
     # Internals ----------------------------------------------------------------------
 
-    def _make_room(self) -> None:
-        """Each running sequence gets the block its next token needs, preempting the
-        latest arrivals while the pool is empty."""
-        for seq in list(self.running):
-            if seq not in self.running:
-                continue  # preempted below, for an earlier sequence
-            while self.backend.blocks_for(seq.cached + 1) > len(seq.blocks):
-                if self.backend.cache.free_blocks == 0:
-                    victim = self.running[-1]
-                    self._preempt(victim)
-                    if victim is seq:
-                        break
-                    continue
-                seq.blocks += self.backend.cache.allocate(1)
+    def _accept(self, result: StepResult, requests: list[Request]) -> None:
+        """Each row's request accepts its token (or fails: a row the sampler could not draw from)."""
+        logprobs, errors = result.logprobs, result.errors
+        for id_, token, state, request in zip(result.ids, result.tokens, result.states, requests):
+            if state == ERROR:
+                request.fail(f"sampling failed: {errors[id_]}")
+            elif logprobs is not None and id_ in logprobs:
+                request.accept(token, *logprobs[id_])
+            else:
+                request.accept(token, math.nan, _NO_TOP, _NO_TOP)
+            if state != RUNNING and not request.finished:  # the native stop and Request's disagree
+                request.fail(f"the native batch ended this request (state {state}) but the request did not")
 
-    def _recompute_unsampled(self, batch: list[Sequence]) -> None:
-        """After a step cut short (an exception, KeyboardInterrupt): a row whose tokens are
-        all cached but whose next token was not sampled would have nothing to feed the next
-        step. It is recomputed from scratch, exactly, as after a preemption."""
-        for seq in batch:
-            if seq in self.running and not seq.request.finished and seq.due_after(0):
-                self._preempt(seq)
+    def _fail_running(self, requests: list[Request], error: Exception) -> None:
+        """After a step that raised: its requests fail and leave the batch."""
+        ran = requests + [self._requests[i] for i in self._native.running_ids()]
+        fail_unfinished(ran, error)
+        for request in ran:
+            self.cancel(request)
 
-    def _preempt(self, seq: Sequence) -> None:
-        self.running.remove(seq)
-        self._free(seq)
-        seq.cached = 0
-        self.waiting.appendleft(seq)
-        self.preemptions += 1
-
-    def _admit(self) -> list[Sequence]:
-        admitted: list[Sequence] = []
-        budget = self.max_step_tokens - len(self.running)
-        while self.waiting and len(self.running) < self.max_batch_size:
-            seq = self.waiting[0]
-            prompt = len(seq.request.prompt_ids)
-            needed = self.backend.blocks_for(prompt + 1)
-            if needed > self.backend.cache.free_blocks or (prompt > budget and admitted):
-                break
-            self.waiting.popleft()
-            seq.blocks = self.backend.cache.allocate(needed)
-            self.running.append(seq)
-            admitted.append(seq)
-            budget -= prompt
-        return admitted
-
-    def _forward(self, decoding: list[Sequence], prompts: list[Sequence]) -> np.ndarray:
-        tokens, positions, lengths, contexts = [], [], [], []
-        for seq in decoding:  # the next known token (a replayed one after preemption, or the last sampled)
-            tokens.append(seq.token(seq.cached))
-            positions.append(seq.cached)
-            lengths.append(1)
-            contexts.append(seq.cached + 1)
-        for seq in prompts:
-            prompt = seq.request.prompt_ids
-            tokens += prompt
-            positions += range(len(prompt))
-            lengths.append(len(prompt))
-            contexts.append(len(prompt))
-        batch = decoding + prompts
-        table = np.zeros((len(batch), max(len(seq.blocks) for seq in batch)), np.int32)
-        for row, seq in enumerate(batch):
-            table[row, :len(seq.blocks)] = seq.blocks
-        logits = np.empty((len(batch), self.backend.vocab_size), np.float32)
-        self.backend.model.forward(
-            np.array(tokens, np.int64), np.array(positions, np.int64),
-            np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32), np.array(contexts, np.int32),
-            np.array([0] * len(decoding) + [1] * len(prompts), np.uint8), table, self.backend.cache, logits)
-        for seq, count in zip(batch, lengths):
-            seq.cached += count
-        return logits
-
-    def _free(self, seq: Sequence) -> None:
-        if seq.blocks:
-            self.backend.cache.release(seq.blocks)
-            seq.blocks = []
+    def _leave(self, id_: int) -> None:
+        self._native.remove(id_)
+        request = self._requests.pop(id_, None)
+        if request is not None:
+            self._ids.pop(request, None)
