@@ -1,8 +1,8 @@
 """BatchSampler: the next token of every request of a batch, each with its own params.
 
-The schedulers of every backend sample through it. The native sampler (ops.Sampler) is
-prepared once for a batch's requests and reused step after step while the batch stays
-the same; each row's token is drawn from one Philox uniform keyed by (the request's
+The onnxruntime backends' scheduler (static.py) samples through it; the native backend
+samples inside its C++ step. The native sampler (ops.Sampler) is prepared once for a
+batch's requests and reused step after step while the batch stays the same; each row's token is drawn from one Philox uniform keyed by (the request's
 seed, its step), so a request's tokens do not depend on its neighbours. A row the
 sampler cannot draw from (logits that turn NaN or +inf) fails its own request only.
 """

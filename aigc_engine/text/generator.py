@@ -3,12 +3,13 @@
 Each prompt is a request with its own SamplingParams. Two backends, each driven by its
 scheduler through the same add / cancel / step face:
 - "native" (GPT models; the default for them): the C++ decoder with a paged KV cache
-  and continuous batching (scheduler.py) — requests join and leave at every step;
+  and continuous batching (scheduler.py): requests join and leave at every step, and a
+  step — forward pass and sampling — is one call into C++;
 - "onnxruntime" (GPT and LSTM): the exported graph in static batches of up to
   max_batch_size (static.py): one prefill, then one decode step at a time, finished
-  requests leaving the batch at once.
-The next token of every row comes from the native sampler (batch_sampler.py),
-keyed by (the request's seed, its step), so a request's tokens do not depend on what
+  requests leaving the batch at once, the logits sampled by batch_sampler.py.
+Either way the next token of every row comes from the native sampler, keyed by (the
+request's seed, its step), so a request's tokens do not depend on what
 else shares its batch. A row that fails (logits that turn NaN or +inf) fails its own
 request only. Several threads may share a TextGenerator: their calls take turns step by
 step (on the native backend they share the batch); services with many callers use
