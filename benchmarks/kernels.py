@@ -270,13 +270,15 @@ def block_rows(ops, torch, records, bandwidth, repeats, min_seconds):
 def sampler_share_rows(records, quick: bool):
     """The sampler's share of generation: the time in ops.Sampler (preparing it for a batch,
     and its calls, one per decode step) over the whole generate call of the shipped GPT,
-    with the SAMPLER's parameters."""
+    with the SAMPLER's parameters — on the onnxruntime backend, whose loop calls ops.Sampler
+    from Python (the native decoder samples inside its own step, out of Python's sight:
+    benchmarks/text.py --step gives Python's share of that step)."""
     import time
 
     from aigc_engine import SamplingParams, TextGenerator, ops
 
     c, s = IN_GENERATION, SAMPLER
-    generator = TextGenerator.load(c["model"])
+    generator = TextGenerator.load(c["model"], backend="onnxruntime")
     spent = [0.0]
     methods = {name: getattr(ops.Sampler, name) for name in ("__init__", "__call__")}
 
@@ -305,8 +307,9 @@ def sampler_share_rows(records, quick: bool):
                 totals.append(time.perf_counter() - started)
                 shares.append(spent[0] / totals[-1])
             share, steps = float(np.median(shares)), params.max_new_tokens
-            records.add("sample_in_generation", "aigc sample", dict(c, batch=batch), 100 * share, "% of generate")
-            row(f"sample in generate, batch {batch}", f"{c['model']}, {steps} steps",
+            records.add("sample_in_generation", "aigc sample", dict(c, batch=batch, backend="onnxruntime"), 100 * share,
+                        "% of generate")
+            row(f"sample in onnxruntime generate, batch {batch}", f"{c['model']}, {steps} steps",
                 share * float(np.median(totals)) / steps,
                 f"{100 * share:5.1f}% of a decode step ({float(np.median(totals)) / steps * 1e3:.2f} ms)")
     finally:
