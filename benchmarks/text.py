@@ -104,27 +104,29 @@ def seconds_of(found: dict, prompts, new_tokens: int, repeats: int) -> dict[str,
     return {system: sorted(t)[len(t) // 2] for system, t in times.items()}
 
 
+def add_timing(owner, name: str, spent: list[float]) -> None:
+    """Replaces owner.name by a wrapper that adds the seconds spent in it to spent[0]."""
+    call = getattr(owner, name)
+
+    def timed(*args):
+        started = time.perf_counter()
+        try:
+            return call(*args)
+        finally:
+            spent[0] += time.perf_counter() - started
+    setattr(owner, name, timed)
+
+
 def timed_native_calls() -> list[float]:
     """Wraps the native entry points a decode step calls; the list's one element adds up
     the seconds spent inside them."""
     from aigc_engine import _C
     spent = [0.0]
-
-    def wrap(cls, name):
-        call = getattr(cls, name)
-
-        def timed(*args):
-            started = time.perf_counter()
-            try:
-                return call(*args)
-            finally:
-                spent[0] += time.perf_counter() - started
-        setattr(cls, name, timed)
     if hasattr(_C, "Generation"):
-        wrap(_C.Generation, "step")
+        add_timing(_C.Generation, "step", spent)
     else:  # builds before the native batch
-        wrap(_C.GptModel, "forward")
-        wrap(_C.Sampler, "sample")
+        add_timing(_C.GptModel, "forward", spent)
+        add_timing(_C.Sampler, "sample", spent)
     return spent
 
 
@@ -132,15 +134,8 @@ def timed_accept() -> list[float]:
     """Adds up the seconds of Request.accept (detokenizing, stop strings): Python's share
     that is the request's, not the scheduler's."""
     from aigc_engine.text.request import Request
-    spent, accept = [0.0], Request.accept
-
-    def timed(*args):
-        started = time.perf_counter()
-        try:
-            return accept(*args)
-        finally:
-            spent[0] += time.perf_counter() - started
-    Request.accept = timed
+    spent = [0.0]
+    add_timing(Request, "accept", spent)
     return spent
 
 
