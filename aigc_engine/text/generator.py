@@ -34,7 +34,7 @@ from .backends import GptOnnx, LstmOnnx
 from .native import DEFAULT_KV_CACHE_MB, NativeGpt
 from .request import Request
 from .sampling import Completion, SamplingParams, shown
-from .scheduler import ContinuousScheduler
+from .scheduler import ContinuousScheduler, failure_message
 from .static import StaticScheduler
 from .tokenizer import TextTokenizer
 
@@ -220,8 +220,7 @@ class TextGenerator:
                     try:
                         self.scheduler.step()
                     except Exception as error:  # noqa: BLE001 — fail this call, keep the generator usable
-                        self._abandon(requests, f"the generator failed while running this request: "
-                                                f"{type(error).__name__}: {error}")
+                        self._abandon(requests, failure_message(error))
                 yield
         except BaseException as error:
             self._abandon(requests, f"interrupted ({type(error).__name__})")

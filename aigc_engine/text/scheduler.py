@@ -35,10 +35,14 @@ RUNNING, STOPPED_EOS, STOPPED_LENGTH, ERROR = range(4)  # a row's state after a 
 _NO_TOP: list = []
 
 
+def failure_message(error: Exception) -> str:
+    return f"the generator failed while running this request: {type(error).__name__}: {error}"
+
+
 def fail_unfinished(requests: list[Request], error: Exception) -> None:
     for request in requests:
         if not request.finished:
-            request.fail(f"the generator failed while running this request: {type(error).__name__}: {error}")
+            request.fail(failure_message(error))
 
 
 class Sequence(NamedTuple):
