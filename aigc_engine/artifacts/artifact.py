@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
-from ..errors import ModelFileError
+from ..errors import ModelFileError, shown
 from .schema import (
     FAMILIES,
     FORMAT_VERSION,
@@ -148,9 +148,7 @@ def _show(value) -> str:
     """A config value for a message: short, whatever came (a 4000-digit number, a deep list)."""
     if isinstance(value, (dict, list)):
         return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**20:
-        return f"an integer of {len(str(abs(value)))} digits"
-    return _cut(repr(value))
+    return shown(value, limit=80)
 
 
 def _positive_ints(artifact: Artifact, keys) -> None:

@@ -29,11 +29,11 @@ import numpy as np
 from .. import ops
 from ..artifacts.artifact import TEXT_FAMILIES, Artifact, read_artifact
 from ..artifacts.registry import resolve
-from ..errors import AigcError
+from ..errors import AigcError, shown
 from .backends import GptOnnx, LstmOnnx
 from .native import DEFAULT_KV_CACHE_MB, NativeGpt
 from .request import Request
-from .sampling import Completion, SamplingParams, shown
+from .sampling import Completion, SamplingParams
 from .scheduler import ContinuousScheduler, failure_message
 from .static import StaticScheduler
 from .tokenizer import TextTokenizer

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import AigcError
+from ..errors import AigcError, shown
 
 MAX_LOGPROBS = 20
 # Stop strings are searched for in every new piece of text: bounded so that one request
@@ -22,15 +22,6 @@ MAX_STOP_STRINGS = 16
 MAX_STOP_LENGTH = 256
 # The smallest repetition penalty: dividing a logit by less could overflow float32 to +inf.
 MIN_REPETITION_PENALTY = 0.01
-
-
-def shown(value, limit: int = 60) -> str:
-    """repr() for an error message: cut to `limit` characters, and safe for integers too
-    long for repr (Python refuses past 4,300 digits)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
-        return f"an integer of {len(hex(value)) - 2} hex digits"
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _number(name: str, value, low: float, high: float, low_open: bool = False, high_open: bool = False) -> float:
