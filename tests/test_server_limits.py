@@ -248,8 +248,8 @@ def test_requests_cut_by_shutdown_get_a_json_503_and_streams_an_error_then_the_e
     try:
         with ThreadPoolExecutor(2) as pool:
             waiting = pool.submit(post, running, body)
-            streamed = pool.submit(stream)
             assert gate.reached.wait(WAIT)
+            streamed = pool.submit(stream)  # only now, so that it queues behind the held step
             wait_until(lambda: engine.queued == 1, "the second request to queue")
             stopper = threading.Thread(target=running.stop)
             stopper.start()
