@@ -46,27 +46,28 @@ def logprob_tolerance(logits, values):
     return 70 * F32 + 4 * F32 * (np.abs(values) + np.abs(logits).max(axis=-1, keepdims=True))
 
 
+@isa.EACH
 @settings(max_examples=25, deadline=None)
 @given(vocab=st.sampled_from([1, 2, 7, 33, 101, 1000]), batch=st.integers(1, 6), seed=st.integers(0, 2**32 - 1),
        temperature=st.sampled_from([0.3, 0.8, 1.0, 2.5]), top_k=st.sampled_from([0, 1, 3, 10, 50, 2000]),
        top_p=st.sampled_from([1.0, 0.95, 0.7, 0.3]), min_p=st.sampled_from([0.0, 0.05, 0.3]))
-def test_tokens_match_reference_filters(vocab, batch, seed, temperature, top_k, top_p, min_p):
+def test_tokens_match_reference_filters(isa_name, vocab, batch, seed, temperature, top_k, top_p, min_p):
     rng = np.random.default_rng(seed)
     logits = random_logits(rng, batch, vocab)
     steps = rng.integers(0, 2**63, batch, dtype=np.uint64)
     seeds = rng.integers(0, 2**64 - 1, batch, dtype=np.uint64)
     kwargs = params(batch, seeds=seeds, steps=steps, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
-    for name in isa.SUPPORTED:
-        with isa.forced(name):
-            result = ops.sample(logits, **kwargs)
-        for r in range(batch):
-            token, gap = reference.sample_token(logits[r], int(seeds[r]), int(steps[r]), temperature, top_k,
-                                                top_p, min_p)
-            if gap > AMBIGUOUS:
-                assert result.tokens[r] == token, (name, r)
+    with isa.forced(isa_name):
+        result = ops.sample(logits, **kwargs)
+    for r in range(batch):
+        token, gap = reference.sample_token(logits[r], int(seeds[r]), int(steps[r]), temperature, top_k,
+                                            top_p, min_p)
+        if gap > AMBIGUOUS:
+            assert result.tokens[r] == token, (isa_name, r)
 
 
-def test_exact_tokens_over_many_seeds_and_every_filter():
+@isa.EACH
+def test_exact_tokens_over_many_seeds_and_every_filter(isa_name):
     """Hundreds of draws per configuration: a kept set one token too large or small shifts
     the inverse CDF and shows up as a different token for some seed."""
     rng = np.random.default_rng(1)
@@ -78,18 +79,18 @@ def test_exact_tokens_over_many_seeds_and_every_filter():
                                              (0.7, 20, 1.0, 0.1), (1.0, 0, 1.0, 0.0), (2.0, 100, 0.5, 0.01)]:
         kwargs = params(batch, steps=np.arange(batch, dtype=np.uint64), seeds=np.full(batch, 7, np.uint64),
                         temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
-        for name in isa.SUPPORTED:
-            with isa.forced(name):
-                tokens = ops.sample(logits, **kwargs).tokens
-            for r in range(batch):
-                token, gap = reference.sample_token(row[0], 7, r, temperature, top_k, top_p, min_p)
-                if gap > AMBIGUOUS:
-                    assert tokens[r] == token, (name, temperature, top_k, top_p, min_p, r)
-                    checked += 1
-    assert checked > 0.95 * 6 * batch * len(isa.SUPPORTED)
+        with isa.forced(isa_name):
+            tokens = ops.sample(logits, **kwargs).tokens
+        for r in range(batch):
+            token, gap = reference.sample_token(row[0], 7, r, temperature, top_k, top_p, min_p)
+            if gap > AMBIGUOUS:
+                assert tokens[r] == token, (isa_name, temperature, top_k, top_p, min_p, r)
+                checked += 1
+    assert checked > 0.95 * 6 * batch
 
 
-def test_large_vocab_matches_reference():
+@isa.EACH
+def test_large_vocab_matches_reference(isa_name):
     rng = np.random.default_rng(2)
     batch, vocab = 6, 50257
     logits = random_logits(rng, batch, vocab)
@@ -97,24 +98,24 @@ def test_large_vocab_matches_reference():
                     top_k=np.array([50, 0, 0, 1000, 0, 40], np.int32),
                     top_p=np.array([0.9, 0.9, 1.0, 0.95, 1.0, 1.0], np.float32),
                     min_p=np.array([0, 0, 0, 0, 0.05, 0], np.float32))
-    for name in isa.SUPPORTED:
-        with isa.forced(name):
-            result = ops.sample(logits, **kwargs, num_logprobs=20)
-        for r in range(batch):
-            token, gap = reference.sample_token(logits[r], int(kwargs["seeds"][r]), 0, 0.8, int(kwargs["top_k"][r]),
-                                                float(kwargs["top_p"][r]), float(kwargs["min_p"][r]))
-            if gap > AMBIGUOUS:
-                assert result.tokens[r] == token, (name, r)
-        expected = reference.log_softmax(logits)
-        top = np.argsort(-logits, axis=1, kind="stable")[:, :20]
-        np.testing.assert_array_equal(result.top_ids, top)
-        np.testing.assert_allclose(result.top_logprobs, np.take_along_axis(expected, top, 1),
-                                   rtol=0, atol=logprob_tolerance(logits, expected).max())
+    with isa.forced(isa_name):
+        result = ops.sample(logits, **kwargs, num_logprobs=20)
+    for r in range(batch):
+        token, gap = reference.sample_token(logits[r], int(kwargs["seeds"][r]), 0, 0.8, int(kwargs["top_k"][r]),
+                                            float(kwargs["top_p"][r]), float(kwargs["min_p"][r]))
+        if gap > AMBIGUOUS:
+            assert result.tokens[r] == token, (isa_name, r)
+    expected = reference.log_softmax(logits)
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :20]
+    np.testing.assert_array_equal(result.top_ids, top)
+    np.testing.assert_allclose(result.top_logprobs, np.take_along_axis(expected, top, 1),
+                               rtol=0, atol=logprob_tolerance(logits, expected).max())
 
 
+@isa.EACH
 @pytest.mark.parametrize("vocab", [50257, 4096])
 @pytest.mark.parametrize("temperature, top_k, top_p", [(0.0, 0, 1.0), (0.8, 50, 0.9), (1.0, 5, 1.0), (0.9, 0, 0.8)])
-def test_penalties_and_bias_move_the_top_blocks(vocab, temperature, top_k, top_p):
+def test_penalties_and_bias_move_the_top_blocks(isa_name, vocab, temperature, top_k, top_p):
     """The kernel keeps the maximum of every 128-logit block, and of its vector lanes, and
     skips blocks below its top-k threshold (at vocab 4096, with fewer blocks than top_k 50,
     the threshold comes from the lanes); penalties and bias edit copies of the blocks they
@@ -138,23 +139,23 @@ def test_penalties_and_bias_move_the_top_blocks(vocab, temperature, top_k, top_p
     bias = (np.array([t for b in bias_rows for t, _ in b], np.int64),
             np.array([v for b in bias_rows for _, v in b], np.float32), np.arange(batch + 1, dtype=np.int64) * 2)
     checked = 0
-    for name in isa.SUPPORTED:
-        with isa.forced(name):
-            result = ops.sample(logits, **kwargs, history=history, history_offsets=offsets, prompt_lens=prompt_lens,
-                                logit_bias=bias)
-        for r in range(batch):
-            penalised = reference.penalised_logits(logits[r], history=rows[r], prompt_len=30, repetition_penalty=3.0,
-                                                   presence_penalty=0.5, frequency_penalty=0.25, bias=bias_rows[r])
-            token, gap = reference.sample_token(penalised, int(kwargs["seeds"][r]), 0, temperature, top_k, top_p)
-            if gap > AMBIGUOUS:
-                assert result.tokens[r] == token, (name, r)
-                checked += 1
+    with isa.forced(isa_name):
+        result = ops.sample(logits, **kwargs, history=history, history_offsets=offsets, prompt_lens=prompt_lens,
+                            logit_bias=bias)
+    for r in range(batch):
+        penalised = reference.penalised_logits(logits[r], history=rows[r], prompt_len=30, repetition_penalty=3.0,
+                                               presence_penalty=0.5, frequency_penalty=0.25, bias=bias_rows[r])
+        token, gap = reference.sample_token(penalised, int(kwargs["seeds"][r]), 0, temperature, top_k, top_p)
+        if gap > AMBIGUOUS:
+            assert result.tokens[r] == token, (isa_name, r)
+            checked += 1
     # Top-p over the whole of vocab 50257 (top_k off) leaves tokens of probability ~2e-5: a
     # draw lands within AMBIGUOUS of a token's edge in about a quarter of the rows.
-    assert checked > 0.6 * batch * len(isa.SUPPORTED)
+    assert checked > 0.6 * batch
 
 
-def test_tied_logits_put_the_lower_id_first():
+@isa.EACH
+def test_tied_logits_put_the_lower_id_first(isa_name):
     """Logits on a coarse grid tie in groups, at the top-k cut and among the survivors: the
     sampling order puts the lower id first, in the kept set, the draw and the top-n."""
     rng = np.random.default_rng(13)
@@ -165,23 +166,23 @@ def test_tied_logits_put_the_lower_id_first():
     for top_k, top_p in [(50, 1.0), (50, 0.9), (7, 1.0), (100, 0.8)]:
         kwargs = params(batch, steps=np.arange(batch, dtype=np.uint64), seeds=np.full(batch, 3, np.uint64),
                         temperature=0.9, top_k=top_k, top_p=top_p)
-        for name in isa.SUPPORTED:
-            with isa.forced(name):
-                result = ops.sample(logits, **kwargs, num_logprobs=20)
-            np.testing.assert_array_equal(result.top_ids[0], np.argsort(-row[0], kind="stable")[:20])
-            for r in range(batch):
-                token, gap = reference.sample_token(row[0], 3, r, 0.9, top_k, top_p)
-                if gap > AMBIGUOUS:
-                    assert result.tokens[r] == token, (name, top_k, top_p, r)
-                    checked += 1
-    assert checked > 0.9 * 4 * batch * len(isa.SUPPORTED)
+        with isa.forced(isa_name):
+            result = ops.sample(logits, **kwargs, num_logprobs=20)
+        np.testing.assert_array_equal(result.top_ids[0], np.argsort(-row[0], kind="stable")[:20])
+        for r in range(batch):
+            token, gap = reference.sample_token(row[0], 3, r, 0.9, top_k, top_p)
+            if gap > AMBIGUOUS:
+                assert result.tokens[r] == token, (isa_name, top_k, top_p, r)
+                checked += 1
+    assert checked > 0.9 * 4 * batch
 
 
+@isa.EACH
 @settings(max_examples=25, deadline=None)
 @given(vocab=st.sampled_from([1, 3, 50, 999]), batch=st.integers(1, 5), seed=st.integers(0, 2**32 - 1),
        repetition=st.sampled_from([1.0, 1.3, 0.7]), presence=st.sampled_from([0.0, 0.5, -1.0]),
        frequency=st.sampled_from([0.0, 0.25, 2.0]), with_bias=st.booleans())
-def test_greedy_is_argmax_after_bias_and_penalties(vocab, batch, seed, repetition, presence, frequency, with_bias):
+def test_greedy_is_argmax_after_bias_and_penalties(isa_name, vocab, batch, seed, repetition, presence, frequency, with_bias):
     rng = np.random.default_rng(seed)
     logits = random_logits(rng, batch, vocab)
     # Histories favour the top tokens, so the penalties change the argmax.
@@ -210,19 +211,19 @@ def test_greedy_is_argmax_after_bias_and_penalties(vocab, batch, seed, repetitio
             ops.sample(logits, **kwargs, history=history, history_offsets=offsets, prompt_lens=prompt_lens,
                        logit_bias=bias)
         return
-    for name in isa.SUPPORTED:
-        with isa.forced(name):
-            result = ops.sample(logits, **kwargs, history=history, history_offsets=offsets,
-                                prompt_lens=prompt_lens, logit_bias=bias)
-        np.testing.assert_array_equal(result.tokens, [int(np.argmax(x)) for x in expected_logits], err_msg=name)
-        # logprobs stay those of the raw logits.
-        expected = reference.log_softmax(logits)
-        chosen = np.take_along_axis(expected, result.tokens[:, None], 1)[:, 0]
-        np.testing.assert_allclose(result.logprobs, chosen, rtol=0,
-                                   atol=logprob_tolerance(logits, expected).max(), err_msg=name)
+    with isa.forced(isa_name):
+        result = ops.sample(logits, **kwargs, history=history, history_offsets=offsets,
+                            prompt_lens=prompt_lens, logit_bias=bias)
+    np.testing.assert_array_equal(result.tokens, [int(np.argmax(x)) for x in expected_logits], err_msg=isa_name)
+    # logprobs stay those of the raw logits.
+    expected = reference.log_softmax(logits)
+    chosen = np.take_along_axis(expected, result.tokens[:, None], 1)[:, 0]
+    np.testing.assert_allclose(result.logprobs, chosen, rtol=0,
+                               atol=logprob_tolerance(logits, expected).max(), err_msg=isa_name)
 
 
-def test_penalties_change_the_sampled_distribution_as_the_reference():
+@isa.EACH
+def test_penalties_change_the_sampled_distribution_as_the_reference(isa_name):
     """Penalties with temperature > 0: exact tokens against the reference on penalised logits."""
     rng = np.random.default_rng(3)
     vocab, batch = 40, 300
@@ -233,32 +234,31 @@ def test_penalties_change_the_sampled_distribution_as_the_reference():
     kwargs = params(batch, steps=np.arange(batch, dtype=np.uint64), seeds=np.full(batch, 7, np.uint64),
                     temperature=0.9, top_k=15, top_p=0.95, repetition_penalty=1.2, presence_penalty=0.4, frequency_penalty=0.3)
     offsets = np.arange(batch + 1, dtype=np.int64) * len(history)
-    for name in isa.SUPPORTED:
-        with isa.forced(name):
-            tokens = ops.sample(np.repeat(row[None], batch, 0), **kwargs, history=np.tile(history, batch),
-                                history_offsets=offsets, prompt_lens=np.full(batch, 2, np.int64),
-                                logit_bias=(np.full(batch, 3, np.int64), np.full(batch, 2.0, np.float32),
-                                            np.arange(batch + 1, dtype=np.int64))).tokens
-        for r in range(batch):
-            token, gap = reference.sample_token(expected_logits, 7, r, 0.9, 15, 0.95)
-            if gap > AMBIGUOUS:
-                assert tokens[r] == token, (name, r)
+    with isa.forced(isa_name):
+        tokens = ops.sample(np.repeat(row[None], batch, 0), **kwargs, history=np.tile(history, batch),
+                            history_offsets=offsets, prompt_lens=np.full(batch, 2, np.int64),
+                            logit_bias=(np.full(batch, 3, np.int64), np.full(batch, 2.0, np.float32),
+                                        np.arange(batch + 1, dtype=np.int64))).tokens
+    for r in range(batch):
+        token, gap = reference.sample_token(expected_logits, 7, r, 0.9, 15, 0.95)
+        if gap > AMBIGUOUS:
+            assert tokens[r] == token, (isa_name, r)
 
 
+@isa.EACH
 @pytest.mark.parametrize("top_k, top_p, min_p", [(8, 1.0, 0.0), (0, 0.9, 0.0), (0, 1.0, 0.1), (12, 0.8, 0.02)])
-def test_empirical_distribution_matches_filtered_softmax(top_k, top_p, min_p):
+def test_empirical_distribution_matches_filtered_softmax(isa_name, top_k, top_p, min_p):
     rng = np.random.default_rng(4)
     vocab, draws = 30, 20000
     row = random_logits(rng, 1, vocab, 1.5)[0]
     ids, probs, _ = reference.kept_distribution(row, 0.9, top_k, top_p, min_p)
     kwargs = params(draws, steps=np.arange(draws, dtype=np.uint64), seeds=np.full(draws, 123, np.uint64),
                     temperature=0.9, top_k=top_k, top_p=top_p, min_p=min_p)
-    for name in isa.SUPPORTED:
-        with isa.forced(name):
-            tokens = ops.sample(np.repeat(row[None], draws, 0), **kwargs).tokens
-        assert set(tokens.tolist()) <= set(ids.tolist()), name
-        observed = np.array([np.count_nonzero(tokens == t) for t in ids])
-        assert stats.chisquare(observed, probs * draws).pvalue > 1e-3, name
+    with isa.forced(isa_name):
+        tokens = ops.sample(np.repeat(row[None], draws, 0), **kwargs).tokens
+    assert set(tokens.tolist()) <= set(ids.tolist()), isa_name
+    observed = np.array([np.count_nonzero(tokens == t) for t in ids])
+    assert stats.chisquare(observed, probs * draws).pvalue > 1e-3, isa_name
 
 
 def test_a_row_does_not_depend_on_its_batch():
@@ -297,13 +297,13 @@ def test_vocab_of_one_and_neg_inf_tokens():
     assert tokens.top_ids[0].tolist() == [6, 2, 0] and tokens.top_logprobs[0, 2] == -np.inf
 
 
+@isa.EACH
 @pytest.mark.parametrize("bad, message", [(np.nan, "row 2 has NaN"), (np.inf, r"row 2 has \+inf")])
-def test_non_finite_logits_name_the_row(bad, message):
+def test_non_finite_logits_name_the_row(isa_name, bad, message):
     logits = np.zeros((4, 11), np.float32)
     logits[2, 5] = bad
-    for name in isa.SUPPORTED:
-        with isa.forced(name), pytest.raises(ValueError, match=message):
-            ops.sample(logits, **params(4))
+    with isa.forced(isa_name), pytest.raises(ValueError, match=message):
+        ops.sample(logits, **params(4))
     logits[2] = -np.inf
     with pytest.raises(ValueError, match="row 2 is all -inf"):
         ops.sample(logits, **params(4))
@@ -475,8 +475,9 @@ def batch_of(rows):
     return kwargs
 
 
+@isa.EACH
 @pytest.mark.parametrize("in_place", [False, True])
-def test_a_row_that_fails_fails_alone(in_place):
+def test_a_row_that_fails_fails_alone(isa_name, in_place):
     """NaN, +inf, a +inf a penalty makes (repetition_penalty 1e-39 divides a positive logit)
     and a row whose every token a bias bans: each of those rows is in errors with its
     message and token -1, and every other row gets the token it gets sampled alone (in
@@ -499,21 +500,20 @@ def test_a_row_that_fails_fails_alone(in_place):
     expected_errors = {1: "logits: row 1 has NaN", 3: r"logits: row 3 has \+inf", 5: "logits: row 5 " + edit,
                        6: "logits: row 6 has every token at -inf after logit_bias"}
     options = dict(logprobs=False, overwrite_logits=True) if in_place else dict(num_logprobs=2)
-    for name in isa.SUPPORTED:
-        with isa.forced(name):
-            result = ops.Sampler(8, vocab, **batch_of(rows), **options)(logits.copy())
-            assert sorted(result.errors) == sorted(expected_errors), name
-            for r, message in expected_errors.items():
-                assert re.fullmatch(message, result.errors[r]), (name, result.errors[r])
-                assert result.tokens[r] == -1 and np.isnan(result.logprobs[r])
-                if not in_place:
-                    assert (result.top_ids[r] == -1).all() and np.isnan(result.top_logprobs[r]).all()
-            for r in set(range(8)) - set(expected_errors):
-                alone = ops.Sampler(1, vocab, **batch_of([rows[r]]), **options)(logits[r:r + 1].copy())
-                assert alone.errors == {}
-                assert result.tokens[r] == alone.tokens[0], (name, r)
-                if not in_place:
-                    np.testing.assert_array_equal(result.top_ids[r], alone.top_ids[0])
+    with isa.forced(isa_name):
+        result = ops.Sampler(8, vocab, **batch_of(rows), **options)(logits.copy())
+        assert sorted(result.errors) == sorted(expected_errors), isa_name
+        for r, message in expected_errors.items():
+            assert re.fullmatch(message, result.errors[r]), (isa_name, result.errors[r])
+            assert result.tokens[r] == -1 and np.isnan(result.logprobs[r])
+            if not in_place:
+                assert (result.top_ids[r] == -1).all() and np.isnan(result.top_logprobs[r]).all()
+        for r in set(range(8)) - set(expected_errors):
+            alone = ops.Sampler(1, vocab, **batch_of([rows[r]]), **options)(logits[r:r + 1].copy())
+            assert alone.errors == {}
+            assert result.tokens[r] == alone.tokens[0], (isa_name, r)
+            if not in_place:
+                np.testing.assert_array_equal(result.top_ids[r], alone.top_ids[0])
     # The one-shot form still raises, naming the first row that failed.
     with pytest.raises(ValueError, match="logits: row 1 has NaN"):
         ops.sample(logits, **batch_of(rows))
