@@ -504,3 +504,88 @@ def test_image_and_latent_fuzz(data):
     expected = ops.sample_latent(2, 5, 7)
     np.testing.assert_array_equal(ops.sample_latent(2, 5, 7), expected)
     assert ops.images_to_uint8(np.zeros((1, 1, 2, 2), np.float32)).tolist() == [[[[128], [128]], [[128], [128]]]]
+
+
+# _C.Generation: any sequence of add / remove / rewind / step, with nasty arguments.
+
+GOOD_REQUEST = dict(prompt=[3, 1, 4], seed=5, temperature=0.8, top_k=0, top_p=1.0, min_p=0.0, repetition_penalty=1.2,
+                    presence_penalty=0.0, frequency_penalty=0.0, bias_ids=[], bias_values=[], eos_id=-1,
+                    max_new_tokens=6, num_logprobs=-1)
+REQUEST_VALUES = dict(  # what a caller might pass for each field: the good value first, then bad or odd ones
+    prompt=st.lists(st.sampled_from([0, 3, 10, 10, -1, 11, 2**31, 2**63 - 1]), max_size=20),
+    seed=st.sampled_from([5, 0, 2**64 - 1, -1, 2**64]),
+    temperature=st.sampled_from([0.8, 0.0, 1e30, 1e-46, -1.0, np.nan, np.inf]),
+    top_k=st.sampled_from([0, 3, -1, 2**31 - 1, 2**31]),
+    top_p=st.sampled_from([1.0, 0.9, 1e-46, 0.0, 2.0, np.nan]),
+    min_p=st.sampled_from([0.0, 0.1, 1.0, -0.1, np.nan]),
+    repetition_penalty=st.sampled_from([1.2, 1.0, 10.0, 1e-39, 1e-46, 0.0, np.nan]),
+    presence_penalty=st.sampled_from([0.0, 0.5, -2.0, 1e38, np.inf, np.nan]),
+    frequency_penalty=st.sampled_from([0.0, 0.5, -2.0, 1e38, np.inf, np.nan]),
+    bias_ids=st.lists(st.sampled_from([0, 4, 10, -1, 11, 2**63]), max_size=3),
+    bias_values=st.lists(st.sampled_from([2.0, -np.inf, 1e38, np.inf, np.nan]), max_size=3),
+    eos_id=st.sampled_from([-1, 0, 4, 10, 11, -2]),
+    max_new_tokens=st.sampled_from([6, 1, 3, 12, 0, -1, 2**62, 2**63 - 1]),
+    num_logprobs=st.sampled_from([-1, 0, 3, 11, 12, 21, -2]))
+
+
+def fresh_generation(max_batch_size=4, max_step_tokens=64):
+    cache = _C.KvCache(CONFIG["n_layer"], CONFIG["n_head"], CONFIG["n_embd"] // CONFIG["n_head"], BLOCK_SIZE,
+                       NUM_BLOCKS)
+    return _C.Generation(MODEL, cache, max_batch_size, max_step_tokens)
+
+
+def generate_alone(gen, id_):
+    """GOOD_REQUEST under `id_`, stepped to its end: its tokens."""
+    gen.add(id_, **GOOD_REQUEST)
+    tokens = []
+    for _ in range(50):
+        if not (gen.num_waiting or gen.num_running):
+            return tokens
+        ids, step_tokens, states, _, errors = gen.step()
+        assert errors is None
+        tokens += [t for i, t in zip(ids, step_tokens) if i == id_]
+    raise AssertionError(f"no end after 50 steps: {tokens}")
+
+
+EXPECTED_ALONE = generate_alone(fresh_generation(), 0)
+
+
+@FUZZ
+@given(data=st.data())
+def test_generation_fuzz(data):
+    """Whatever is added, removed, rewound and stepped, in any order: only a clear exception
+    for bad arguments, a step that never raises (a row that cannot be drawn fails alone), no
+    block leaked once every request is removed, and the same tokens as a fresh Generation
+    for a good request afterwards."""
+    draw = data.draw
+    wrong_cache = draw(st.sampled_from([None, _C.KvCache(1, 2, 4, BLOCK_SIZE, NUM_BLOCKS),
+                                        _C.KvCache(2, 1, 8, BLOCK_SIZE, NUM_BLOCKS)]))
+    assert tolerated(_C.Generation, MODEL, wrong_cache, 4, 64) is None
+    gen = tolerated(fresh_generation, draw(st.sampled_from([4, 1, 2, 0, -1, 2**63])),
+                    draw(st.sampled_from([64, 3, 5, 0, -1, 2**63])))
+    if gen is None:
+        return
+    ids = st.sampled_from([1, 2, 3, -1, 2**63 - 1])
+    for _ in range(draw(st.integers(1, 14))):
+        action = draw(st.sampled_from(["add", "add", "add", "step", "step", "step", "remove", "rewind"]))
+        if action == "add":
+            request = dict(GOOD_REQUEST)
+            for field in draw(st.lists(st.sampled_from(sorted(REQUEST_VALUES)), max_size=3)):
+                request[field] = draw(REQUEST_VALUES[field])
+            tolerated(lambda: gen.add(draw(ids), **request))
+        elif action == "remove":
+            gen.remove(draw(ids))
+        elif action == "rewind":
+            tolerated(gen.rewind, draw(ids), draw(st.sampled_from([0, 1, 3, -1, 2**62])))
+        else:
+            step_ids, tokens, states, _, errors = gen.step()
+            for i, token in zip(step_ids, tokens):
+                if errors is not None and i in errors:
+                    assert errors[i] and token == -1
+                else:
+                    assert 0 <= token < CONFIG["vocab_size"]
+        assert 0 <= gen.free_blocks <= gen.num_blocks
+    for i in [1, 2, 3, -1, 2**63 - 1]:
+        gen.remove(i)
+    assert (gen.num_waiting, gen.num_running, gen.free_blocks) == (0, 0, gen.num_blocks)
+    assert generate_alone(gen, 0) == EXPECTED_ALONE

@@ -97,6 +97,7 @@ int64_t Generation::Sequence::token(int64_t position) const {
 Generation::Generation(GptModel& model, KvCache& cache, int64_t max_batch_size, int64_t max_step_tokens)
     : model_(model), cache_(cache), max_batch_size_(max_batch_size), max_step_tokens_(max_step_tokens),
       sampler_(model.config().vocab_size) {
+  model.check_cache(cache);
   free_count_ = cache.free_blocks();
   if (max_batch_size < 1) {
     throw std::invalid_argument("max_batch_size: expected >= 1, got " + std::to_string(max_batch_size));

@@ -73,17 +73,22 @@ int64_t GptModel::weight_bytes() const {
   return total;
 }
 
-void GptModel::check(const StepBatch& b, const KvCache& cache) const {
-  auto fail = [](const std::string& message) { throw std::invalid_argument("step: " + message); };
-  if (b.num_seqs < 1 || b.num_tokens < 1) fail("no tokens");
+void GptModel::check_cache(const KvCache& cache) const {
   // Every layer writes and reads its own part of the cache: a cache of fewer layers was
   // written past its end.
   if (cache.n_layer() != config_.n_layer || cache.n_head() != config_.n_head ||
       cache.head_dim() != config_.n_embd / config_.n_head) {
-    fail("cache: made for n_layer " + std::to_string(cache.n_layer()) + ", n_head " + std::to_string(cache.n_head()) +
-         ", head_dim " + std::to_string(cache.head_dim()) + "; the model has " + std::to_string(config_.n_layer) +
-         ", " + std::to_string(config_.n_head) + ", " + std::to_string(config_.n_embd / config_.n_head));
+    throw std::invalid_argument(
+        "cache: made for n_layer " + std::to_string(cache.n_layer()) + ", n_head " + std::to_string(cache.n_head()) +
+        ", head_dim " + std::to_string(cache.head_dim()) + "; the model has " + std::to_string(config_.n_layer) +
+        ", " + std::to_string(config_.n_head) + ", " + std::to_string(config_.n_embd / config_.n_head));
   }
+}
+
+void GptModel::check(const StepBatch& b, const KvCache& cache) const {
+  auto fail = [](const std::string& message) { throw std::invalid_argument("step: " + message); };
+  if (b.num_seqs < 1 || b.num_tokens < 1) fail("no tokens");
+  check_cache(cache);
   // Whole before any sequence is read: a later decrease would let an earlier sequence run
   // past the tokens.
   check_offsets(b.cu_seqlens, b.num_seqs, b.num_tokens, "cu_seqlens", "sequence", "num_tokens");

@@ -57,6 +57,8 @@ class GptModel {
   // Bytes of the weights every step streams, as stored: the projections and the LM head
   // (the embedding tables are gathered a row per token).
   int64_t weight_bytes() const;
+  // Throws std::invalid_argument unless `cache` has this model's layers, heads and head size.
+  void check_cache(const KvCache& cache) const;
 
  private:
   struct Layer {
