@@ -46,12 +46,17 @@ class BatchSampler:
         if len(cached_requests) == len(requests) and all(a() is b for a, b in zip(cached_requests, requests)):
             return cached
         params = [r.params for r in requests]
+        # A healed request's first token has a bias of its own (healing.py): a sampler
+        # prepared with it serves that one step and is not kept.
+        healing_first = [r.healing is not None and not r.generated for r in requests]
+        biases = [(r.healing.first_bias_ids, r.healing.first_bias_values) if first else
+                  (list(r.params.logit_bias), list(r.params.logit_bias.values()))
+                  for r, first in zip(requests, healing_first)]
         bias = history = None
-        if any(p.logit_bias for p in params):
-            ids = [np.array(list(p.logit_bias), np.int64) for p in params]
-            values = [np.array(list(p.logit_bias.values()), np.float32) for p in params]
-            bias = (np.concatenate(ids), np.concatenate(values),
-                    np.concatenate([[0], np.cumsum([len(i) for i in ids])]).astype(np.int64))
+        if any(ids for ids, _ in biases):
+            bias = (np.array([i for ids, _ in biases for i in ids], np.int64),
+                    np.array([v for _, values in biases for v in values], np.float32),
+                    np.concatenate([[0], np.cumsum([len(ids) for ids, _ in biases])]).astype(np.int64))
         if any(p.repetition_penalty != 1 or p.presence_penalty or p.frequency_penalty for p in params):
             histories = [r.history() for r in requests]
             offsets = np.concatenate([[0], np.cumsum([len(h) for h in histories])]).astype(np.int64)
@@ -69,5 +74,5 @@ class BatchSampler:
             frequency_penalty=np.array([p.frequency_penalty for p in params], np.float32),
             **(history or {}), logit_bias=bias, num_logprobs=max((p.logprobs or 0) for p in params),
             logprobs=any(p.logprobs is not None for p in params), overwrite_logits=True)
-        self._cache = ([weakref.ref(r) for r in requests], sampler)
+        self._cache = ([], None) if any(healing_first) else ([weakref.ref(r) for r in requests], sampler)
         return sampler

@@ -31,6 +31,7 @@ from ..artifacts.artifact import TEXT_FAMILIES, Artifact, read_artifact
 from ..artifacts.registry import resolve
 from ..errors import AigcError, shown
 from .backends import GptOnnx, LstmOnnx
+from .healing import heal
 from .native import DEFAULT_KV_CACHE_MB, NativeGpt
 from .request import Request
 from .sampling import Completion, SamplingParams
@@ -165,14 +166,17 @@ class TextGenerator:
             else:
                 ids = self.tokenizer.encode(prompt)
             self._check_in_vocab("prompt", ids)
-            ids = self._fit_context(ids, params)
             self._check_in_vocab("logit_bias", params.logit_bias)
+            healing = None
+            if params.token_healing and isinstance(prompt, str):
+                ids, healing = heal(ids, params.logit_bias, self.tokenizer, self.vocab_size)
+            ids = self._fit_context(ids, params)
         except AigcError as error:
             completion.error = str(error)
             completion.finish_reason = "error"
             return Request(completion, [], params, seed, self.tokenizer, self.eos_token_id)
         completion.prompt_tokens = len(ids)
-        return Request(completion, ids, params, seed, self.tokenizer, self.eos_token_id)
+        return Request(completion, ids, params, seed, self.tokenizer, self.eos_token_id, healing)
 
     def _check_token_ids(self, prompt) -> list[int]:
         try:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from .healing import Healing
 from .sampling import Completion, SamplingParams, TokenLogprob
 from .tokenizer import IncrementalDetokenizer, TextTokenizer
 
 
 class Request:
     def __init__(self, completion: Completion, prompt_ids: list[int], params: SamplingParams, seed: int,
-                 tokenizer: TextTokenizer, eos_token_id: int):
+                 tokenizer: TextTokenizer, eos_token_id: int, healing: Healing | None = None):
         self.completion = completion
         self.prompt_ids = prompt_ids
         self.params = params
@@ -26,6 +27,8 @@ class Request:
         self._detokenizer = IncrementalDetokenizer(tokenizer)
         self._streamed = 0  # characters of completion.text handed to the stream
         self._longest_stop = max((len(stop) for stop in params.stop), default=0)
+        self.healing = healing
+        self._unhealed = len(healing.text) if healing else 0  # prompt text still to take off the front
         if params.logprobs is not None:
             completion.logprobs = []
 
@@ -76,6 +79,10 @@ class Request:
 
     def _add_text(self, piece: str) -> bool:
         """Append text; True when a stop string ended the request."""
+        if self._unhealed and piece:
+            # The first token starts with the healed prompt text (the rest were banned).
+            taken = min(self._unhealed, len(piece))
+            piece, self._unhealed = piece[taken:], self._unhealed - taken
         if not piece:
             return False
         text = self.completion.text

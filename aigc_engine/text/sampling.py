@@ -73,6 +73,7 @@ class SamplingParams:
     logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit, [-100, 100]
     ignore_eos: bool = False          # keep going past the end-of-text token
     truncate_prompt: bool = False     # drop the oldest prompt tokens that do not fit the context
+    token_healing: bool = True        # a prompt ending in whitespace: its last token re-chosen (healing.py)
 
     def __post_init__(self) -> None:
         _integer("max_new_tokens", self.max_new_tokens, 1)
@@ -101,7 +102,7 @@ class SamplingParams:
         for token, bias in self.logit_bias.items():
             _integer("logit_bias token id", token, 0, 2**31 - 1)
             _number(f"logit_bias[{token}]", bias, -100.0, 100.0)
-        for name in ("ignore_eos", "truncate_prompt"):
+        for name in ("ignore_eos", "truncate_prompt", "token_healing"):
             if not isinstance(getattr(self, name), bool):
                 raise AigcError(f"{name}: expected True or False, got {shown(getattr(self, name))}")
 

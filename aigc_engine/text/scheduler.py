@@ -113,13 +113,14 @@ class ContinuousScheduler:
         if problem is not None:
             request.fail(problem)
             return
-        p = request.params
+        p, healing = request.params, request.healing
         id_ = self._next_id
         self._native.add(id_, request.prompt_ids, request.seed, p.temperature, min(p.top_k, self.backend.vocab_size),
                          p.top_p, p.min_p, p.repetition_penalty, p.presence_penalty, p.frequency_penalty,
                          list(p.logit_bias), list(p.logit_bias.values()),
                          -1 if p.ignore_eos else self._eos, p.max_new_tokens,
-                         -1 if p.logprobs is None else p.logprobs)
+                         -1 if p.logprobs is None else p.logprobs,
+                         *((healing.first_bias_ids, healing.first_bias_values) if healing else ()))
         self._next_id += 1
         self._requests[id_] = request
         self._ids[request] = id_

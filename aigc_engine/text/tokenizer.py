@@ -15,6 +15,8 @@ from __future__ import annotations
 import codecs
 import json
 
+import numpy as np
+
 from tokenizers import Tokenizer
 
 from ..errors import AigcError, ModelFileError
@@ -28,6 +30,7 @@ class TextTokenizer:
         self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
         self._token_bytes: list[bytes] | None | bool = False  # False: not looked at yet
         self._token_texts: list[str | None] | None = None
+        self._extending: dict[tuple[int, int], np.ndarray] = {}
 
     @property
     def token_bytes(self) -> list[bytes] | None:
@@ -44,6 +47,16 @@ class TextTokenizer:
         if self._token_texts is None and self.token_bytes is not None:
             self._token_texts = [_whole_characters(b) for b in self.token_bytes]
         return self._token_texts
+
+    def tokens_extending(self, token_id: int, vocab_size: int) -> np.ndarray:
+        """Ids below vocab_size whose bytes start with token_id's bytes (itself included),
+        for a byte-level tokenizer (token healing); computed once per token."""
+        key = (token_id, vocab_size)
+        if key not in self._extending:
+            prefix = self.token_bytes[token_id]
+            self._extending[key] = np.array(
+                [i for i, b in enumerate(self.token_bytes[:vocab_size]) if b.startswith(prefix)], np.int64)
+        return self._extending[key]
 
     @classmethod
     def from_json(cls, text: str, source: str) -> "TextTokenizer":

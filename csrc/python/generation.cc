@@ -19,7 +19,7 @@ namespace {
 void add(Generation& g, int64_t id, std::vector<int64_t> prompt, uint64_t seed, float temperature, int32_t top_k,
          float top_p, float min_p, float repetition_penalty, float presence_penalty, float frequency_penalty,
          std::vector<int64_t> bias_ids, std::vector<float> bias_values, int64_t eos_id, int64_t max_new_tokens,
-         int num_logprobs) {
+         int num_logprobs, std::vector<int64_t> first_bias_ids, std::vector<float> first_bias_values) {
   GenerationRequest r;
   r.id = id;
   r.prompt = std::move(prompt);
@@ -33,6 +33,8 @@ void add(Generation& g, int64_t id, std::vector<int64_t> prompt, uint64_t seed, 
   r.sampling.frequency_penalty = frequency_penalty;
   r.sampling.bias_ids = std::move(bias_ids);
   r.sampling.bias_values = std::move(bias_values);
+  r.sampling.first_bias_ids = std::move(first_bias_ids);
+  r.sampling.first_bias_values = std::move(first_bias_values);
   r.eos_id = eos_id;
   r.max_new_tokens = max_new_tokens;
   r.num_logprobs = num_logprobs;
@@ -82,7 +84,8 @@ void bind_generation(py::module_& m) {
       .def("add", &add, py::arg("id"), py::arg("prompt"), py::arg("seed"), py::arg("temperature"), py::arg("top_k"),
            py::arg("top_p"), py::arg("min_p"), py::arg("repetition_penalty"), py::arg("presence_penalty"),
            py::arg("frequency_penalty"), py::arg("bias_ids"), py::arg("bias_values"), py::arg("eos_id"),
-           py::arg("max_new_tokens"), py::arg("num_logprobs"))
+           py::arg("max_new_tokens"), py::arg("num_logprobs"), py::arg("first_bias_ids") = std::vector<int64_t>{},
+           py::arg("first_bias_values") = std::vector<float>{})
       .def("remove", &Generation::remove, py::arg("id"))
       .def("rewind", &Generation::rewind, py::arg("id"), py::arg("generated"))
       .def("step", &step)

@@ -20,6 +20,18 @@ std::string text(double x) {
   return s.str();
 }
 
+void check_bias(const std::vector<int64_t>& ids, const std::vector<float>& values, const std::string& name,
+                int64_t vocab) {
+  auto fail = [&name](const std::string& message) { throw std::invalid_argument(name + ": " + message); };
+  if (ids.size() != values.size()) fail("as many ids as values expected");
+  for (size_t j = 0; j < ids.size(); ++j) {
+    if (ids[j] < 0 || ids[j] >= vocab) fail("id " + std::to_string(ids[j]) + " is outside the vocabulary");
+    if (std::isnan(values[j]) || values[j] == INFINITY) {
+      fail("value " + text(values[j]) + ", expected a finite number or -inf (a ban)");
+    }
+  }
+}
+
 void check_request(const GenerationRequest& r, int64_t vocab, int64_t context) {
   auto fail = [](const std::string& message) { throw std::invalid_argument(message); };
   const SamplingRow& s = r.sampling;
@@ -54,15 +66,8 @@ void check_request(const GenerationRequest& r, int64_t vocab, int64_t context) {
   if (!std::isfinite(s.frequency_penalty)) {
     fail("frequency_penalty: expected a finite number, got " + text(s.frequency_penalty));
   }
-  if (s.bias_ids.size() != s.bias_values.size()) fail("logit_bias: as many ids as values expected");
-  for (size_t j = 0; j < s.bias_ids.size(); ++j) {
-    if (s.bias_ids[j] < 0 || s.bias_ids[j] >= vocab) {
-      fail("logit_bias: id " + std::to_string(s.bias_ids[j]) + " is outside the vocabulary");
-    }
-    if (std::isnan(s.bias_values[j]) || s.bias_values[j] == INFINITY) {
-      fail("logit_bias: value " + text(s.bias_values[j]) + ", expected a finite number or -inf (a ban)");
-    }
-  }
+  check_bias(s.bias_ids, s.bias_values, "logit_bias", vocab);
+  check_bias(s.first_bias_ids, s.first_bias_values, "first_bias", vocab);
 }
 
 }  // namespace

@@ -46,15 +46,17 @@ bool Sampler::sample(float* logits, bool scratch, SamplingRow* const* rows, int6
     repetition_[r] = row.repetition_penalty;
     presence_[r] = row.presence_penalty;
     frequency_[r] = row.frequency_penalty;
-    any_bias |= !row.bias_ids.empty();
+    any_bias |= !row.step_bias_ids().empty();
   }
   if (any_bias) {
     bias_ids_.clear();
     bias_values_.clear();
     bias_offsets_.assign(1, 0);
     for (int64_t r = 0; r < n; ++r) {
-      bias_ids_.insert(bias_ids_.end(), rows[r]->bias_ids.begin(), rows[r]->bias_ids.end());
-      bias_values_.insert(bias_values_.end(), rows[r]->bias_values.begin(), rows[r]->bias_values.end());
+      const std::vector<int64_t>& ids = rows[r]->step_bias_ids();
+      const std::vector<float>& values = rows[r]->step_bias_values();
+      bias_ids_.insert(bias_ids_.end(), ids.begin(), ids.end());
+      bias_values_.insert(bias_values_.end(), values.begin(), values.end());
       bias_offsets_.push_back(static_cast<int64_t>(bias_ids_.size()));
     }
   }

@@ -25,6 +25,16 @@ struct SamplingRow {
   TokenCounts history;          // empty: no penalty reads it
   std::vector<int64_t> bias_ids;  // ids in [0, vocab)
   std::vector<float> bias_values; // finite or -inf (a ban)
+  // In place of bias_ids / bias_values for the first token (step 0) when not empty: token
+  // healing bans every token that does not extend the prompt's trimmed last token.
+  std::vector<int64_t> first_bias_ids;
+  std::vector<float> first_bias_values;
+
+  bool first_bias_applies() const { return step == 0 && !first_bias_ids.empty(); }
+  const std::vector<int64_t>& step_bias_ids() const { return first_bias_applies() ? first_bias_ids : bias_ids; }
+  const std::vector<float>& step_bias_values() const {
+    return first_bias_applies() ? first_bias_values : bias_values;
+  }
 };
 
 // Caller-owned outputs of one call of n rows: tokens (n,), logprobs (n,) or null,
