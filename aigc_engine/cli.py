@@ -170,7 +170,9 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
 
 def _cmd_import_hf(args: argparse.Namespace) -> None:
-    _training_module().import_hf(args.directory, args.out)
+    from .artifacts.hf_import import import_hf
+
+    import_hf(args.directory, args.out)
     print(f"wrote {args.out}", file=sys.stderr)
 
 
@@ -255,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_eval)
 
     p = commands.add_parser("generate", help="generate text from a text model, streamed to stdout")
-    p.add_argument("model", help="an embedded text model (see `aigc models`) or a path to a .onnx file")
+    p.add_argument("model", help="an embedded text model (see `aigc models`), a path to a .onnx file, or a "
+                                 "Hugging Face GPT-2 folder")
     p.add_argument("-p", "--prompt", action="append", required=True,
                    help="the prompt (repeat for several; '-' reads it from stdin)")
     p.add_argument("-n", type=int, default=1,
@@ -325,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_import_hf)
 
     p = commands.add_parser("serve", help="serve models over HTTP: OpenAI-compatible completions, images")
-    p.add_argument("model", nargs="+", help="embedded model names or .onnx paths (text and image models)")
+    p.add_argument("model", nargs="+",
+                   help="embedded model names, .onnx paths or Hugging Face GPT-2 folders (text and image models)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="default 8000; 0 picks a free port (printed)")
     p.add_argument("--max-queued", type=int, default=256,

@@ -47,8 +47,8 @@ def gpt2_small(cache: Path, tokenizer_json: str) -> tuple[Path, Path] | None:
         if not hf_dir.is_dir():
             peers.random_gpt2_small(hf_dir, tokenizer_json)
         if not onnx_path.is_file():
-            from aigc_export import import_hf
-            print("  importing gpt2-small with aigc_export (once)...", flush=True)
+            from aigc_engine.artifacts.hf_import import import_hf
+            print("  importing gpt2-small (once)...", flush=True)
             import_hf(hf_dir, onnx_path)
     except ImportError as error:
         peers.skipped("gpt2-small", error)

@@ -1,10 +1,13 @@
 # aigc_export: the PyTorch side of aigc-engine — data, models, training, ONNX export.
-# Images (gan, dcgan, vae) and text (gpt, lstm, with a byte-level BPE tokenizer and the
-# Hugging Face GPT-2 import). Installed from the source folder export/ as the import
-# package `aigc_export`; it needs the `train` extra (torch, onnxscript, tokenizers, tqdm, …)
-# and is never imported by the torch-free runtime `aigc_engine`.
+# Images (gan, dcgan, vae) and text (gpt, lstm, with a byte-level BPE tokenizer); the
+# Hugging Face GPT-2 import is the runtime's own (torch-free), named here too. Installed
+# from the source folder export/ as the import package `aigc_export`; it needs the `train`
+# extra (torch, onnxscript, tokenizers, tqdm, …) and is never imported by the torch-free
+# runtime `aigc_engine`.
 # common/ (ONNX writing and checks, checkpoints), images/, text/; build_model and
 # export_checkpoint dispatch over the families of both.
+from aigc_engine.artifacts.hf_gpt2 import load_hf_tokenizer
+from aigc_engine.artifacts.hf_import import import_hf  # torch-free, in the runtime; named here as before
 from aigc_engine.artifacts.schema import FAMILIES, IMAGE_FAMILIES, TEXT_FAMILIES
 
 from .checkpoint_export import export_checkpoint
@@ -17,8 +20,7 @@ from .images.train import DEFAULT_LR, DEFAULT_STEPS, train_classifier, train_ima
 from .models import DEFAULT_CONFIGS, build_model
 from .text.data import TextCorpus, corpus_files
 from .text.export import export_text_checkpoint, export_text_model
-from .text.hf_import import import_hf
-from .text.tokenizer import load_hf_tokenizer, tokenizer_from_json, train_tokenizer
+from .text.tokenizer import tokenizer_from_json, train_tokenizer
 from .text.train import train_text_model
 
 __all__ = [

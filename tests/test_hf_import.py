@@ -1,8 +1,9 @@
-# `import_hf` proven against transformers itself: GPT2LMHeadModel instances of several
-# configs built from scratch (no download), saved as safetensors or pytorch_model.bin with a
-# tokenizer as tokenizer.json or vocab.json + merges.txt, imported, then 64 greedy tokens
-# from onnxruntime on the imported file equal transformers' generate token for token, and
-# the logits agree within 1e-4. Bad folders fail with errors that name the problem.
+# `import_hf` (the runtime's, torch-free) proven against transformers itself:
+# GPT2LMHeadModel instances of several configs built from scratch (no download), saved as
+# safetensors or pytorch_model.bin with a tokenizer as tokenizer.json or vocab.json +
+# merges.txt, imported, then 64 greedy tokens from onnxruntime on the imported file equal
+# transformers' generate token for token, and the logits agree within 1e-4. Bad folders
+# fail with errors that name the problem.
 import json
 import subprocess
 
@@ -15,11 +16,12 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 import aigc_export  # noqa: E402
+from aigc_engine import ModelFileError  # noqa: E402
+from aigc_engine.artifacts.hf_import import import_hf  # noqa: E402
 from aigc_export.text import export as text_export  # noqa: E402
+from hf_fixtures import save_gpt2  # noqa: E402
 
 torch.set_num_threads(1)
-TEXTS = ["def main():\n    print('hello, world')\n", "for i in range(10):\n    total += i * i\n",
-         "naïve café 😀 — 中文\n"] * 3
 CONFIGS = [  # (n_layer, n_head, n_embd, n_positions, safetensors, tokenizer.json)
     (1, 2, 32, 96, True, True),
     (2, 4, 48, 128, False, False),
@@ -27,35 +29,13 @@ CONFIGS = [  # (n_layer, n_head, n_embd, n_positions, safetensors, tokenizer.jso
 ]
 
 
-def _save_gpt2(folder, n_layer, n_head, n_embd, n_positions, safetensors=True, tokenizer_json=True, seed=0):
-    tokenizer = aigc_export.train_tokenizer(TEXTS, 320)
-    config = transformers.GPT2Config(vocab_size=320, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
-                                     n_head=n_head, bos_token_id=0, eos_token_id=0)
-    torch.manual_seed(seed)
-    model = transformers.GPT2LMHeadModel(config).eval()
-    with torch.no_grad():  # random biases and LayerNorm parameters too, and larger weights than
-        for p in model.parameters():  # the 0.02 init, so that greedy paths are not flat
-            p.add_(0.1 * torch.randn_like(p))
-    model.save_pretrained(folder, safe_serialization=safetensors)
-    if not safetensors and not (folder / "pytorch_model.bin").exists():
-        # transformers 5 writes safetensors whatever safe_serialization says; the legacy
-        # file is the pickled state dict (lm_head.weight included), as older versions wrote it
-        torch.save(model.state_dict(), folder / "pytorch_model.bin")
-        (folder / "model.safetensors").unlink()
-    if tokenizer_json:
-        tokenizer.save(str(folder / "tokenizer.json"))
-    else:
-        tokenizer.model.save(str(folder))  # vocab.json + merges.txt
-    return model, tokenizer
-
-
 @pytest.mark.parametrize("n_layer, n_head, n_embd, n_positions, safetensors, tokenizer_json", CONFIGS)
 def test_import_matches_transformers(tmp_path, n_layer, n_head, n_embd, n_positions, safetensors, tokenizer_json):
     folder = tmp_path / "hf"
-    model, tokenizer = _save_gpt2(folder, n_layer, n_head, n_embd, n_positions, safetensors, tokenizer_json)
+    model, tokenizer = save_gpt2(folder, n_layer, n_head, n_embd, n_positions, safetensors, tokenizer_json)
     assert (folder / ("model.safetensors" if safetensors else "pytorch_model.bin")).is_file()
     assert (folder / "vocab.json").is_file() != tokenizer_json
-    out = aigc_export.import_hf(folder, tmp_path / "gpt2.onnx")
+    out = import_hf(folder, tmp_path / "gpt2.onnx")
 
     proto = onnx.load(out)
     meta = {p.key: p.value for p in proto.metadata_props}
@@ -98,8 +78,8 @@ def test_import_matches_transformers(tmp_path, n_layer, n_head, n_embd, n_positi
 
 def test_import_of_a_left_padded_batch_matches_transformers(tmp_path):
     folder = tmp_path / "hf"
-    model, tokenizer = _save_gpt2(folder, 2, 2, 32, 64)
-    session = ort.InferenceSession(str(aigc_export.import_hf(folder, tmp_path / "m.onnx")),
+    model, tokenizer = save_gpt2(folder, 2, 2, 32, 64)
+    session = ort.InferenceSession(str(import_hf(folder, tmp_path / "m.onnx")),
                                    providers=["CPUExecutionProvider"])
     inputs, _ = text_export.gpt_io_names(2)
     long, short = tokenizer.encode("for i in range(10):").ids, tokenizer.encode("def").ids
@@ -116,28 +96,28 @@ def test_import_of_a_left_padded_batch_matches_transformers(tmp_path):
 
 def test_bad_imports_name_the_problem(tmp_path):
     folder = tmp_path / "hf"
-    _save_gpt2(folder, 1, 2, 32, 64)
+    save_gpt2(folder, 1, 2, 32, 64)
     config = json.loads((folder / "config.json").read_text())
 
     (folder / "config.json").write_text(json.dumps({**config, "model_type": "llama"}))
     with pytest.raises(ValueError, match="model_type is 'llama'; only 'gpt2'"):
-        aigc_export.import_hf(folder, tmp_path / "m.onnx")
+        import_hf(folder, tmp_path / "m.onnx")
     (folder / "config.json").write_text(json.dumps({**config, "n_embd": 64}))
     with pytest.raises(ValueError, match=r"wrong shape \d+: transformer.h.0.attn.c_attn.bias \(96,\) "
                                          r"\(config needs \(192,\)\)"):
-        aigc_export.import_hf(folder, tmp_path / "m.onnx")
+        import_hf(folder, tmp_path / "m.onnx")
     (folder / "config.json").write_text(json.dumps({**config, "n_layer": 2}))
     with pytest.raises(ValueError, match="missing 12: transformer.h.1.attn.c_attn.bias"):
-        aigc_export.import_hf(folder, tmp_path / "m.onnx")
+        import_hf(folder, tmp_path / "m.onnx")
     (folder / "config.json").write_text(json.dumps({**config, "activation_function": "relu"}))
     with pytest.raises(ValueError, match="unsupported GPT-2 options activation_function='relu'"):
-        aigc_export.import_hf(folder, tmp_path / "m.onnx")
+        import_hf(folder, tmp_path / "m.onnx")
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "model.safetensors").unlink()
-    with pytest.raises(FileNotFoundError, match="no weights.*model.safetensors or pytorch_model.bin"):
-        aigc_export.import_hf(folder, tmp_path / "m.onnx")
-    with pytest.raises(FileNotFoundError, match="no such directory"):
-        aigc_export.import_hf(tmp_path / "absent", tmp_path / "m.onnx")
+    with pytest.raises(ModelFileError, match="no weights.*model.safetensors or pytorch_model.bin"):
+        import_hf(folder, tmp_path / "m.onnx")
+    with pytest.raises(ModelFileError, match="no such directory"):
+        import_hf(tmp_path / "absent", tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
 
 
@@ -145,17 +125,17 @@ def test_unexpected_weights_are_named(tmp_path):
     from safetensors.torch import load_file, save_file
 
     folder = tmp_path / "hf"
-    _save_gpt2(folder, 1, 2, 32, 64)
+    save_gpt2(folder, 1, 2, 32, 64)
     weights = load_file(str(folder / "model.safetensors"))
     weights["transformer.h.0.attn.q_norm.weight"] = torch.ones(32)
     save_file(weights, str(folder / "model.safetensors"))
     with pytest.raises(ValueError, match="unexpected 1: transformer.h.0.attn.q_norm.weight"):
-        aigc_export.import_hf(folder, tmp_path / "m.onnx")
+        import_hf(folder, tmp_path / "m.onnx")
 
 
 def test_cli_import_hf(tmp_path):
     folder = tmp_path / "hf"
-    _save_gpt2(folder, 1, 2, 32, 64, safetensors=False, tokenizer_json=False)
+    save_gpt2(folder, 1, 2, 32, 64, safetensors=False, tokenizer_json=False)
     out = tmp_path / "gpt2.onnx"
     result = subprocess.run(["aigc", "import-hf", str(folder), "--out", str(out)], capture_output=True, text=True,
                             timeout=300)

@@ -20,7 +20,8 @@ from .wire import limited_protocol
 
 def load_models(names: list[str], max_queued: int, **text_options) -> tuple[dict, dict]:
     """Names or paths → ({id: Engine}, {id: ImageGenerator}); the id is the name, or the
-    file's stem for a path."""
+    file's stem (a folder's name) for a path."""
+    import os
     from pathlib import Path
 
     from ..artifacts.artifact import IMAGE_FAMILIES, TEXT_FAMILIES, read_artifact
@@ -30,7 +31,7 @@ def load_models(names: list[str], max_queued: int, **text_options) -> tuple[dict
     try:
         for name in names:
             path = resolve(name)
-            model_id = name if path.stem == name else Path(name).stem
+            model_id = name if path.stem == name else Path(os.path.abspath(name)).stem  # `.` is its folder's name
             if model_id in text or model_id in images:
                 raise AigcError(f"model '{model_id}' is given twice")
             artifact = read_artifact(path)

@@ -1,2 +1,2 @@
 """Language models (gpt, lstm): the byte-level BPE tokenizer, corpora, models, the
-training loop, ONNX export with the tokenizer inside, and the Hugging Face GPT-2 import."""
+training loop, ONNX export with the tokenizer inside."""

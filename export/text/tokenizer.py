@@ -5,9 +5,6 @@
 # (`to_str()`) is what the ONNX file carries in metadata `aigc.tokenizer`.
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -40,19 +37,3 @@ def eos_id(tokenizer: Tokenizer) -> int:
     if token is None:
         raise ValueError(f"the tokenizer has no {EOS} token")
     return token
-
-
-def load_hf_tokenizer(directory: str | os.PathLike) -> Tokenizer:
-    """A Hugging Face GPT-2 tokenizer from tokenizer.json, else vocab.json + merges.txt."""
-    directory = Path(directory)
-    if (directory / "tokenizer.json").is_file():
-        return Tokenizer.from_file(str(directory / "tokenizer.json"))
-    vocab, merges = directory / "vocab.json", directory / "merges.txt"
-    if not (vocab.is_file() and merges.is_file()):
-        raise FileNotFoundError(f"{directory}: no tokenizer (expected tokenizer.json, or vocab.json and merges.txt)")
-    tokenizer = Tokenizer(models.BPE.from_file(str(vocab), str(merges)))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    if EOS in json.loads(vocab.read_text(encoding="utf-8")):
-        tokenizer.add_special_tokens([EOS])
-    return tokenizer
