@@ -179,7 +179,8 @@ def _cmd_import_hf(args: argparse.Namespace) -> None:
 def _cmd_serve(args: argparse.Namespace) -> None:
     try:
         from .serving.app import STREAM_INTERVAL_SECONDS, Server
-        from .serving.run import bind, load_models, serve
+        from .serving.auth import api_key_of
+        from .serving.run import bind, check_allowed_origins, load_models, serve
     except ImportError as error:
         raise AigcError(f"serve needs the 'serve' extra ({error.name} is missing): "
                         "pip install 'aigc-engine[serve]'") from None
@@ -194,17 +195,19 @@ def _cmd_serve(args: argparse.Namespace) -> None:
         raise AigcError(f"--stream-interval: expected 0..10 seconds, got {interval}")
     if not 0 <= args.port <= 65535:
         raise AigcError(f"--port: expected 0..65535 (0: any free port), got {args.port}")
+    api_key = api_key_of(args.api_key)
+    check_allowed_origins(args.allowed_origins)
     sock = bind(args.host, args.port)
     try:
         options = {k: v for k, v in (("backend", args.backend), ("dtype", args.dtype), ("kv_cache_mb", args.kv_cache_mb),
                                      ("kv_dtype", args.kv_dtype), ("max_batch_size", args.max_batch_size))
                    if v is not None}
-        text, images = load_models(args.model, args.max_queued, **options)
+        text, images = load_models(args.model, args.max_queued, args.served_model_name, **options)
     except BaseException:
         sock.close()
         raise
-    serve(Server(text, images, max_body_bytes=args.max_body_bytes, stream_interval=interval), sock,
-          args.log_level)
+    serve(Server(text, images, max_body_bytes=args.max_body_bytes, stream_interval=interval, api_key=api_key,
+                 allowed_origins=args.allowed_origins), sock, args.log_level)
 
 
 def _seed(text: str) -> int:
@@ -347,6 +350,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stream-interval", type=float, default=None,
                    help="least seconds between two events of one stream; the text made in between comes "
                         "together, a request's end comes at once (default 0.05; 0: an event per piece)")
+    p.add_argument("--api-key", default=None,
+                   help="require 'Authorization: Bearer KEY' on every route but /health and /metrics "
+                        "(default: $AIGC_API_KEY if set, else no key)")
+    p.add_argument("--served-model-name", nargs="+", default=None, metavar="NAME",
+                   help="the names clients use, one per model argument in the same order "
+                        "(default: the embedded name, or a path's file stem)")
+    p.add_argument("--allowed-origins", nargs="+", default=None, metavar="ORIGIN",
+                   help="browser origins allowed by CORS, e.g. https://app.example.com, or '*' (default: none)")
     p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(run=_cmd_serve)
     return parser

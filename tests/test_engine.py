@@ -211,3 +211,30 @@ def test_close_with_cancel_cancels_running_and_queued(paths, family, backend):
         cache = generator.scheduler.backend.cache
         assert cache.free_blocks == cache.num_blocks
         assert generator.generate("x", params(seed=2))[0].finish_reason == "length"
+
+
+def test_call_runs_between_steps_and_finish_listeners_see_successful_requests(paths):
+    """Engine.call runs on the engine thread while a request is held mid-batch (the native
+    model would refuse a second caller inside a step); listeners see finished requests only."""
+    with Engine.load(str(paths["gpt"])) as engine:
+        seen = []
+        engine.add_finish_listener(lambda handle: seen.append((handle, threading.current_thread().name)))
+        gate = install_gate(engine.generator).close()
+        running = engine.submit("def", params(seed=1, n=20))
+        assert gate.reached.wait(WAIT)
+        called = engine.call(lambda: (threading.current_thread().name, running.done))
+        gate.open()
+        assert called.result(WAIT) == ("aigc-engine", False)
+        running.result(WAIT)
+        gate.close()
+        cancelled = engine.submit("def", params(seed=2, n=20))
+        assert gate.reached.wait(WAIT)
+        cancelled.cancel()
+        gate.open()
+        assert cancelled.wait(WAIT) and cancelled.completion.finish_reason == ""
+        with pytest.raises(ValueError, match="boom"):
+            engine.call(lambda: int("boom")).result(WAIT)
+        assert [(h, name) for h, name in seen] == [(running, "aigc-engine")]
+        assert running.first_token_at is not None and running.submitted_at < running.first_token_at
+    with pytest.raises(EngineClosed):
+        engine.call(lambda: None)

@@ -194,7 +194,7 @@ BAD_REQUESTS = [
     ({"content": b"{not json"}, 400, "invalid_json", None),
     ({"content": b"[1, 2]"}, 400, "invalid_json", None),
     ({"json": {"model": "nope", "prompt": "x"}}, 404, "model_not_found", "model"),
-    ({"json": {"model": "digits-gan", "prompt": "x"}}, 404, "model_not_found", "model"),
+    ({"json": {"model": "digits-gan", "prompt": "x"}}, 400, "wrong_model_kind", "model"),
     ({"json": {"prompt": "x"}}, 400, None, "model"),
     ({"json": {"model": "gpt"}}, 400, None, "prompt"),
     ({"json": {"model": "gpt", "prompt": ""}}, 400, None, "prompt"),
@@ -311,7 +311,7 @@ def test_images_are_pngs_of_the_models_size(served):
                                 ({"model": "digits-gan", "truncation": -1}, 400, "truncation"),
                                 ({"model": "digits-gan", "response_format": "url"}, 400, "response_format"),
                                 ({"model": "digits-gan", "size": "64x64"}, 400, "size"),
-                                ({"model": "gpt"}, 404, "model")]:
+                                ({"model": "gpt"}, 400, "model"), ({"model": "nope"}, 404, "model")]:
         response = post(served, "/v1/images/generations", json=body)
         assert response.status_code == status and response.json()["error"]["param"] == param
 

@@ -1,10 +1,12 @@
 """`aigc serve`: an OpenAI-compatible HTTP server on Starlette + uvicorn.
 
-POST /v1/completions (streamed as server-sent events with stream=true), GET /v1/models,
-POST /v1/images/generations (PNG, base64), GET /health. Each text model is one Engine,
+POST /v1/completions (streamed as server-sent events with stream=true), GET /v1/models and
+/v1/models/{id}, POST /v1/images/generations (PNG, base64), POST /tokenize and /detokenize
+(vLLM's shapes), GET /metrics (Prometheus), GET /health. Each text model is one Engine,
 so requests from every client share its continuous batch. Bad requests get a 4xx with
 an OpenAI-style body {"error": {"message", "type", "param", "code"}}; a full queue gets
 429 with Retry-After; a client that leaves cancels its requests (KV blocks freed).
+Optional: an API key (auth.py) and CORS for the origins allowed.
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -24,10 +30,14 @@ from starlette.routing import Route
 from ..errors import AigcError
 from ..images.generator import ImageGenerator
 from ..images.png import encode_png
+from ..text.prompt_logprobs import prompt_logprobs
 from ..text.sampling import Completion
+from .auth import ApiKeyMiddleware
 from .engine import Engine, EngineClosed, EngineOverloaded
 from .handles import RequestCancelled, RequestFailed, iterate_async
+from .metrics import Metrics, RequestCounter
 from .params import choices_per_prompt, completion_params, image_params, prompts_of
+from .tokenization import detokenize, tokenize
 from .wire import (
     HEADER_TIMEOUT_SECONDS,
     MAX_HEADER_BYTES,
@@ -66,11 +76,15 @@ class ApiError(Exception):
         return SafeJSONResponse(self.body(), self.status, headers=self.headers)
 
 
+# The field a message starts with: 'temperature: ...', 'logit_bias[5]: ...', 'logit_bias token id: ...'.
+_FIELD = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(\[[^\]]*\]| token id)?:")
+
+
 def bad_request(error: AigcError) -> ApiError:
     """SamplingParams and the tokenizer name the field first: 'temperature: expected ...'."""
     message = str(error).replace("max_new_tokens", "max_tokens")
-    param = message.split(":", 1)[0] if ":" in message else None
-    param = param if param and param.replace("_", "").isalnum() else None
+    field = _FIELD.match(message)
+    param = field.group(1) if field else None
     code = "context_length_exceeded" if "context" in message or "KV-cache" in message else None
     return ApiError(400, message, param, code)
 
@@ -89,7 +103,10 @@ class Server:
                  max_body_bytes: int = MAX_BODY_BYTES, max_image_jobs: int = 8,
                  stream_interval: float = STREAM_INTERVAL_SECONDS, body_timeout: float = BODY_TIMEOUT_SECONDS,
                  header_timeout: float = HEADER_TIMEOUT_SECONDS, max_header_bytes: int = MAX_HEADER_BYTES,
-                 graceful_shutdown: float = GRACEFUL_SHUTDOWN_SECONDS):
+                 graceful_shutdown: float = GRACEFUL_SHUTDOWN_SECONDS, api_key: str | None = None,
+                 allowed_origins: list[str] | None = None):
+        """api_key: wanted as 'Authorization: Bearer KEY' on every route but /health and
+        /metrics; allowed_origins: browser origins CORS lets in ("*": any), none by default."""
         self.text, self.images = text, images
         self.stream_interval = stream_interval
         self.max_body_bytes = max_body_bytes
@@ -98,12 +115,28 @@ class Server:
         self.max_image_jobs = max_image_jobs
         self._image_jobs = 0
         self.created = int(time.time())
-        self.app = Starlette(routes=[
+        self.metrics = Metrics(text)
+        self.api_key = api_key
+        routes = [
             Route("/health", self.health, methods=["GET"]),
+            Route("/metrics", self.metrics_text, methods=["GET"]),
             Route("/v1/models", self.models, methods=["GET"]),
+            Route("/v1/models/{model_id:path}", self.model, methods=["GET"]),
             Route("/v1/completions", self.completions, methods=["POST"]),
             Route("/v1/images/generations", self.image_generations, methods=["POST"]),
-        ], exception_handlers={404: self._not_found, 405: self._not_allowed, Exception: self._internal_error})
+            Route("/tokenize", partial(self.tokens, tokenize), methods=["POST"]),
+            Route("/detokenize", partial(self.tokens, detokenize), methods=["POST"]),
+        ]
+        # Outermost first: CORS answers preflights (which carry no key), then every answer is
+        # counted, 401s included.
+        middleware = [Middleware(RequestCounter, metrics=self.metrics, routes=routes)]
+        if allowed_origins:
+            middleware.insert(0, Middleware(CORSMiddleware, allow_origins=list(allowed_origins),
+                                            allow_methods=["GET", "POST"], allow_headers=["*"]))
+        if api_key is not None:
+            middleware.append(Middleware(ApiKeyMiddleware, api_key=api_key))
+        self.app = Starlette(routes=routes, middleware=middleware, exception_handlers={
+            404: self._not_found, 405: self._not_allowed, Exception: self._internal_error})
 
     # Plumbing -----------------------------------------------------------------------
 
@@ -153,6 +186,10 @@ class Server:
         name = body.get("model")
         if not isinstance(name, str):
             raise ApiError(400, f"model: expected the name of a loaded {kind} model, got {name!r}", "model")
+        if name not in models and (name in self.text or name in self.images):
+            route = "POST /v1/completions" if name in self.text else "POST /v1/images/generations"
+            raise ApiError(400, f"model '{name}' is not a {kind} model: send its requests to {route}", "model",
+                           "wrong_model_kind")
         if name not in models:
             others = ", ".join(sorted(models)) or "none loaded"
             raise ApiError(404, f"model '{name}' is not a {kind} model this server serves ({others})", "model",
@@ -173,10 +210,36 @@ class Server:
         return JSONResponse({"status": "ok", "models": {name: engine.stats() for name, engine in self.text.items()}
                              | {name: {"family": g.family} for name, g in self.images.items()}})
 
+    def _model_object(self, name: str) -> dict:
+        return {"id": name, "object": "model", "created": self.created, "owned_by": "aigc-engine"}
+
     async def models(self, request: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [
-            {"id": name, "object": "model", "created": self.created, "owned_by": "aigc-engine"}
-            for name in sorted(self.text) + sorted(self.images)]})
+        return JSONResponse({"object": "list", "data": [self._model_object(name)
+                                                        for name in sorted(self.text) + sorted(self.images)]})
+
+    async def model(self, request: Request) -> Response:
+        name = request.path_params["model_id"]
+        if name not in self.text and name not in self.images:
+            others = ", ".join(sorted(self.text) + sorted(self.images)) or "none loaded"
+            return ApiError(404, f"model '{name}' is not served here ({others})", "model",
+                            "model_not_found").response()
+        return JSONResponse(self._model_object(name))
+
+    async def metrics_text(self, request: Request) -> Response:
+        return Response(self.metrics.render(), media_type=self.metrics.content_type)
+
+    async def tokens(self, handle, request: Request) -> Response:
+        """/tokenize and /detokenize: `model` may be left out when one text model is served."""
+        try:
+            body = await self._json(request)
+            if "model" not in body and len(self.text) == 1:
+                body = body | {"model": next(iter(self.text))}
+            engine = self._model(body, self.text, "text")
+            return SafeJSONResponse(await asyncio.to_thread(handle, body, engine.generator))
+        except ApiError as error:
+            return error.response()
+        except AigcError as error:
+            return bad_request(error).response()
 
     async def completions(self, request: Request) -> Response:
         try:
@@ -203,9 +266,19 @@ class Server:
                 "model": name}
         echoes = [(prompts[i] if isinstance(prompts[i], str) else h.completion.prompt) if options["echo"] else ""
                   for (i, _), h in zip(jobs, handles)]
+        prompt_entries = [[] for _ in handles]
+        if options["echo"] and options["logprobs"] is not None:
+            try:
+                prompt_entries = await _prompt_logprobs(engine, jobs, handles, options["logprobs"])
+            except BaseException as error:
+                for handle in handles:
+                    handle.cancel()
+                if isinstance(error, EngineClosed):
+                    return overloaded(error, 503).response()
+                raise
         if options["stream"]:
-            return StreamingResponse(self._stream(handles, meta, echoes, options), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
+            return StreamingResponse(self._stream(handles, meta, echoes, prompt_entries, options),
+                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         try:
             await _until_done_or_disconnect(request, handles)
             completions = [h.result() for h in handles]
@@ -215,14 +288,17 @@ class Server:
             return ApiError(500, str(error), kind="server_error", code="generation_failed").response()
         except RequestCancelled as error:
             return _cancelled(error).response()
-        choices = [_choice(i, c, echoes[i], options["logprobs"]) for i, c in enumerate(completions)]
+        choices = [_choice(i, c, echoes[i], prompt_entries[i], options["logprobs"]) for i, c in enumerate(completions)]
         return JSONResponse(meta | {"choices": choices, "usage": _usage(jobs, completions)})
 
-    async def _stream(self, handles, meta: dict, echoes: list[str], options: dict) -> AsyncIterator[str]:
+    async def _stream(self, handles, meta: dict, echoes: list[str], prompt_entries: list[list],
+                      options: dict) -> AsyncIterator[str]:
         sent_logprobs = [0] * len(handles)
         for i, echo in enumerate(echoes):
             if echo:
-                yield _event(meta | {"choices": [{"text": echo, "index": i, "logprobs": None, "finish_reason": None}]})
+                logprobs = _logprobs(prompt_entries[i], 0) if options["logprobs"] is not None else None
+                yield _event(meta | {"choices": [{"text": echo, "index": i, "logprobs": logprobs,
+                                                  "finish_reason": None}]})
         try:
             async for pieces in iterate_async(handles, self.stream_interval):
                 merged: dict[int, list] = {}  # one choice per index and event: text joined, last count
@@ -319,19 +395,38 @@ def _event(payload: dict) -> str:
     return f"data: {json.dumps(payload)}\n\n"
 
 
+async def _prompt_logprobs(engine: Engine, jobs: list, handles: list, top_n: int) -> list[list]:
+    """Each choice's prompt-token entries (echo with logprobs), computed once per prompt on
+    the engine's thread (between steps: the native model runs one step at a time)."""
+    generator, by_prompt = engine.generator, {}
+    for (i, _), handle in zip(jobs, handles):
+        if i not in by_prompt:
+            call = partial(prompt_logprobs, generator._model, generator.tokenizer, handle.request.prompt_ids, top_n)
+            by_prompt[i] = await asyncio.wrap_future(engine.call(call))
+    return [by_prompt[i] for i, _ in jobs]
+
+
 def _logprobs(entries, offset: int) -> dict:
-    """OpenAI's completions logprobs: tokens, token_logprobs, top_logprobs, text_offset."""
+    """OpenAI's completions logprobs: tokens, token_logprobs, top_logprobs, text_offset (a
+    prompt's first token, echoed, has null for its logprob and its top)."""
     offsets = []
     for entry in entries:
         offsets.append(offset)
         offset += len(entry.text)
     return {"tokens": [e.text for e in entries], "token_logprobs": [e.logprob for e in entries],
-            "top_logprobs": [{text: lp for _, text, lp in e.top} for e in entries], "text_offset": offsets}
+            "top_logprobs": [None if e.top is None else {text: lp for _, text, lp in e.top} for e in entries],
+            "text_offset": offsets}
 
 
-def _choice(index: int, completion: Completion, echo: str, logprobs: int | None) -> dict:
-    return {"text": echo + completion.text, "index": index,
-            "logprobs": _logprobs(completion.logprobs, len(echo)) if logprobs is not None else None,
+def _choice(index: int, completion: Completion, echo: str, prompt_entries: list, logprobs: int | None) -> dict:
+    if logprobs is not None and prompt_entries:
+        echo_logprobs = _logprobs(prompt_entries, 0)
+        offset = sum(len(e.text) for e in prompt_entries)
+        tail = _logprobs(completion.logprobs, offset)
+        merged = {key: echo_logprobs[key] + tail[key] for key in tail}
+    else:
+        merged = _logprobs(completion.logprobs, len(echo)) if logprobs is not None else None
+    return {"text": echo + completion.text, "index": index, "logprobs": merged,
             "finish_reason": completion.finish_reason}
 
 

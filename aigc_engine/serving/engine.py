@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Future
 
 from ..errors import AigcError
 from ..text.generator import TextGenerator
@@ -61,6 +63,8 @@ class Engine:
         self._wake = threading.Condition(self._lock)
         self._inbox: list[RequestHandle] = []
         self._cancels: list[RequestHandle] = []
+        self._calls: list[tuple[Callable[[], object], Future]] = []  # run by the thread between steps
+        self._finish_listeners: list[Callable[[RequestHandle], None]] = []
         self._handles: dict[int, RequestHandle] = {}  # id(request) → handle, owned by the thread
         self._closing = False
         self._cancel_on_close = False
@@ -148,6 +152,22 @@ class Engine:
                 if piece.text:
                     yield piece.text
 
+    def call(self, function: Callable[[], object]) -> Future:
+        """Run `function()` on the engine thread between two steps (so it may use the model,
+        which runs one step at a time); its result or exception comes in the Future."""
+        future: Future = Future()
+        with self._lock:
+            if self._closing:
+                raise EngineClosed("the engine is closed: it admits no new requests")
+            self._calls.append((function, future))
+            self._wake.notify()
+        return future
+
+    def add_finish_listener(self, callback: Callable[[RequestHandle], None]) -> None:
+        """Call `callback(handle)` on the engine thread as each request finishes successfully
+        (not when it fails or is cancelled); it must be quick and must not raise."""
+        self._finish_listeners.append(callback)
+
     # State --------------------------------------------------------------------------
 
     @property
@@ -197,11 +217,13 @@ class Engine:
     def _loop(self) -> None:
         while True:
             with self._lock:
-                while not (self._inbox or self._cancels or self._closing or self._has_work()):
+                while not (self._inbox or self._cancels or self._calls or self._closing or self._has_work()):
                     self._wake.wait()
                 inbox, self._inbox = self._inbox, []
                 cancels, self._cancels = self._cancels, []
+                calls, self._calls = self._calls, []
                 closing, cancel_all = self._closing, self._cancel_on_close
+            _run_calls(calls)
             self._admit(inbox)
             if cancel_all:
                 cancels += list(self._handles.values())
@@ -209,7 +231,7 @@ class Engine:
             if not self._has_work():
                 if closing:
                     with self._lock:
-                        if not self._inbox:
+                        if not (self._inbox or self._calls):
                             return
                 continue
             self._step()
@@ -249,6 +271,8 @@ class Engine:
         """Hand new text to the handles; finish those whose request ended."""
         for handle in handles:
             request = handle.request
+            if handle.first_token_at is None and request.generated:
+                handle.first_token_at = time.monotonic()
             piece = request.take_stream_text()
             if piece:
                 handle._push(piece)
@@ -257,3 +281,15 @@ class Engine:
                     handle._finish("failed", request.completion.error or "failed")
                 else:
                     handle._finish("finished")
+                    for callback in self._finish_listeners:
+                        callback(handle)
+
+
+def _run_calls(calls: list[tuple[Callable[[], object], Future]]) -> None:
+    for function, future in calls:
+        if not future.set_running_or_notify_cancel():
+            continue
+        try:
+            future.set_result(function())
+        except Exception as error:  # noqa: BLE001 — the caller gets it through the Future
+            future.set_exception(error)

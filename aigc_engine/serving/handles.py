@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import NamedTuple
@@ -42,6 +43,9 @@ class RequestHandle:
         self._done = threading.Event()
         self._outcome: str | None = None  # None while running; "finished", "failed" or "cancelled"
         self._message = ""
+        # time.monotonic() at submission and at the first generated token (set by the engine thread)
+        self.submitted_at = time.monotonic()
+        self.first_token_at: float | None = None
 
     @property
     def completion(self) -> Completion:

@@ -6,6 +6,7 @@ after Server.graceful_shutdown seconds is cancelled, its clients answered with 5
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import socket
 import sys
@@ -18,20 +19,32 @@ from .engine import Engine
 from .wire import limited_protocol
 
 
-def load_models(names: list[str], max_queued: int, **text_options) -> tuple[dict, dict]:
-    """Names or paths → ({id: Engine}, {id: ImageGenerator}); the id is the name, or the
-    file's stem (a folder's name) for a path."""
+def load_models(names: list[str], max_queued: int, served_names: list[str] | None = None,
+                **text_options) -> tuple[dict, dict]:
+    """Names or paths → ({id: Engine}, {id: ImageGenerator}); the id is served_names[i] when
+    given (one per model, in order), else the name, or the file's stem (a folder's name) for
+    a path."""
     import os
     from pathlib import Path
 
     from ..artifacts.artifact import IMAGE_FAMILIES, TEXT_FAMILIES, read_artifact
     from ..artifacts.registry import resolve
 
+    if served_names is not None:
+        if len(served_names) != len(names):
+            raise AigcError(f"--served-model-name: {len(served_names)} names for {len(names)} models "
+                            "(give one per model, in the same order)")
+        for served in served_names:
+            if not served or not served.isprintable() or served != served.strip():
+                raise AigcError(f"--served-model-name: {served!r} is not a usable name (printable, no surrounding "
+                                "spaces)")
     text, images = {}, {}
     try:
-        for name in names:
+        for index, name in enumerate(names):
             path = resolve(name)
             model_id = name if path.stem == name else Path(os.path.abspath(name)).stem  # `.` is its folder's name
+            if served_names is not None:
+                model_id = served_names[index]
             if model_id in text or model_id in images:
                 raise AigcError(f"model '{model_id}' is given twice")
             artifact = read_artifact(path)
@@ -46,6 +59,14 @@ def load_models(names: list[str], max_queued: int, **text_options) -> tuple[dict
             engine.close(cancel=True)
         raise
     return text, images
+
+
+def check_allowed_origins(origins: list[str] | None) -> None:
+    """Each CORS origin is '*' or scheme://host[:port], as browsers send it in Origin."""
+    for origin in origins or []:
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+            raise AigcError(f"--allowed-origins: expected '*' or an origin such as https://example.com (scheme, "
+                            f"host, optional port; no path), got {origin!r}")
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -105,8 +126,8 @@ def serve(server: Server, sock: socket.socket, log_level: str = "warning") -> No
     host, port = sock.getsockname()[:2]
     print(f"aigc serve: http://{host}:{port} — text: {', '.join(server.text) or 'none'}; "
           f"images: {', '.join(server.images) or 'none'}", file=sys.stderr, flush=True)
-    if not is_loopback(sock):
-        print(f"aigc serve: warning: listening on {host}, not a loopback address: there is no authentication, "
+    if not is_loopback(sock) and server.api_key is None:
+        print(f"aigc serve: warning: listening on {host}, not a loopback address, without --api-key: "
               "anyone who can reach this address can use the server", file=sys.stderr, flush=True)
     try:
         uvicorn_server(server, log_level).run(sockets=[sock])

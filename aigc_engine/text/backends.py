@@ -10,6 +10,7 @@ Every backend has the same three calls: start(prompts), step(state, tokens), kee
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,6 +66,16 @@ class GptOnnx:
     def keep(self, state: GptState, rows: np.ndarray) -> GptState:
         return GptState([p[rows] for p in state.past], state.mask[rows], state.positions[rows])
 
+    def prompt_logits(self, ids: list[int]) -> Iterator[np.ndarray]:
+        """Logits float32 (len(ids) - 1, vocab): row j after ids[:j + 1] (one run of the graph)."""
+        if len(ids) < 2:
+            return
+        tokens = np.array([ids[:-1]], np.int64)
+        empty = np.zeros((1, self.n_head, 0, self.head_dim), np.float32)
+        feeds = dict(zip(GPT_INPUTS, (tokens, np.arange(tokens.shape[1], dtype=np.int64)[None], np.ones_like(tokens))))
+        feeds.update(zip(self._past_names, [empty] * (2 * self.n_layer)))
+        yield self._session.run([LOGITS], feeds)[0][0]
+
     def _run(self, state: GptState, ids: np.ndarray, positions: np.ndarray,
              new_mask: np.ndarray) -> tuple[np.ndarray, GptState]:
         mask = np.concatenate([state.mask, new_mask], axis=1)
@@ -111,6 +122,14 @@ class LstmOnnx:
 
     def keep(self, state: LstmState, rows: np.ndarray) -> LstmState:
         return LstmState(np.ascontiguousarray(state.h[:, rows]), np.ascontiguousarray(state.c[:, rows]))
+
+    def prompt_logits(self, ids: list[int]) -> Iterator[np.ndarray]:
+        """Logits float32 (len(ids) - 1, vocab): row j after ids[:j + 1] (one run of the graph)."""
+        if len(ids) < 2:
+            return
+        zeros = np.zeros(self._shape, np.float32)
+        yield self._session.run([LSTM_OUTPUTS[0]], dict(zip(LSTM_INPUTS, (np.array([ids[:-1]], np.int64), zeros,
+                                                                           zeros))))[0][0]
 
     def _run(self, ids, h, c):
         logits, h, c = self._session.run(list(LSTM_OUTPUTS), dict(zip(LSTM_INPUTS, (ids, h, c))))

@@ -12,6 +12,7 @@ bytes, so twice the blocks for the same budget).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 from onnx import numpy_helper
@@ -76,3 +77,27 @@ class NativeGpt:
 
     def blocks_for(self, tokens: int) -> int:
         return -(-tokens // BLOCK_SIZE)
+
+    def prompt_logits(self, ids: list[int], chunk: int = 64) -> Iterator[np.ndarray]:
+        """Logits float32 (rows, vocab) after each prefix of `ids` but the whole, in chunks of
+        rows: row j predicts ids[j + 1]. Every token runs as a one-token decode row over a
+        KV cache of its own (the serving cache stays untouched): a step writes all its rows'
+        keys and values before any row attends, so row j sees exactly ids[:j + 1]. Call it
+        where no step runs (the Engine's thread between steps): the model runs one at a time."""
+        count = len(ids) - 1
+        if count < 1:
+            return
+        config = self.config
+        blocks = self.blocks_for(count)
+        cache = _C.KvCache(config["n_layer"], config["n_head"], config["n_embd"] // config["n_head"], BLOCK_SIZE,
+                           blocks, self.kv_dtype)
+        table = np.array(cache.allocate(blocks), np.int32)
+        tokens = np.array(ids[:count], np.int64)
+        for start in range(0, count, chunk):
+            rows = min(chunk, count - start)
+            logits = np.empty((rows, self.vocab_size), np.float32)
+            self.model.forward(tokens[start:start + rows], np.arange(start, start + rows, dtype=np.int64),
+                               np.arange(rows + 1, dtype=np.int32),
+                               np.arange(start + 1, start + rows + 1, dtype=np.int32), np.zeros(rows, np.uint8),
+                               np.ascontiguousarray(np.broadcast_to(table, (rows, blocks))), cache, logits)
+            yield logits

@@ -79,6 +79,15 @@ class TextTokenizer:
             raise AigcError(f"prompt: not valid UTF-8 (unpaired surrogate at position {error.start})") from None
         return self._tokenizer.encode(prompt, add_special_tokens=False).ids
 
+    def encode_raw(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        """Token ids of any text (empty included), as the tokenizer gives them; with
+        add_special_tokens, the tokenizer's own post-processor adds its special tokens."""
+        return self._tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def token_strings(self, ids: list[int]) -> list[str]:
+        """Each id's token as the vocabulary spells it (byte-level BPE: 'Ġthe' for ' the')."""
+        return [self._tokenizer.id_to_token(i) or "" for i in ids]
+
     def decode(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=True)
 
