@@ -14,6 +14,7 @@ import os
 import sys
 import time
 
+from . import __version__
 from .artifacts.schema import CLASSIFIER, IMAGE_FAMILIES, TEXT_FAMILIES, WEIGHT_DTYPES
 from .errors import AigcError
 
@@ -223,6 +224,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="aigc", description="Train, export and sample classic generative models.")
+    parser.add_argument("--version", action="version", version=f"aigc-engine {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser("models", help="list the embedded models")
