@@ -40,10 +40,12 @@ def _cmd_models(args: argparse.Namespace) -> None:
 def _cmd_sample(args: argparse.Namespace) -> None:
     from .images import memory
     from .images.generator import ImageGenerator
-    from .images.png import check_writable, save_grid
+    from .images.png import check_writable, output_format, save_grid
     from .ops import fresh_seed
 
-    check_writable(args.output)
+    output_format(check_writable(args.output))
+    if args.nrow is not None and args.nrow < 1:
+        raise AigcError(f"--nrow: expected an integer >= 1, got {args.nrow}")
     generator = ImageGenerator.load(args.model, device=args.device)
     seed = args.seed if args.seed is not None else fresh_seed()
     if args.n >= 1:  # the grid is a second copy of the images
@@ -282,13 +284,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128, help="images per generator call (default 128)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("-o", "--output", default="samples.png",
-                   help="PNG file to write (default samples.png): a new or a regular file, replaced whole; "
+                   help="image file to write (default samples.png), in the format its extension names: .png, or "
+                        ".jpg, .webp, .bmp... where Pillow is installed; a new or a regular file, replaced whole; "
                         "a symbolic link, FIFO, device, socket or folder is refused")
     p.set_defaults(run=_cmd_sample)
 
     p = commands.add_parser("eval", help="measure a digit model with the shipped classifier")
     p.add_argument("model")
-    p.add_argument("-n", type=int, default=5000, help="how many generated digits (default 5000)")
+    p.add_argument("-n", type=int, default=5000,
+                   help="how many generated digits (default 5000; at least 129: the Fréchet distance needs "
+                        "more samples than the classifier's 128 features)")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--truncation", type=float, default=None)
     p.add_argument("--json", action="store_true")
