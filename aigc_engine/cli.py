@@ -271,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the full metadata as JSON")
     p.set_defaults(run=_cmd_models)
 
-    p = commands.add_parser("sample", help="sample images from an image model into one grid image (PNG, or the format -o names)")
+    p = commands.add_parser("sample", help="sample images from an image model into one grid image (PNG, or the "
+                                           "format -o names)")
     p.add_argument("model", help="an embedded model name (see `aigc models`) or a path to a .onnx file")
     p.add_argument("-n", type=int, default=64, help="how many images (default 64)")
     p.add_argument("--seed", type=_seed, default=None,
