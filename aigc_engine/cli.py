@@ -14,6 +14,7 @@ import os
 import sys
 import time
 
+from . import __version__
 from .artifacts.schema import CLASSIFIER, IMAGE_FAMILIES, TEXT_FAMILIES, WEIGHT_DTYPES
 from .errors import AigcError
 
@@ -39,10 +40,12 @@ def _cmd_models(args: argparse.Namespace) -> None:
 def _cmd_sample(args: argparse.Namespace) -> None:
     from .images import memory
     from .images.generator import ImageGenerator
-    from .images.png import check_writable, save_grid
+    from .images.png import check_writable, output_format, save_grid
     from .ops import fresh_seed
 
-    check_writable(args.output)
+    output_format(check_writable(args.output))
+    if args.nrow is not None and args.nrow < 1:
+        raise AigcError(f"--nrow: expected an integer >= 1, got {args.nrow}")
     generator = ImageGenerator.load(args.model, device=args.device)
     seed = args.seed if args.seed is not None else fresh_seed()
     if args.n >= 1:  # the grid is a second copy of the images
@@ -77,23 +80,51 @@ def _cmd_eval(args: argparse.Namespace) -> None:
               f"{r['class_entropy_bits']:>8.3f} {r['mean_confidence']:>11.3f}")
 
 
+def _sampling_params(args: argparse.Namespace, seed: int):
+    """`aigc generate`'s sampling flags → SamplingParams: one flag per field, named after it."""
+    from .text.sampling import SamplingParams
+
+    bias: dict[int, float] = {}
+    for token, value in args.logit_bias:
+        if token in bias:
+            raise AigcError(f"--logit-bias: token {token} given twice ({bias[token]:g} and {value:g})")
+        bias[token] = value
+    return SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                          top_p=args.top_p, min_p=args.min_p, repetition_penalty=args.repetition_penalty,
+                          presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
+                          seed=seed, stop=tuple(args.stop), logprobs=args.logprobs, logit_bias=bias,
+                          ignore_eos=args.ignore_eos, truncate_prompt=args.truncate_prompt,
+                          token_healing=not args.no_token_healing)
+
+
+def _completion_json(completion) -> str:
+    """One line of `aigc generate --json`: the sample, or its error."""
+    line = {"prompt": completion.prompt, "text": completion.text, "token_ids": completion.token_ids,
+            "finish_reason": completion.finish_reason, "seed": completion.seed,
+            "prompt_tokens": completion.prompt_tokens}
+    if completion.logprobs is not None:
+        line["logprobs"] = [{"token_id": t.token_id, "text": t.text, "logprob": t.logprob,
+                             "top": [{"token_id": i, "text": text, "logprob": lp} for i, text, lp in t.top]}
+                            for t in completion.logprobs]
+    if completion.error:
+        line["error"] = _cli_wording(completion.error)
+    return json.dumps(line)
+
+
 def _cmd_generate(args: argparse.Namespace) -> None:
     from .ops import fresh_seed, sample_seed
     from .text.generator import TextGenerator
-    from .text.sampling import SamplingParams
 
     if args.n < 1:
         raise AigcError(f"-n: expected an integer >= 1, got {args.n}")
+    if args.logprobs is not None and not args.json:
+        raise AigcError("--logprobs: log-probabilities are printed with --json (one JSON line per sample)")
+    first_seed = args.seed if args.seed is not None else fresh_seed()
+    params = [_sampling_params(args, sample_seed(first_seed, i)) for i in range(args.n)]
     prompts = [sys.stdin.read() if p == "-" else p for p in args.prompt]
     generator = TextGenerator.load(args.model, backend=args.backend, dtype=args.dtype, kv_dtype=args.kv_dtype)
-    first_seed = args.seed if args.seed is not None else fresh_seed()
-    def params(i: int) -> SamplingParams:
-        return SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                              top_p=args.top_p, min_p=args.min_p, repetition_penalty=args.repetition_penalty,
-                              seed=sample_seed(first_seed, i), stop=tuple(args.stop),
-                              truncate_prompt=args.truncate_prompt)
-    jobs = [(prompt, params(i)) for prompt in prompts for i in range(args.n)]
-    if len(jobs) == 1:  # one sample: streamed as it is produced
+    jobs = [(prompt, p) for prompt in prompts for p in params]
+    if len(jobs) == 1 and not args.json:  # one sample: streamed as it is produced
         prompt, p = jobs[0]
         pieces = generator.stream(prompt, p)
         print(f"[seed {p.seed}]", file=sys.stderr)
@@ -106,12 +137,15 @@ def _cmd_generate(args: argparse.Namespace) -> None:
     completions = generator.generate([prompt for prompt, _ in jobs], [p for _, p in jobs])
     failed = 0
     for (prompt, p), completion in zip(jobs, completions):
-        if completion.error:
-            failed += 1
-            print(f"aigc: error: prompt {prompt[:40]!r}: {completion.error}", file=sys.stderr)
-            continue
-        print(f"----- [seed {p.seed}, {len(completion.token_ids)} tokens, {completion.finish_reason}]", file=sys.stderr)
-        print(prompt + completion.text, flush=True)
+        failed += bool(completion.error)
+        if args.json:
+            print(_completion_json(completion), flush=True)
+        elif completion.error:
+            print(f"aigc: error: prompt {prompt[:40]!r}: {_cli_wording(completion.error)}", file=sys.stderr)
+        else:
+            print(f"----- [seed {p.seed}, {len(completion.token_ids)} tokens, {completion.finish_reason}]",
+                  file=sys.stderr)
+            print(prompt + completion.text, flush=True)
     if failed:
         raise AigcError(f"{failed} of {len(jobs)} prompts failed (see above)")
 
@@ -210,6 +244,14 @@ def _cmd_serve(args: argparse.Namespace) -> None:
                  allowed_origins=args.allowed_origins), sock, args.log_level)
 
 
+def _logit_bias(text: str) -> tuple[int, float]:
+    token, _, bias = text.partition("=")
+    try:
+        return int(token), float(bias)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected TOKEN_ID=BIAS such as 50256=-100, got {text!r}") from None
+
+
 def _seed(text: str) -> int:
     from .ops import check_seed
 
@@ -228,13 +270,15 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="aigc", description="Train, export and sample classic generative models.")
+    parser.add_argument("--version", action="version", version=f"aigc-engine {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser("models", help="list the embedded models")
     p.add_argument("--json", action="store_true", help="print the full metadata as JSON")
     p.set_defaults(run=_cmd_models)
 
-    p = commands.add_parser("sample", help="sample images from an image model into a PNG grid")
+    p = commands.add_parser("sample", help="sample images from an image model into one grid image (PNG, or the "
+                                           "format -o names)")
     p.add_argument("model", help="an embedded model name (see `aigc models`) or a path to a .onnx file")
     p.add_argument("-n", type=int, default=64, help="how many images (default 64)")
     p.add_argument("--seed", type=_seed, default=None,
@@ -247,13 +291,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128, help="images per generator call (default 128)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("-o", "--output", default="samples.png",
-                   help="PNG file to write (default samples.png): a new or a regular file, replaced whole; "
+                   help="image file to write (default samples.png), in the format its extension names: .png, or "
+                        ".jpg, .webp, .bmp... where Pillow is installed; a new or a regular file, replaced whole; "
                         "a symbolic link, FIFO, device, socket or folder is refused")
     p.set_defaults(run=_cmd_sample)
 
     p = commands.add_parser("eval", help="measure a digit model with the shipped classifier")
     p.add_argument("model")
-    p.add_argument("-n", type=int, default=5000, help="how many generated digits (default 5000)")
+    p.add_argument("-n", type=int, default=5000,
+                   help="how many generated digits (default 5000; at least 129: the Fréchet distance needs "
+                        "more samples than the classifier's 128 features)")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--truncation", type=float, default=None)
     p.add_argument("--json", action="store_true")
@@ -280,8 +327,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 0, 1 = off (default 1)")
     p.add_argument("--seed", type=_seed, default=None,
                    help="an integer in [0, 2**64 - 1] (default: a fresh one, printed)")
+    p.add_argument("--presence-penalty", type=float, default=0.0,
+                   help="[-2, 2]: subtracted once from each token already generated (default 0 = off)")
+    p.add_argument("--frequency-penalty", type=float, default=0.0,
+                   help="[-2, 2]: subtracted per time each token was generated (default 0 = off)")
+    p.add_argument("--logit-bias", type=_logit_bias, action="append", default=[], metavar="TOKEN_ID=BIAS",
+                   help="add BIAS in [-100, 100] to a token's logit (repeatable; -100 bans the token)")
     p.add_argument("--stop", action="append", default=[], help="a string that ends the text (repeatable)")
+    p.add_argument("--ignore-eos", action="store_true", help="keep going past the end-of-text token")
     p.add_argument("--truncate-prompt", action="store_true", help="drop the oldest prompt tokens that do not fit")
+    p.add_argument("--no-token-healing", action="store_true",
+                   help="run a prompt that ends in whitespace as it is (default: its last token is re-chosen)")
+    p.add_argument("--logprobs", type=int, default=None, metavar="N",
+                   help="with --json: each token's log-probability and the N in [0, 20] most likely ones")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON line per sample on stdout (prompt, text, token_ids, finish_reason, seed, "
+                        "prompt_tokens; logprobs; error), nothing streamed")
     p.add_argument("--backend", default=None, choices=("native", "onnxruntime"),
                    help="default: native for GPT models, onnxruntime for LSTM models")
     p.add_argument("--dtype", default="float32", choices=WEIGHT_DTYPES,
@@ -363,6 +424,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _cli_wording(message: str) -> str:
+    """An error message with the Python API's names of settings in the flags users type here:
+    `truncate_prompt=True` → `--truncate-prompt`, `max_new_tokens` → `--max-new-tokens`."""
+    import dataclasses
+
+    from .errors import respell
+    from .text.sampling import SamplingParams
+
+    spellings = {}
+    for f in dataclasses.fields(SamplingParams):
+        flag = "--" + f.name.replace("_", "-")
+        spellings[f"{f.name}=True" if f.type == "bool" else f.name] = flag
+    return respell(message, spellings)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -371,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         print("aigc: interrupted", file=sys.stderr)
         return 130
     except (ValueError, OSError) as error:  # AigcError is a ValueError
-        print(f"aigc: error: {error}", file=sys.stderr)
+        print(f"aigc: error: {_cli_wording(str(error))}", file=sys.stderr)
         return 1
     except Exception as error:  # noqa: BLE001 — the last line of defence: no traceback for users
         if os.environ.get("AIGC_DEBUG"):

@@ -4,7 +4,9 @@ They derive from ValueError so that code catching ValueError keeps working; the 
 prints their message as one line and exits non-zero, without a traceback.
 """
 
+import re
 import sys
+from collections.abc import Mapping
 
 
 class AigcError(ValueError):
@@ -29,3 +31,15 @@ def shown(value, limit: int = 60) -> str:
             return f"an integer of more than {sys.get_int_max_str_digits()} digits"
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def respell(message: str, spellings: Mapping[str, str]) -> str:
+    """`message` with each setting written the Python API's way — a field name such as
+    `max_new_tokens`, or an assignment such as `truncate_prompt=True` — replaced by its
+    spelling in another front end (`aigc` writes `--truncate-prompt`, HTTP `"truncate_prompt":
+    true`). Messages travel as strings (a Completion's error, an exception from another
+    process), so each front end respells them where it shows them."""
+    if not spellings:
+        return message
+    names = "|".join(map(re.escape, sorted(spellings, key=len, reverse=True)))
+    return re.sub(rf"(?<![\w-])(?:{names})(?![\w=])", lambda match: spellings[match.group(0)], message)

@@ -1,8 +1,9 @@
-"""What every script in benchmarks/ shares: the --quick / --json flags, timing by the
-median of repeated runs, the machine description, and a measured fp32 GEMM peak for
-the share-of-roofline column.
+"""What every script in benchmarks/ shares: the --quick / --json / --csv / --plot flags,
+timing by the median of repeated runs, the machine description, and a measured fp32 GEMM
+peak for the share-of-roofline column.
 
-JSON: {"machine": {...}, "records": [{"bench", "system", "params", "value", "unit"}]}.
+JSON: {"machine": {...}, "records": [{"bench", "system", "params", "value", "unit"}]}; the
+CSV has one row per record, the charts come from report.py.
 """
 
 from __future__ import annotations
@@ -15,14 +16,18 @@ import statistics
 import time
 import timeit
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 
-def parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
+def parser(doc: str) -> argparse.ArgumentParser:
+    """The script's flags; --help shows its whole docstring."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a reduced set of the same comparisons (< 60 s)")
-    p.add_argument("--json", metavar="PATH", help="write the raw measurements here")
+    p.add_argument("--json", metavar="PATH", help="write the raw measurements here (and a CSV of them beside it)")
+    p.add_argument("--csv", metavar="PATH", help="write the measurements as CSV here (default: beside --json)")
+    p.add_argument("--plot", metavar="DIR", help="write PNG charts of the measurements into DIR (needs matplotlib)")
     p.add_argument("--threads", type=int, default=2, help="threads for every system (default 2)")
     return p
 
@@ -58,13 +63,35 @@ def interleaved_medians(fns: dict, rounds: int, block_seconds: float) -> dict:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def gemm_peak_flops(threads: int, size: int = 1024) -> float:
-    """fp32 FLOP/s of a square numpy matmul (OpenBLAS): this machine's practical peak."""
+def gemm_peak_flops(threads: int, size: int = 2048) -> float | None:
+    """fp32 FLOP/s of a large square numpy matmul (OpenBLAS, a tuned GEMM) on `threads`
+    threads: this machine's practical peak for that thread count. None without threadpoolctl,
+    which alone sets numpy's BLAS threads once numpy is loaded (at its own count, all the
+    cores or one, the figure was no peak for `threads`: shares of it came out above 100 %)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        print("fp32 GEMM peak: skipped (threadpoolctl is not installed: numpy's BLAS threads cannot be set)")
+        return None
     a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
-    a @ a
-    # The best of several runs: a peak, and one run slowed by a neighbour must not lower it.
-    seconds = min(timeit.repeat(lambda: a @ a, number=1, repeat=20))
+    with threadpool_limits(threads, user_api="blas"):
+        a @ a
+        # The best of several runs: a peak, and one run slowed by a neighbour must not lower it.
+        seconds = min(timeit.repeat(lambda: a @ a, number=1, repeat=10))
     return 2 * size**3 / seconds
+
+
+def peak_share(flops_per_second: float, peak: float | None) -> str:
+    """"42.0%" of the measured GEMM peak, or "-" where none was measured."""
+    return f"{100 * flops_per_second / peak:.1f}%" if peak else "-"
+
+
+def describe_peak(peak: float | None, threads: int, records: "Records") -> str:
+    """The peak's line for the printed header; kept in the JSON's machine description."""
+    if peak is None:
+        return "fp32 GEMM peak: not measured"
+    records.machine["gemm_fp32_peak_gflops"] = peak / 1e9
+    return f"fp32 GEMM peak (numpy matmul 2048², {threads} threads): {peak / 1e9:.0f} GFLOP/s"
 
 
 def read_bandwidth(threads: int, megabytes: int = 512) -> float:
@@ -100,8 +127,17 @@ class Records:
     def add(self, bench: str, system: str, params: dict, value: float, unit: str) -> None:
         self.records.append({"bench": bench, "system": system, "params": params, "value": value, "unit": unit})
 
-    def write(self, path: str | None) -> None:
-        if path:
-            with open(path, "w") as f:
+    def save(self, args: argparse.Namespace) -> None:
+        """Writes what the flags ask for: --json, the CSV (--csv, else beside --json), --plot."""
+        import report
+
+        if args.json:
+            with open(args.json, "w") as f:
                 json.dump({"machine": self.machine, "records": self.records}, f, indent=2)
-            print(f"wrote {path}")
+            print(f"wrote {args.json}")
+        csv_path = args.csv or (str(Path(args.json).with_suffix(".csv")) if args.json else None)
+        if csv_path:
+            print(f"wrote {report.write_csv(self.records, csv_path)}")
+        if args.plot:
+            for path in report.plot(self.records, args.plot):
+                print(f"wrote {path}")

@@ -5,9 +5,10 @@ turn its output into uint8 (n, H, W, C) pixels — at batch 1, 64 and 256, with 
 thread count. PyTorch runs the same architecture as the exported graph (freshly
 initialised: speed does not depend on the weights' values); onnxruntime and aigc_engine
 run the same .onnx file. Ratios are aigc_engine over each peer; the last column is the
-share of the measured fp32 GEMM peak reached by aigc_engine.
+share of the fp32 GEMM peak (numpy's matmul of 2048² matrices at the same thread count,
+through threadpoolctl) reached by aigc_engine.
 
-    python benchmarks/images.py [--quick] [--json results.json]
+    python benchmarks/images.py [--quick] [--json results.json] [--csv results.csv] [--plot DIR]
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from common import Records, gemm_peak_flops, interleaved_medians, machine, parser
+from common import Records, describe_peak, gemm_peak_flops, interleaved_medians, machine, parser, peak_share
 
 from aigc_engine import ImageGenerator
 from aigc_engine.artifacts.artifact import IMAGE_FAMILIES
@@ -85,7 +86,7 @@ def onnxruntime_system(path, latent_dim: int, threads: int):
 
 
 def main() -> None:
-    args = parser(__doc__.splitlines()[0]).parse_args()
+    args = parser(__doc__).parse_args()
     os.environ["AIGC_NUM_THREADS"] = str(args.threads)
     records = Records(machine(args.threads))
     names = embedded_names(IMAGE_FAMILIES)
@@ -94,8 +95,7 @@ def main() -> None:
     batches = (1, 64) if args.quick else BATCHES
     rounds, block_seconds = (2, 0.2) if args.quick else (5, 0.5)
     peak = gemm_peak_flops(args.threads)
-    records.machine["gemm_fp32_peak_gflops"] = peak / 1e9
-    print(f"fp32 GEMM peak (numpy matmul, {args.threads} threads): {peak / 1e9:.0f} GFLOP/s")
+    print(describe_peak(peak, args.threads, records))
     header = (f"{'model':<14} {'batch':>5} {'torch img/s':>12} {'ort img/s':>10} {'aigc img/s':>11} "
               f"{'vs torch':>9} {'vs ort':>7} {'% peak':>7}")
     print(header)
@@ -118,8 +118,8 @@ def main() -> None:
             torch_rate = f"{rate['pytorch-eager']:.0f}" if "pytorch-eager" in rate else "-"
             print(f"{name:<14} {batch:>5} {torch_rate:>12} {rate['onnxruntime']:>10.0f} {rate['aigc_engine']:>11.0f} "
                   f"{vs_torch:>9} {rate['aigc_engine'] / rate['onnxruntime']:>6.2f}x "
-                  f"{100 * rate['aigc_engine'] * flops / peak:>6.1f}%")
-    records.write(args.json)
+                  f"{peak_share(rate['aigc_engine'] * flops, peak):>7}")
+    records.save(args)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ import numpy as np
 # Run as `python -P benchmarks/kernels.py` (keeping the source tree's aigc_engine, which has
 # no built _C, off sys.path): -P also drops this folder, where common.py lives.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import Records, gemm_peak_flops, machine, median_seconds, parser, read_bandwidth  # noqa: E402
+from common import (Records, describe_peak, gemm_peak_flops, machine, median_seconds, parser,  # noqa: E402
+                    peak_share, read_bandwidth)
 
 PREFILL = ((8, 12, 512, 64), (1, 12, 2048, 64))
 DECODE = dict(batch=32, context=1024, heads=12, head_dim=64, block_size=16)
@@ -71,8 +72,8 @@ def prefill_rows(ops, torch, records, peak, repeats, min_seconds):
         for system, seconds in times.items():
             records.add("attention_prefill", system, params, flops / seconds / 1e9, "GFLOP/s")
             ratio = f"{times['torch SDPA fp32'] / seconds:.2f}x" if "torch SDPA fp32" in times else "-"
-            row(bench, system, seconds, f"{flops / seconds / 1e9:7.1f} GFLOP/s  {100 * flops / seconds / peak:5.1f}% peak",
-                ratio)
+            share = peak_share(flops / seconds, peak)
+            row(bench, system, seconds, f"{flops / seconds / 1e9:7.1f} GFLOP/s  {share:>6} peak", ratio)
 
 
 def decode_rows(ops, torch, records, bandwidth, repeats, min_seconds):
@@ -318,7 +319,7 @@ def sampler_share_rows(records, quick: bool):
 
 
 def main() -> None:
-    args = parser(__doc__.splitlines()[0]).parse_args()
+    args = parser(__doc__).parse_args()
     os.environ["AIGC_NUM_THREADS"] = str(args.threads)
     from aigc_engine import ops
 
@@ -327,10 +328,8 @@ def main() -> None:
     torch = import_torch(args.threads)
     peak = gemm_peak_flops(args.threads)
     bandwidth = read_bandwidth(args.threads, 256 if args.quick else 1024)
-    records.machine["gemm_fp32_peak_gflops"] = peak / 1e9
     records.machine["read_bandwidth_gbs"] = bandwidth / 1e9
-    print(f"fp32 GEMM peak (numpy matmul, {args.threads} threads): {peak / 1e9:.0f} GFLOP/s; "
-          f"read bandwidth: {bandwidth / 1e9:.1f} GB/s")
+    print(f"{describe_peak(peak, args.threads, records)}; read bandwidth: {bandwidth / 1e9:.1f} GB/s")
     print("ratio: prefill and decode = torch time / ours; sampler and the block's kernels = that system's time / ours")
     header = f"{'benchmark':<34} {'system':<30} {'ms':>10} {'ratio':>9} roofline"
     print(header)
@@ -340,7 +339,7 @@ def main() -> None:
     sampler_rows(ops, torch, records, bandwidth, repeats, min_seconds)
     block_rows(ops, torch, records, bandwidth, repeats, min_seconds)
     sampler_share_rows(records, args.quick)
-    records.write(args.json)
+    records.save(args)
 
 
 if __name__ == "__main__":

@@ -138,7 +138,7 @@ def speed(records: Records, cache: Path, threads: int, batch: int, prompt: int, 
 
 
 def main() -> None:
-    p = parser(__doc__.splitlines()[0])
+    p = parser(__doc__)
     p.add_argument("--only", choices=("agreement", "speed"), default=None)
     p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "aigc-bench"),
                    help="where converted models live between runs (the GPT-2-small file of benchmarks/text.py)")
@@ -154,7 +154,7 @@ def main() -> None:
             speed(records, cache, args.threads, batch=32, prompt=512, new_tokens=32, rounds=2)
         else:
             speed(records, cache, args.threads, batch=32, prompt=512, new_tokens=128, rounds=4)
-    records.write(args.json)
+    records.save(args)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ COLD_BYTES = 256 * 2**20
 
 
 def main() -> None:
-    args = parser(__doc__.splitlines()[0]).parse_args()
+    args = parser(__doc__).parse_args()
     os.environ["AIGC_NUM_THREADS"] = str(args.threads)
     from aigc_engine import _C
 
@@ -68,7 +68,7 @@ def main() -> None:
                 records.add("linear", f"aigc {dtype}", {"k": k, "n": n, "m": m}, rate, "GOP/s")
                 line += f"   m={m} {rate:6.1f} GOP/s"
             print(line + f" ({rate / numpy_rate:.2f}x numpy)")
-    records.write(args.json)
+    records.save(args)
 
 
 if __name__ == "__main__":

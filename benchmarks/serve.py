@@ -213,7 +213,7 @@ def start_server(path: str, threads: int, cwd: Path) -> tuple[subprocess.Popen, 
 
 
 def main() -> None:
-    p = parser(__doc__.splitlines()[0])
+    p = parser(__doc__)
     p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "aigc-bench"),
                    help="where the stand-in model lives between runs")
     p.add_argument("--model", help="a GPT's name or .onnx path to load-test instead of pycode-gpt")
@@ -279,7 +279,7 @@ def main() -> None:
             process.wait(30)
         except subprocess.TimeoutExpired:
             process.kill()
-    records.write(args.json)
+    records.save(args)
 
 
 if __name__ == "__main__":

@@ -167,7 +167,7 @@ def step_share(args, records: Records) -> None:
 
 
 def main() -> None:
-    p = parser(__doc__.splitlines()[0])
+    p = parser(__doc__)
     p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "aigc-bench"),
                    help="where converted models live between runs")
     p.add_argument("--step", action="store_true", help="only the native step: tokens/s and Python's share")
@@ -176,7 +176,7 @@ def main() -> None:
     if args.step:
         records = Records(machine(args.threads))
         step_share(args, records)
-        return records.write(args.json)
+        return records.save(args)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     records = Records(machine(args.threads))
@@ -211,7 +211,7 @@ def main() -> None:
                     weight_bytes = found[system].generator._model.model.weight_bytes
                     roofline = f"{100 * rate * weight_bytes / bandwidth:.0f}%"
                 print(f"{name:<11} {batch:>5} {system:<20} {rate:>9.1f} {ratio:>7} {roofline:>9}", flush=True)
-    records.write(args.json)
+    records.save(args)
 
 
 if __name__ == "__main__":

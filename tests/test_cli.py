@@ -1,6 +1,7 @@
 """The `aigc` command end to end on the embedded models: PNG grids of the right size and
 content, and one-line errors (no traceback, nothing written) for every kind of bad input."""
 
+import json
 import subprocess
 
 import numpy as np
@@ -61,6 +62,25 @@ def test_eval_prints_the_quality_table():
     assert "digits-gan" in result.stdout and "real held-out digits" in result.stdout
 
 
+def test_sample_writes_the_format_the_extension_names(tmp_path):
+    expected = make_grid(ImageGenerator.load("digits-gan").sample(4, seed=3))[..., 0]
+    for name, image_format in (("grid.jpg", "JPEG"), ("grid.bmp", "BMP")):
+        result = aigc("sample", "digits-gan", "-n", 4, "--seed", 3, "-o", tmp_path / name)
+        assert result.returncode == 0, result.stderr
+        image = Image.open(tmp_path / name)
+        assert image.format == image_format and image.size == expected.shape[::-1]
+        if image_format == "BMP":
+            np.testing.assert_array_equal(np.asarray(image), expected)
+        else:  # lossy: close on average
+            assert np.abs(np.asarray(image).astype(float) - expected).mean() < 6
+
+
+def test_eval_accepts_the_least_sample_count_without_warnings():
+    result = aigc("eval", "digits-vae", "-n", 129, "--json")
+    assert result.returncode == 0 and result.stderr == ""
+    assert json.loads(result.stdout)["digits-vae"]["n"] == 129
+
+
 @pytest.fixture
 def bad_files(tmp_path):
     (tmp_path / "text.onnx").write_text("not a model\n")
@@ -85,6 +105,11 @@ def bad_files(tmp_path):
     (["sample", "digits-gan", "-o", "{dir}/missing/out.png"], "does not exist"),
     (["sample", "digits-gan", "-o", "{dir}/folder"], "is a directory"),
     (["eval", "digits-gan", "-n", "0"], "n: expected an integer >= 1"),
+    (["eval", "digits-vae", "-n", "1"], "needs more samples than features: at least 129, got 1"),
+    (["eval", "digits-vae", "-n", "2"], "at least 129, got 2"),
+    (["eval", "digits-gan", "-n", "128"], "at least 129, got 128"),
+    (["sample", "digits-gan", "--nrow", "0"], "--nrow: expected an integer >= 1, got 0"),
+    (["sample", "digits-gan", "-o", "{dir}/out.xyz"], "the extension .xyz names no image format"),
 ])
 def test_bad_input_gets_one_line_and_writes_nothing(bad_files, args, message):
     before = sorted(p.name for p in bad_files.rglob("*"))

@@ -1,10 +1,14 @@
 """The quality figures: the Fréchet distance against scipy's matrix square root, and the
 class statistics on logits whose answer is known."""
 
+import json
+import math
+
 import numpy as np
 import pytest
 from scipy import linalg
 
+from aigc_engine import AigcError
 from aigc_engine.images.quality import frechet_distance, summarize
 
 
@@ -36,3 +40,18 @@ def test_summarize_counts_classes_and_confidence():
     assert report.class_entropy_bits == pytest.approx(2.0)
     assert report.mean_confidence == pytest.approx(1.0)
     assert abs(report.frechet_distance) < 1e-9
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_summarize_needs_more_samples_than_features(n):
+    features = np.random.default_rng(0).normal(size=(n, 3))
+    with pytest.raises(AigcError, match=f"3 features, which needs more samples than features: at least 4, got {n}"):
+        summarize(np.zeros((n, 10)), features, np.zeros(3), np.eye(3))
+
+
+def test_one_class_has_an_entropy_of_plus_zero():
+    features = np.random.default_rng(0).normal(size=(8, 3))
+    report = summarize(np.eye(10)[np.zeros(8, int)] * 50, features, np.zeros(3), np.eye(3))
+    assert report.classes_present == 1
+    assert report.class_entropy_bits == 0.0 and math.copysign(1.0, report.class_entropy_bits) == 1.0
+    assert "-0.0" not in json.dumps(report.as_dict())

@@ -1,4 +1,5 @@
-"""PNG output: a grid of uint8 images written as one PNG file, with no imaging library.
+"""Image output: a grid of uint8 images written as one file, PNG with no imaging library,
+another format its extension names (.jpg, .webp, .bmp...) through Pillow where installed.
 
 Images come as (n, H, W, C) uint8 with C = 1 (grey) or 3 (RGB). The file is written to
 a temporary name beside the target and renamed into place, so a failure never leaves
@@ -8,6 +9,7 @@ replace a FIFO, a device (as root, /dev/null itself), a socket or a symbolic lin
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import stat
@@ -28,9 +30,9 @@ def make_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2, pad
     if images.ndim != 4 or images.dtype != np.uint8 or images.shape[0] == 0:
         raise AigcError(f"images: expected a non-empty uint8 (n, H, W, C) array, got {images.dtype} {images.shape}")
     n, h, w, c = images.shape
-    nrow = nrow or math.ceil(math.sqrt(n))
-    if nrow < 1:
-        raise AigcError(f"nrow: expected >= 1, got {nrow}")
+    nrow = math.ceil(math.sqrt(n)) if nrow is None else nrow
+    if isinstance(nrow, bool) or not isinstance(nrow, int) or nrow < 1:
+        raise AigcError(f"nrow: expected an integer >= 1, got {nrow!r}")
     rows = math.ceil(n / nrow)
     grid = np.full((rows * (h + padding) + padding, nrow * (w + padding) + padding, c), pad_value, np.uint8)
     for i in range(n):
@@ -101,7 +103,38 @@ def write_atomic(path: str | Path, data: bytes) -> None:
         raise
 
 
+def output_format(path: str | Path) -> str:
+    """The image format `path`'s extension names: "PNG" (written here) or one Pillow writes."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".png":
+        return "PNG"
+    try:
+        from PIL import Image
+    except ImportError:
+        raise AigcError(f"output '{path}': without Pillow only .png is written (pip install pillow for "
+                        f"{suffix or 'other formats'})") from None
+    Image.init()
+    image_format = Image.registered_extensions().get(suffix)
+    if image_format not in Image.SAVE:
+        named = f"the extension {suffix}" if suffix else "a name without an extension"
+        raise AigcError(f"output '{path}': {named} names no image format Pillow writes (.png, .jpg, .webp, .bmp, ...)")
+    return image_format
+
+
+def encode_image(image: np.ndarray, image_format: str) -> bytes:
+    """(H, W, C) uint8 → the bytes of a file in `image_format` (see output_format)."""
+    if image_format == "PNG":
+        return encode_png(image)
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).save(buffer, format=image_format)
+    return buffer.getvalue()
+
+
 def save_grid(images: np.ndarray, path: str | Path, nrow: int | None = None, padding: int = 2) -> Path:
-    """Write (n, H, W, C) uint8 images as one PNG grid at `path`; returns the path."""
-    write_atomic(path, encode_png(make_grid(images, nrow, padding)))
+    """Write (n, H, W, C) uint8 images as one grid at `path`, in the format its extension
+    names (see output_format); returns the path."""
+    image_format = output_format(check_writable(path))
+    write_atomic(path, encode_image(make_grid(images, nrow, padding), image_format))
     return Path(path)

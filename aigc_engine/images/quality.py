@@ -53,7 +53,12 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 def summarize(logits: np.ndarray, features: np.ndarray, reference_mu: np.ndarray,
               reference_sigma: np.ndarray) -> QualityReport:
-    """Quality figures from the classifier's outputs on a set of images."""
+    """Quality figures from the classifier's outputs on a set of images: at least one more
+    image than features, or their covariance is singular and the distance meaningless."""
+    n, size = features.shape
+    if n <= size:
+        raise AigcError(f"n: the Fréchet distance compares the covariance of the classifier's {size} features, "
+                        f"which needs more samples than features: at least {size + 1}, got {n}")
     shifted = logits - logits.max(axis=1, keepdims=True)
     probs = np.exp(shifted)
     probs /= probs.sum(axis=1, keepdims=True)
@@ -65,7 +70,7 @@ def summarize(logits: np.ndarray, features: np.ndarray, reference_mu: np.ndarray
         frechet_distance=frechet_distance(features.mean(axis=0), np.cov(features, rowvar=False),
                                           reference_mu, reference_sigma),
         classes_present=int((counts > 0).sum()),
-        class_entropy_bits=float(-(share * np.log2(share)).sum()),
+        class_entropy_bits=float((share * np.log2(1 / share)).sum()),  # one class: 0.0, not -0.0
         mean_confidence=float(probs.max(axis=1).mean()),
     )
 

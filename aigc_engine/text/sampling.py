@@ -9,7 +9,7 @@ them, in float32: 1e-46 is a valid float64 top_p but rounds to 0.0 there.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 import numpy as np
 
@@ -44,6 +44,14 @@ def _number(name: str, value, low: float, high: float, low_open: bool = False, h
     return float(value)
 
 
+class _Default(int):
+    """max_new_tokens' default, told apart from an explicit 64 (`is`, not ==) so that
+    max_tokens may take its place and a contradicting pair is refused."""
+
+
+DEFAULT_MAX_NEW_TOKENS = _Default(64)
+
+
 def _integer(name: str, value, low: int, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise AigcError(f"{name}: expected an integer, got {shown(value)}")
@@ -59,7 +67,7 @@ class SamplingParams:
     except where the README's "Seeds and defaults" table says why not (HTTP max_tokens 16,
     the CLI's temperature 0.8 and top_p 0.95)."""
 
-    max_new_tokens: int = 64          # >= 1
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS  # >= 1 (the default is 64)
     temperature: float = 1.0          # >= 0; 0 = greedy (argmax)
     top_k: int = 0                    # >= 0; 0 = off
     top_p: float = 1.0                # (0, 1]; 1 = off
@@ -74,9 +82,17 @@ class SamplingParams:
     ignore_eos: bool = False          # keep going past the end-of-text token
     truncate_prompt: bool = False     # drop the oldest prompt tokens that do not fit the context
     token_healing: bool = True        # a prompt ending in whitespace: its last token re-chosen (healing.py)
+    max_tokens: InitVar[int | None] = None  # vLLM's and OpenAI's name for max_new_tokens: sets it
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, max_tokens: int | None) -> None:
+        if max_tokens is not None:
+            _integer("max_tokens", max_tokens, 1)
+            if self.max_new_tokens is not DEFAULT_MAX_NEW_TOKENS and self.max_new_tokens != max_tokens:
+                raise AigcError(f"max_tokens: {shown(max_tokens)} contradicts max_new_tokens="
+                                f"{shown(self.max_new_tokens)} (two names for one knob: give one of them)")
+            object.__setattr__(self, "max_new_tokens", max_tokens)
         _integer("max_new_tokens", self.max_new_tokens, 1)
+        object.__setattr__(self, "max_new_tokens", int(self.max_new_tokens))  # the default as a plain int
         _number("temperature", self.temperature, 0.0, 100.0)
         _integer("top_k", self.top_k, 0)
         _number("top_p", self.top_p, 0.0, 1.0, low_open=True)
