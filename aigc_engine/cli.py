@@ -1,4 +1,4 @@
-"""The `aigc` command line: models, sample, eval, generate, train, export, import-hf, serve.
+"""The `aigc` command line: models, sample, eval, generate, train, export, import-hf, serve, batch.
 
 Bad input of any kind ends with one line on stderr, `aigc: error: ...`, and exit
 status 1 (2 for unparseable arguments), never a traceback. AIGC_DEBUG=1 shows the
@@ -252,6 +252,27 @@ def _logit_bias(text: str) -> tuple[int, float]:
         raise argparse.ArgumentTypeError(f"expected TOKEN_ID=BIAS such as 50256=-100, got {text!r}") from None
 
 
+def _cmd_batch(args: argparse.Namespace) -> None:
+    try:
+        from .serving.app import Server
+        from .serving.batch import batch
+        from .serving.run import load_models
+    except ImportError as error:
+        raise AigcError(f"batch needs the 'serve' extra ({error.name} is missing): "
+                        "pip install 'aigc-engine[serve]'") from None
+    options = {k: v for k, v in (("backend", args.backend), ("dtype", args.dtype), ("kv_cache_mb", args.kv_cache_mb),
+                                 ("kv_dtype", args.kv_dtype), ("max_batch_size", args.max_batch_size))
+               if v is not None}
+    text, images = load_models(args.model, 256, **options)
+    try:
+        ran, skipped = batch(Server(text, images), args.input, args.output, args.concurrency, args.quiet)
+    finally:
+        for engine in text.values():
+            engine.close(cancel=True)
+    print(f"aigc batch: wrote {ran} lines to {args.output}" +
+          (f" ({skipped} already there were skipped)" if skipped else ""), file=sys.stderr)
+
+
 def _seed(text: str) -> int:
     from .ops import check_seed
 
@@ -421,6 +442,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="browser origins allowed by CORS, e.g. https://app.example.com, or '*' (default: none)")
     p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(run=_cmd_serve)
+
+    p = commands.add_parser("batch", help="run an OpenAI batch file (JSONL) through the models, in-process")
+    p.add_argument("input", help="OpenAI batch request lines: custom_id, method, url, body")
+    p.add_argument("output", help="OpenAI batch output lines, appended; a rerun skips the custom_ids already there")
+    p.add_argument("--model", nargs="+", required=True,
+                   help="the models the lines' bodies name (embedded names, .onnx paths or GPT-2 folders)")
+    p.add_argument("--concurrency", type=int, default=64, help="requests in flight at once (default 64)")
+    p.add_argument("--max-batch-size", type=int, default=None, help="requests decoded together (default 32)")
+    p.add_argument("--backend", default=None, choices=("native", "onnxruntime"),
+                   help="text backend (default: native for GPT, onnxruntime for LSTM)")
+    p.add_argument("--kv-cache-mb", type=float, default=None, help="native KV cache budget (default 512)")
+    p.add_argument("--dtype", default=None, choices=WEIGHT_DTYPES, help="native decoder weights (default float32)")
+    p.add_argument("--kv-dtype", default=None, choices=KV_DTYPES, help="native KV cache dtype (default float32)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(run=_cmd_batch)
     return parser
 
 

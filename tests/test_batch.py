@@ -121,7 +121,8 @@ def test_repeated_custom_ids_and_bad_settings_are_refused_before_anything_runs(t
 
 
 def test_the_command_line(tmp_path, gpt_path):
-    write_input(tmp_path / "in.jsonl", [json.dumps(g) for g in GOOD[:3]] + ["{not json"])
+    unnamed = [dict(g, body={k: v for k, v in g["body"].items() if k != "model"}) for g in GOOD[:3]]
+    write_input(tmp_path / "in.jsonl", [json.dumps(g) for g in unnamed] + ["{not json"])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     run = subprocess.run([sys.executable, "-m", "aigc_engine.cli", "batch", str(tmp_path / "in.jsonl"),
                           str(tmp_path / "out.jsonl"), "--model", str(gpt_path)],
@@ -129,5 +130,6 @@ def test_the_command_line(tmp_path, gpt_path):
     assert run.returncode == 0, run.stderr
     assert "4/4 lines" in run.stderr and "tokens/s" in run.stderr
     out = read_output(tmp_path / "out.jsonl")
-    assert [out[g["custom_id"]]["response"]["status_code"] for g in GOOD[:3]] == [200] * 3
+    for g in GOOD[:3]:
+        assert out[g["custom_id"]]["response"]["body"]["choices"][0]["text"] == expected_text(gpt_path, g["body"])
     assert "wrote 4 lines" in run.stderr
