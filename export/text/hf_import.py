@@ -1,6 +1,7 @@
 # Import a Hugging Face GPT-2 checkpoint folder, offline: config.json (model_type gpt2),
 # weights from model.safetensors (or its sharded index) or pytorch_model.bin, tokenizer
-# from tokenizer.json or vocab.json + merges.txt. Our GPT keeps GPT-2's parameter names
+# from tokenizer.json or vocab.json + merges.txt, chat template (if any) from chat_template.jinja or
+# tokenizer_config.json. Our GPT keeps GPT-2's parameter names
 # and Conv1D (in, out) layout, so loading is a checked loop over names and shapes; the
 # result goes through the same verified export as a trained model.
 from __future__ import annotations
@@ -11,6 +12,8 @@ import re
 from pathlib import Path
 
 import torch
+
+from aigc_engine.text.chat_template import hf_chat_template
 
 from ..models import build_model
 from .export import export_text_model
@@ -39,7 +42,7 @@ def import_hf(directory: str | os.PathLike, out: str | os.PathLike) -> Path:
     load_gpt2_weights(model, read_weights(directory), directory)
     provenance = {"dataset": f"Hugging Face checkpoint {directory.resolve().name}", "steps": None,
                   "imported_from": str(directory.resolve()), "quality": None}
-    return export_text_model(model, "gpt", tokenizer.to_str(), provenance, out)
+    return export_text_model(model, "gpt", tokenizer.to_str(), provenance, out, hf_chat_template(directory))
 
 
 def read_gpt2_config(directory: Path) -> dict:
