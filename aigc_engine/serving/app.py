@@ -1,7 +1,7 @@
 """`aigc serve`: an OpenAI-compatible HTTP server on Starlette + uvicorn.
 
-POST /v1/completions (streamed as server-sent events with stream=true), GET /v1/models,
-POST /v1/images/generations (PNG, base64), GET /health. Each text model is one Engine,
+POST /v1/completions and /v1/chat/completions (streamed as server-sent events with
+stream=true), GET /v1/models, POST /v1/images/generations (PNG, base64), GET /health. Each text model is one Engine,
 so requests from every client share its continuous batch. Bad requests get a 4xx with
 an OpenAI-style body {"error": {"message", "type", "param", "code"}}; a full queue gets
 429 with Retry-After; a client that leaves cancels its requests (KV blocks freed).
@@ -14,7 +14,8 @@ import base64
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import NamedTuple
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -25,6 +26,7 @@ from ..errors import AigcError
 from ..images.generator import ImageGenerator
 from ..images.png import encode_png
 from ..text.sampling import Completion
+from . import chat
 from .engine import Engine, EngineClosed, EngineOverloaded
 from .handles import RequestCancelled, RequestFailed, iterate_async
 from .params import choices_per_prompt, completion_params, image_params, prompts_of
@@ -71,6 +73,7 @@ def bad_request(error: AigcError) -> ApiError:
     message = str(error).replace("max_new_tokens", "max_tokens")
     param = message.split(":", 1)[0] if ":" in message else None
     param = param if param and param.replace("_", "").isalnum() else None
+    param = getattr(error, "param", param)  # a chat message's path: messages[1].role
     code = "context_length_exceeded" if "context" in message or "KV-cache" in message else None
     return ApiError(400, message, param, code)
 
@@ -102,6 +105,7 @@ class Server:
             Route("/health", self.health, methods=["GET"]),
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/v1/completions", self.completions, methods=["POST"]),
+            Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
             Route("/v1/images/generations", self.image_generations, methods=["POST"]),
         ], exception_handlers={404: self._not_found, 405: self._not_allowed, Exception: self._internal_error})
 
@@ -191,21 +195,47 @@ class Server:
             # Tokenising in a worker thread: the event loop (other clients, /health) carries on.
             handles = await asyncio.to_thread(engine.submit_many, [prompts[i] for i, _ in jobs],
                                               [p for _, p in jobs])
-        except ApiError as error:
-            return error.response()
-        except EngineOverloaded as error:
-            return overloaded(error).response()
-        except EngineClosed as error:
-            return overloaded(error, 503).response()
-        except AigcError as error:
-            return bad_request(error).response()
+        except (ApiError, AigcError) as error:
+            return _refusal(error)
         meta = {"id": f"cmpl-{secrets.token_hex(12)}", "object": "text_completion", "created": int(time.time()),
                 "model": name}
         echoes = [(prompts[i] if isinstance(prompts[i], str) else h.completion.prompt) if options["echo"] else ""
                   for (i, _), h in zip(jobs, handles)]
+
+        def chunk(index: int, text: str, entries: list | None, finish_reason: str | None) -> dict:
+            return {"text": text, "index": index, "logprobs": None if entries is None else _logprobs(entries, 0),
+                    "finish_reason": finish_reason}
+        shape = _Shape([{"text": echo, "index": i, "logprobs": None, "finish_reason": None}
+                        for i, echo in enumerate(echoes) if echo], chunk,
+                       lambda i, c: _choice(i, c, echoes[i], options["logprobs"]), "text_completion")
+        return await self._answer(request, handles, meta, options, shape)
+
+    async def chat_completions(self, request: Request) -> Response:
+        try:
+            body = await self._json(request)
+            name = body.get("model")
+            engine = self._model(body, self.text, "text")
+            n = choices_per_prompt(body)
+            engine.check_room(n, f"n={n}")
+            # Rendering and tokenising in a worker thread, as for completions.
+            ids, jobs, options = await asyncio.to_thread(chat.chat_request, body, engine.generator)
+            handles = await asyncio.to_thread(engine.submit_many, [ids] * len(jobs), [p for _, p in jobs])
+        except (ApiError, AigcError) as error:
+            return _refusal(error)
+        meta = {"id": f"chatcmpl-{secrets.token_hex(12)}", "object": "chat.completion", "created": int(time.time()),
+                "model": name}
+        token_bytes = engine.generator.tokenizer.token_bytes
+        shape = _Shape([chat.opening_choice(i) for i in range(len(handles))],
+                       lambda *choice: chat.chunk_choice(*choice, token_bytes),
+                       lambda i, c: chat.message_choice(i, c, options["logprobs"], token_bytes),
+                       "chat.completion.chunk")
+        return await self._answer(request, handles, meta, options, shape)
+
+    async def _answer(self, request: Request, handles, meta: dict, options: dict, shape: "_Shape") -> Response:
+        """The submitted requests' answer: a stream of events, or one JSON body once all are done."""
         if options["stream"]:
-            return StreamingResponse(self._stream(handles, meta, echoes, options), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
+            return StreamingResponse(self._stream(handles, meta | {"object": shape.chunk_object}, options, shape),
+                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         try:
             await _until_done_or_disconnect(request, handles)
             completions = [h.result() for h in handles]
@@ -215,14 +245,13 @@ class Server:
             return ApiError(500, str(error), kind="server_error", code="generation_failed").response()
         except RequestCancelled as error:
             return _cancelled(error).response()
-        choices = [_choice(i, c, echoes[i], options["logprobs"]) for i, c in enumerate(completions)]
-        return JSONResponse(meta | {"choices": choices, "usage": _usage(jobs, completions)})
+        choices = [shape.choice(i, c) for i, c in enumerate(completions)]
+        return JSONResponse(meta | {"choices": choices, "usage": _usage(options["jobs"], completions)})
 
-    async def _stream(self, handles, meta: dict, echoes: list[str], options: dict) -> AsyncIterator[str]:
+    async def _stream(self, handles, meta: dict, options: dict, shape: "_Shape") -> AsyncIterator[str]:
         sent_logprobs = [0] * len(handles)
-        for i, echo in enumerate(echoes):
-            if echo:
-                yield _event(meta | {"choices": [{"text": echo, "index": i, "logprobs": None, "finish_reason": None}]})
+        for choice in shape.opening:
+            yield _event(meta | {"choices": [choice]})
         try:
             async for pieces in iterate_async(handles, self.stream_interval):
                 merged: dict[int, list] = {}  # one choice per index and event: text joined, last count
@@ -232,13 +261,12 @@ class Server:
                 choices = []
                 for index, (text, tokens, done) in merged.items():
                     completion = handles[index].completion
-                    logprobs = None
+                    entries = None
                     if options["logprobs"] is not None:
                         start, sent_logprobs[index] = sent_logprobs[index], tokens
-                        logprobs = _logprobs(completion.logprobs[start:tokens], 0)
-                    if text or done or (logprobs is not None and logprobs["tokens"]):
-                        choices.append({"text": text, "index": index, "logprobs": logprobs,
-                                        "finish_reason": completion.finish_reason if done else None})
+                        entries = completion.logprobs[start:tokens]
+                    if text or done or entries:
+                        choices.append(shape.chunk(index, text, entries, completion.finish_reason if done else None))
                 if choices:
                     yield _event(meta | {"choices": choices})
         except RequestFailed as error:
@@ -278,8 +306,27 @@ class Server:
                              "data": [{"b64_json": base64.b64encode(png).decode("ascii")} for png in pngs]})
 
 
+class _Shape(NamedTuple):
+    """How a text route words its answer (completions and chat differ only here)."""
+    opening: list[dict]  # choices streamed before any text, one event each (echoes; the chat's roles)
+    chunk: Callable[[int, str, list | None, str | None], dict]  # (index, text, logprob entries, finish) → choice
+    choice: Callable[[int, Completion], dict]  # a choice of the whole answer
+    chunk_object: str  # the streamed events' "object"
+
+
 class _ClientGone(Exception):
     pass
+
+
+def _refusal(error: Exception) -> Response:
+    """A request refused before it ran: its own ApiError, 429 or 503 from the engine, or 400."""
+    if isinstance(error, ApiError):
+        return error.response()
+    if isinstance(error, EngineOverloaded):
+        return overloaded(error).response()
+    if isinstance(error, EngineClosed):
+        return overloaded(error, 503).response()
+    return bad_request(error).response()
 
 
 def _cancelled(error: RequestCancelled) -> ApiError:
