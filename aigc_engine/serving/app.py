@@ -231,7 +231,7 @@ class Server:
                        "chat.completion.chunk")
         return await self._answer(request, handles, meta, options, shape)
 
-    async def _answer(self, request: Request, handles, meta: dict, options: dict, shape: "_Shape") -> Response:
+    async def _answer(self, request: Request, handles, meta: dict, options: dict, shape: _Shape) -> Response:
         """The submitted requests' answer: a stream of events, or one JSON body once all are done."""
         if options["stream"]:
             return StreamingResponse(self._stream(handles, meta | {"object": shape.chunk_object}, options, shape),
@@ -248,7 +248,7 @@ class Server:
         choices = [shape.choice(i, c) for i, c in enumerate(completions)]
         return JSONResponse(meta | {"choices": choices, "usage": _usage(options["jobs"], completions)})
 
-    async def _stream(self, handles, meta: dict, options: dict, shape: "_Shape") -> AsyncIterator[str]:
+    async def _stream(self, handles, meta: dict, options: dict, shape: _Shape) -> AsyncIterator[str]:
         sent_logprobs = [0] * len(handles)
         for choice in shape.opening:
             yield _event(meta | {"choices": [choice]})

@@ -148,11 +148,11 @@ class ChatTemplate:
         object.__setattr__(self, "_compiled", compiled)
 
     @classmethod
-    def default(cls, special_tokens: dict | None = None) -> "ChatTemplate":
+    def default(cls, special_tokens: dict | None = None) -> ChatTemplate:
         return cls(DEFAULT_CHAT_TEMPLATE, special_tokens or {}, DEFAULT_STOP)
 
     @classmethod
-    def from_file(cls, path: str | Path, special_tokens: dict | None = None) -> "ChatTemplate":
+    def from_file(cls, path: str | Path, special_tokens: dict | None = None) -> ChatTemplate:
         """A Jinja file (as transformers' chat_template.jinja), or a JSON file holding a
         `chat_template` string (a tokenizer_config.json)."""
         path = Path(path)
