@@ -378,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the .onnx file to write")
     p.set_defaults(run=_cmd_import_hf)
 
-    p = commands.add_parser("serve", help="serve models over HTTP: OpenAI-compatible completions, images")
+    p = commands.add_parser("serve",
+                            help="serve models over HTTP: OpenAI-compatible completions, chat completions, images")
     p.add_argument("model", nargs="+", help="embedded model names or .onnx paths (text and image models)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="default 8000; 0 picks a free port (printed)")

@@ -351,6 +351,8 @@ def post(served, body):
     ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role", "expected one of"),
     ({"messages": {"role": "user", "content": "x"}}, "messages", "expected a non-empty list"),
     ({"messages": None}, "messages", "got nothing"),
+    ({"messages": [{"role": "user", "content": "a\x00b"}]}, "messages",
+     "the prompt the chat template makes from them: contains a NUL character"),
     ({"top_logprobs": 2}, "top_logprobs", "needs \"logprobs\": true"),
     ({"logprobs": True, "top_logprobs": 21}, "top_logprobs", "expected an integer in [0, 20]"),
     ({"logprobs": 2}, "logprobs", "expected true or false"),

@@ -11,6 +11,7 @@ Without either, a reply may use the rest of the context (as OpenAI and vLLM do).
 from __future__ import annotations
 
 from ..errors import AigcError
+from ..text.chat_template import MessageError
 from ..text.generator import TextGenerator
 from ..text.sampling import MAX_LOGPROBS, Completion, SamplingParams, TokenLogprob
 from .params import COMPLETION_FIELDS, _flag, _reject_unknown, completion_params
@@ -29,7 +30,13 @@ def chat_request(body: dict, generator: TextGenerator) -> tuple[list[int], list[
             raise AigcError(f"{name}: function calling is not supported (these language models have no tool-call "
                             "format); send messages only")
     template = generator.chat_template
-    ids = generator.tokenizer.encode(template.render(body.get("messages")))
+    try:
+        ids = generator.tokenizer.encode(template.render(body.get("messages")))
+    except MessageError:
+        raise
+    except AigcError as error:  # the tokenizer's "prompt: contains a NUL character ...": the user sent messages
+        raise MessageError("messages", f"the prompt the chat template makes from them: "
+                                       f"{str(error).removeprefix('prompt: ')}") from None
     fields = {k: v for k, v in body.items() if k not in CHAT_ONLY_FIELDS and k not in TOOL_FIELDS}
     fields["logprobs"] = _logprobs_count(body)
     fields["max_tokens"] = _max_tokens(body, len(ids), generator.context_length)
