@@ -1,4 +1,4 @@
-"""The `aigc` command line: models, sample, eval, generate, train, export, import-hf, serve, batch.
+"""The `aigc` command line: models, sample, eval, generate, chat, train, export, import-hf, serve, batch.
 
 Bad input of any kind ends with one line on stderr, `aigc: error: ...`, and exit
 status 1 (2 for unparseable arguments), never a traceback. AIGC_DEBUG=1 shows the
@@ -81,7 +81,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _sampling_params(args: argparse.Namespace, seed: int):
-    """`aigc generate`'s sampling flags → SamplingParams: one flag per field, named after it."""
+    """The sampling flags of `generate` and `chat` → SamplingParams: one flag per field, named
+    after it (logprobs: generate's, printed with --json)."""
     from .text.sampling import SamplingParams
 
     bias: dict[int, float] = {}
@@ -92,7 +93,8 @@ def _sampling_params(args: argparse.Namespace, seed: int):
     return SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                           top_p=args.top_p, min_p=args.min_p, repetition_penalty=args.repetition_penalty,
                           presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
-                          seed=seed, stop=tuple(args.stop), logprobs=args.logprobs, logit_bias=bias,
+                          seed=seed, stop=tuple(args.stop), logprobs=getattr(args, "logprobs", None),
+                          logit_bias=bias,
                           ignore_eos=args.ignore_eos, truncate_prompt=args.truncate_prompt,
                           token_healing=not args.no_token_healing)
 
@@ -148,6 +150,39 @@ def _cmd_generate(args: argparse.Namespace) -> None:
             print(prompt + completion.text, flush=True)
     if failed:
         raise AigcError(f"{failed} of {len(jobs)} prompts failed (see above)")
+
+
+def _cmd_chat(args: argparse.Namespace) -> None:
+    """One user message a line from stdin; each reply streamed to stdout on its own line.
+    Reply i uses seed (SEED + i) mod 2**64, so a seeded conversation replays exactly."""
+    from .ops import fresh_seed, sample_seed
+    from .text.generator import TextGenerator
+
+    generator = TextGenerator.load(args.model, backend=args.backend, dtype=args.dtype, kv_dtype=args.kv_dtype,
+                                   chat_template=args.chat_template)
+    first_seed = args.seed if args.seed is not None else fresh_seed()
+    interactive = sys.stdin.isatty()
+    print(f"[seed {first_seed}]" + ("  (one message a line; /exit or Ctrl-D ends)" if interactive else ""),
+          file=sys.stderr)
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    while True:
+        if interactive:
+            print("> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line or line.strip() == "/exit":
+            return
+        if not line.strip():
+            continue
+        messages.append({"role": "user", "content": line.rstrip("\n")})
+        params = _sampling_params(args, sample_seed(first_seed, sum(m["role"] == "assistant" for m in messages)))
+        reply = []
+        for piece in generator.chat_stream(messages, params):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+            reply.append(piece)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        messages.append({"role": "assistant", "content": "".join(reply)})
 
 
 def _training_module():
@@ -236,6 +271,8 @@ def _cmd_serve(args: argparse.Namespace) -> None:
         options = {k: v for k, v in (("backend", args.backend), ("dtype", args.dtype), ("kv_cache_mb", args.kv_cache_mb),
                                      ("kv_dtype", args.kv_dtype), ("max_batch_size", args.max_batch_size))
                    if v is not None}
+        if args.chat_template is not None:
+            options["chat_template"] = args.chat_template
         text, images = load_models(args.model, args.max_queued, args.served_model_name, **options)
     except BaseException:
         sock.close()
@@ -261,7 +298,8 @@ def _cmd_batch(args: argparse.Namespace) -> None:
         raise AigcError(f"batch needs the 'serve' extra ({error.name} is missing): "
                         "pip install 'aigc-engine[serve]'") from None
     options = {k: v for k, v in (("backend", args.backend), ("dtype", args.dtype), ("kv_cache_mb", args.kv_cache_mb),
-                                 ("kv_dtype", args.kv_dtype), ("max_batch_size", args.max_batch_size))
+                                 ("kv_dtype", args.kv_dtype), ("max_batch_size", args.max_batch_size),
+                                 ("chat_template", args.chat_template))
                if v is not None}
     text, images = load_models(args.model, 256, **options)
     try:
@@ -289,10 +327,48 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"aigc: error: {message} (see `{self.prog} --help`)\n")
 
 
+def _text_flags() -> argparse.ArgumentParser:
+    """The sampling and backend flags that `generate` and `chat` share."""
+    p = argparse.ArgumentParser(add_help=False)
+    # The defaults are SamplingParams', except temperature and top_p: see the README's
+    # "Seeds and defaults" table, which tests/test_defaults.py holds this to.
+    p.add_argument("--max-new-tokens", type=int, default=64, help="default 64")
+    p.add_argument("--temperature", type=float, default=0.8,
+                   help="0 = greedy (default 0.8, where the Python API and HTTP use 1.0, the model's own "
+                        "distribution: a little colder reads better from small models)")
+    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (default 0 = off)")
+    p.add_argument("--top-p", type=float, default=0.95,
+                   help="nucleus mass in (0, 1] (default 0.95, where the Python API and HTTP use 1.0 = off: "
+                        "cutting the unlikely tail reads better from small models)")
+    p.add_argument("--min-p", type=float, default=0.0, help="drop tokens below min-p × the top one (default 0)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 0, 1 = off (default 1)")
+    p.add_argument("--seed", type=_seed, default=None,
+                   help="an integer in [0, 2**64 - 1] (default: a fresh one, printed)")
+    p.add_argument("--presence-penalty", type=float, default=0.0,
+                   help="[-2, 2]: subtracted once from each token already generated (default 0 = off)")
+    p.add_argument("--frequency-penalty", type=float, default=0.0,
+                   help="[-2, 2]: subtracted per time each token was generated (default 0 = off)")
+    p.add_argument("--logit-bias", type=_logit_bias, action="append", default=[], metavar="TOKEN_ID=BIAS",
+                   help="add BIAS in [-100, 100] to a token's logit (repeatable; -100 bans the token)")
+    p.add_argument("--stop", action="append", default=[], help="a string that ends the text (repeatable)")
+    p.add_argument("--ignore-eos", action="store_true", help="keep going past the end-of-text token")
+    p.add_argument("--truncate-prompt", action="store_true", help="drop the oldest prompt tokens that do not fit")
+    p.add_argument("--no-token-healing", action="store_true",
+                   help="run a prompt that ends in whitespace as it is (default: its last token is re-chosen)")
+    p.add_argument("--backend", default=None, choices=("native", "onnxruntime"),
+                   help="default: native for GPT models, onnxruntime for LSTM models")
+    p.add_argument("--dtype", default="float32", choices=WEIGHT_DTYPES,
+                   help="how the native decoder stores the weights (default float32)")
+    p.add_argument("--kv-dtype", default="float32", choices=KV_DTYPES,
+                   help="how the native decoder's KV cache stores keys and values (default float32)")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="aigc", description="Train, export and sample classic generative models.")
     parser.add_argument("--version", action="version", version=f"aigc-engine {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    text_flags = _text_flags()
 
     p = commands.add_parser("models", help="list the embedded models")
     p.add_argument("--json", action="store_true", help="print the full metadata as JSON")
@@ -327,50 +403,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_cmd_eval)
 
-    p = commands.add_parser("generate", help="generate text from a text model, streamed to stdout")
+    p = commands.add_parser("generate", parents=[text_flags],
+                            help="generate text from a text model, streamed to stdout")
     p.add_argument("model", help="an embedded text model (see `aigc models`), a path to a .onnx file, or a "
                                  "Hugging Face GPT-2 folder")
     p.add_argument("-p", "--prompt", action="append", required=True,
                    help="the prompt (repeat for several; '-' reads it from stdin)")
     p.add_argument("-n", type=int, default=1,
                    help="samples per prompt, with seeds SEED, SEED+1, ... mod 2**64 (default 1)")
-    # The defaults are SamplingParams', except temperature and top_p: see the README's
-    # "Seeds and defaults" table, which tests/test_defaults.py holds this to.
-    p.add_argument("--max-new-tokens", type=int, default=64, help="default 64")
-    p.add_argument("--temperature", type=float, default=0.8,
-                   help="0 = greedy (default 0.8, where the Python API and HTTP use 1.0, the model's own "
-                        "distribution: a little colder reads better from small models)")
-    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (default 0 = off)")
-    p.add_argument("--top-p", type=float, default=0.95,
-                   help="nucleus mass in (0, 1] (default 0.95, where the Python API and HTTP use 1.0 = off: "
-                        "cutting the unlikely tail reads better from small models)")
-    p.add_argument("--min-p", type=float, default=0.0, help="drop tokens below min-p × the top one (default 0)")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 0, 1 = off (default 1)")
-    p.add_argument("--seed", type=_seed, default=None,
-                   help="an integer in [0, 2**64 - 1] (default: a fresh one, printed)")
-    p.add_argument("--presence-penalty", type=float, default=0.0,
-                   help="[-2, 2]: subtracted once from each token already generated (default 0 = off)")
-    p.add_argument("--frequency-penalty", type=float, default=0.0,
-                   help="[-2, 2]: subtracted per time each token was generated (default 0 = off)")
-    p.add_argument("--logit-bias", type=_logit_bias, action="append", default=[], metavar="TOKEN_ID=BIAS",
-                   help="add BIAS in [-100, 100] to a token's logit (repeatable; -100 bans the token)")
-    p.add_argument("--stop", action="append", default=[], help="a string that ends the text (repeatable)")
-    p.add_argument("--ignore-eos", action="store_true", help="keep going past the end-of-text token")
-    p.add_argument("--truncate-prompt", action="store_true", help="drop the oldest prompt tokens that do not fit")
-    p.add_argument("--no-token-healing", action="store_true",
-                   help="run a prompt that ends in whitespace as it is (default: its last token is re-chosen)")
     p.add_argument("--logprobs", type=int, default=None, metavar="N",
                    help="with --json: each token's log-probability and the N in [0, 20] most likely ones")
     p.add_argument("--json", action="store_true",
                    help="one JSON line per sample on stdout (prompt, text, token_ids, finish_reason, seed, "
                         "prompt_tokens; logprobs; error), nothing streamed")
-    p.add_argument("--backend", default=None, choices=("native", "onnxruntime"),
-                   help="default: native for GPT models, onnxruntime for LSTM models")
-    p.add_argument("--dtype", default="float32", choices=WEIGHT_DTYPES,
-                   help="how the native decoder stores the weights (default float32)")
-    p.add_argument("--kv-dtype", default="float32", choices=KV_DTYPES,
-                   help="how the native decoder's KV cache stores keys and values (default float32)")
     p.set_defaults(run=_cmd_generate)
+
+    p = commands.add_parser("chat", parents=[text_flags],
+                            help="chat with a text model: one message a line on stdin, replies streamed to stdout")
+    p.add_argument("model", help="an embedded text model (see `aigc models`), a path to a .onnx file, or a "
+                                 "Hugging Face GPT-2 folder")
+    p.add_argument("--system", default=None, help="a system message that opens the conversation")
+    p.add_argument("--chat-template", default=None, metavar="FILE",
+                   help="a Jinja chat template (or a JSON file with a 'chat_template', as tokenizer_config.json) "
+                        "instead of the model's own or the default one")
+    p.set_defaults(run=_cmd_chat)
 
     p = commands.add_parser("train", help="train a model and export it (needs the 'train' extra)")
     p.add_argument("family", choices=IMAGE_FAMILIES + (CLASSIFIER,) + TEXT_FAMILIES)
@@ -412,7 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the .onnx file to write")
     p.set_defaults(run=_cmd_import_hf)
 
-    p = commands.add_parser("serve", help="serve models over HTTP: OpenAI-compatible completions, images")
+    p = commands.add_parser("serve",
+                            help="serve models over HTTP: OpenAI-compatible completions, chat completions, images")
     p.add_argument("model", nargs="+",
                    help="embedded model names, .onnx paths or Hugging Face GPT-2 folders (text and image models)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -440,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the embedded name, or a path's file stem)")
     p.add_argument("--allowed-origins", nargs="+", default=None, metavar="ORIGIN",
                    help="browser origins allowed by CORS, e.g. https://app.example.com, or '*' (default: none)")
+    p.add_argument("--chat-template", default=None, metavar="FILE",
+                   help="a Jinja chat template for /v1/chat/completions, for every text model served, instead of "
+                        "each model's own or the default one")
     p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(run=_cmd_serve)
 
@@ -455,6 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kv-cache-mb", type=float, default=None, help="native KV cache budget (default 512)")
     p.add_argument("--dtype", default=None, choices=WEIGHT_DTYPES, help="native decoder weights (default float32)")
     p.add_argument("--kv-dtype", default=None, choices=KV_DTYPES, help="native KV cache dtype (default float32)")
+    p.add_argument("--chat-template", default=None, metavar="FILE",
+                   help="a Jinja chat template for /v1/chat/completions lines, instead of each model's own or the "
+                        "default one")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(run=_cmd_batch)
     return parser

@@ -1,5 +1,5 @@
 """Random request bodies against the real app, in-process (httpx's ASGI transport): every
-known field of /v1/completions and /v1/images/generations filled with random JSON,
+known field of /v1/completions, /v1/chat/completions and /v1/images/generations filled with random JSON,
 plausible values, wrong types and huge numbers, unknown fields, deep nesting, invalid
 UTF-8 and lone surrogates, bodies that are not JSON at all. Every answer is a JSON error
 (400/404/413/422/429) or a valid 200 body, never a 500, never a hang; and a valid
@@ -18,6 +18,7 @@ from text_fixtures import export_tiny
 
 from aigc_engine import ImageGenerator, TextGenerator
 from aigc_engine.serving.app import Server
+from aigc_engine.serving.chat import CHAT_FIELDS
 from aigc_engine.serving.engine import Engine
 from aigc_engine.serving.params import COMPLETION_FIELDS, IMAGE_FIELDS
 
@@ -63,6 +64,12 @@ PLAUSIBLE = {
     "logit_bias": st.dictionaries(st.integers(-1, 400).map(str), st.floats(-100, 100), max_size=3),
     "truncation": st.floats(-1, 3), "size": st.sampled_from(["28x28", "64x64", "x"]),
     "response_format": st.sampled_from(["b64_json", "url"]),
+    "messages": st.lists(st.fixed_dictionaries(
+        {"role": st.sampled_from(["system", "developer", "user", "assistant", "tool", "bot"]),
+         "content": st.text(max_size=12) | st.lists(st.fixed_dictionaries({"type": st.just("text"),
+                                                                          "text": st.text(max_size=6)}), max_size=2)},
+        optional={"name": st.text(max_size=4)}), max_size=4),
+    "top_logprobs": st.integers(-1, 25), "max_completion_tokens": st.integers(-1, 24),
 }
 
 
@@ -102,7 +109,7 @@ def check(response: httpx.Response, path: str) -> None:
             assert "error" not in json.loads(line[6:])
         return
     body = response.json()
-    assert body["choices"] if path == "/v1/completions" else body["data"]
+    assert body["data"] if path == "/v1/images/generations" else body["choices"]
 
 
 FUZZ = settings(max_examples=120, deadline=None, derandomize=True,
@@ -115,6 +122,15 @@ FUZZ = settings(max_examples=120, deadline=None, derandomize=True,
 def test_completions_answer_every_body_with_json(app, content):
     send, text = app
     check(send("/v1/completions", content), "/v1/completions")
+    after = send("/v1/completions", json.dumps(VALID).encode())
+    assert after.status_code == 200 and after.json()["choices"][0]["text"] == text
+
+
+@FUZZ
+@given(content=bodies(CHAT_FIELDS, "gpt"))
+def test_chat_completions_answer_every_body_with_json(app, content):
+    send, text = app
+    check(send("/v1/chat/completions", content), "/v1/chat/completions")
     after = send("/v1/completions", json.dumps(VALID).encode())
     assert after.status_code == 200 and after.json()["choices"][0]["text"] == text
 

@@ -17,7 +17,8 @@ TEXTS = ["def add(a, b):\n    return a + b\n", "héllo wörld — naïve café �
          "class Point:\n    x: int = 0\n    y: int = 0\n"] * 4
 
 
-def export_tiny(folder: Path, family: str, seed: int = 0) -> tuple[torch.nn.Module, Path]:
+def export_tiny(folder: Path, family: str, seed: int = 0, chat_template: dict | None = None,
+                name: str | None = None) -> tuple[torch.nn.Module, Path]:
     torch.manual_seed(seed)
     model = aigc_export.build_model(family, CONFIGS[family]).eval()
     with torch.no_grad():  # sharper, more varied distributions than the initialisation's
@@ -25,7 +26,7 @@ def export_tiny(folder: Path, family: str, seed: int = 0) -> tuple[torch.nn.Modu
             p.add_(0.3 * torch.randn_like(p))
     tokenizer = aigc_export.train_tokenizer(TEXTS, CONFIGS[family]["vocab_size"])
     path = aigc_export.export_text_model(model, family, tokenizer.to_str(), {"dataset": "tiny", "steps": 0},
-                                         folder / f"tiny-{family}.onnx")
+                                         folder / f"{name or 'tiny-' + family}.onnx", chat_template)
     return model, path
 
 

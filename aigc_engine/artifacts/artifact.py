@@ -28,6 +28,7 @@ from .schema import (
     LOGITS,
     LSTM_INPUTS,
     LSTM_OUTPUTS,
+    META_CHAT_TEMPLATE,
     META_CONFIG,
     META_DESCRIPTION,
     META_FAMILY,
@@ -58,6 +59,7 @@ class Artifact:
     provenance: dict = field(default_factory=dict)
     description: str = ""
     tokenizer_json: str = ""  # text families: the tokenizer, as `tokenizers` JSON
+    chat_template: dict | None = None  # text families, optional: the template and its special tokens
 
     @property
     def size_bytes(self) -> int:
@@ -88,7 +90,8 @@ def read_artifact(path: str | Path, families: tuple[str, ...] = FAMILIES) -> Art
     artifact = Artifact(path, model, family, config,
                         provenance=_json_metadata(path, meta, META_PROVENANCE, required=False) or {},
                         description=meta.get(META_DESCRIPTION, ""),
-                        tokenizer_json=meta.get(META_TOKENIZER, ""))
+                        tokenizer_json=meta.get(META_TOKENIZER, ""),
+                        chat_template=_json_metadata(path, meta, META_CHAT_TEMPLATE, required=False))
     check_initializers(path, model.graph)
     if family in IMAGE_FAMILIES:
         _check_image_graph(artifact)

@@ -1,14 +1,15 @@
 """A Hugging Face GPT-2 folder → our one-file gpt model, without torch (`aigc import-hf`),
 and the cache that lets such a folder be loaded like a model file.
 
-The file is the gpt graph (gpt_graph.py) with the folder's weights, config and tokenizer,
-checked by onnx.checker and by the loader itself before it is published. Folders given as
-a model are converted once into the cache, AIGC_CACHE_DIR (default
-$XDG_CACHE_HOME/aigc-engine, else ~/.cache/aigc-engine), under hf/NAME-KEY.onnx. The key
-hashes the bytes of config.json, the tokenizer files and a sharded checkpoint's index, and
-the name, size and modification time of each weight file: hashing hundreds of MB of
-weights at every load would cost seconds, and any rewrite of a file (save_pretrained, cp,
-a download) changes its size or time. The converter's revision is in the key too.
+The file is the gpt graph (gpt_graph.py) with the folder's weights, config, tokenizer and
+chat template (if it has one), checked by onnx.checker and by the loader itself before it
+is published. Folders given as a model are converted once into the cache, AIGC_CACHE_DIR
+(default $XDG_CACHE_HOME/aigc-engine, else ~/.cache/aigc-engine), under
+hf/NAME-KEY.onnx. The key hashes the bytes of config.json, the tokenizer files (the chat
+template's included) and a sharded checkpoint's index, and the name, size and
+modification time of each weight file: hashing hundreds of MB of weights at every load
+would cost seconds, and any rewrite of a file (save_pretrained, cp, a download) changes
+its size or time. The converter's revision is in the key too.
 """
 
 from __future__ import annotations
@@ -29,15 +30,17 @@ from .artifact import read_artifact
 from .gpt_graph import gpt_model
 from .hf_gpt2 import (EOS, config_file, gpt2_weights, load_hf_tokenizer, read_gpt2_config, read_weights,
                       tokenizer_files, weight_files)
-from .schema import (FORMAT_VERSION, META_CONFIG, META_DESCRIPTION, META_FAMILY, META_FORMAT_VERSION,
-                     META_PROVENANCE, META_TOKENIZER)
+from .schema import (FORMAT_VERSION, META_CHAT_TEMPLATE, META_CONFIG, META_DESCRIPTION, META_FAMILY,
+                     META_FORMAT_VERSION, META_PROVENANCE, META_TOKENIZER)
 
-CONVERTER_REVISION = 1  # bump when the graph or metadata written here changes: cached files are then rebuilt
+CONVERTER_REVISION = 2  # bump when the graph or metadata written here changes: cached files are then rebuilt
 MAX_FILE_BYTES = (2 << 30) - (16 << 20)  # protobuf's 2 GiB limit on one message, less room for the graph
 
 
 def import_hf(directory: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Convert the GPT-2 checkpoint in `directory` to our ONNX file at `out`; returns the path."""
+    from ..text.chat_template import hf_chat_template  # text/ loads models through artifacts/: not at the top
+
     directory, out = Path(directory), Path(out)
     if not directory.is_dir():
         raise ModelFileError(f"{directory}: no such directory")
@@ -65,6 +68,9 @@ def import_hf(directory: str | os.PathLike, out: str | os.PathLike) -> Path:
     meta = {META_FAMILY: "gpt", META_FORMAT_VERSION: str(FORMAT_VERSION), META_CONFIG: json.dumps(config),
             META_PROVENANCE: json.dumps(provenance), META_DESCRIPTION: description,
             META_TOKENIZER: tokenizer.to_str()}
+    chat_template = hf_chat_template(directory)  # chat_template.jinja, or tokenizer_config.json's
+    if chat_template is not None:
+        meta[META_CHAT_TEMPLATE] = json.dumps(chat_template, ensure_ascii=False)
     blob = gpt_model(config, weights, meta).SerializeToString()
     del weights
     try:
@@ -114,7 +120,9 @@ def folder_key(directory: Path) -> str:
     GPT-2 folder holds raises ModelFileError saying what it must hold."""
     digest = hashlib.sha256(f"aigc hf import {FORMAT_VERSION}.{CONVERTER_REVISION}\n".encode())
     config, weights = config_file(directory), weight_files(directory)
-    hashed = [config, *tokenizer_files(directory), *(w for w in weights if w.suffix == ".json")]
+    templates = [directory / name for name in ("tokenizer_config.json", "chat_template.jinja")]
+    hashed = [config, *tokenizer_files(directory), *(w for w in weights if w.suffix == ".json"),
+              *(path for path in templates if path.is_file())]
     for path in hashed:
         digest.update(f"{path.name}\n".encode())
         digest.update(hashlib.sha256(path.read_bytes()).digest())

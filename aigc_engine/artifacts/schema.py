@@ -23,6 +23,8 @@ META_CONFIG = "aigc.config"            # JSON object: the sizes below
 META_PROVENANCE = "aigc.provenance"    # JSON object: dataset, steps, seed, quality at export
 META_DESCRIPTION = "aigc.description"
 META_TOKENIZER = "aigc.tokenizer"      # text families: the `tokenizers` JSON
+# Optional, text families: JSON {"template": Jinja source, "special_tokens": {"bos_token": ..., ...}}
+META_CHAT_TEMPLATE = "aigc.chat_template"
 
 IMAGE_CONFIG_KEYS = ("latent_dim", "channels", "height", "width")
 TEXT_CONFIG_KEYS = {"gpt": ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "eos_token_id"),

@@ -1,7 +1,7 @@
 """`aigc serve`: an OpenAI-compatible HTTP server on Starlette + uvicorn.
 
-POST /v1/completions (streamed as server-sent events with stream=true), GET /v1/models and
-/v1/models/{id}, POST /v1/images/generations (PNG, base64), POST /tokenize and /detokenize
+POST /v1/completions and /v1/chat/completions (streamed as server-sent events with
+stream=true), GET /v1/models and /v1/models/{id}, POST /v1/images/generations (PNG, base64), POST /tokenize and /detokenize
 (vLLM's shapes), GET /metrics (Prometheus), GET /health. Each text model is one Engine,
 so requests from every client share its continuous batch. Bad requests get a 4xx with
 an OpenAI-style body {"error": {"message", "type", "param", "code"}}; a full queue gets
@@ -17,8 +17,9 @@ import json
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import partial
+from typing import NamedTuple
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -32,6 +33,7 @@ from ..images.generator import ImageGenerator
 from ..images.png import encode_png
 from ..text.prompt_logprobs import prompt_logprobs
 from ..text.sampling import Completion
+from . import chat
 from .auth import ApiKeyMiddleware
 from .engine import Engine, EngineClosed, EngineOverloaded
 from .handles import RequestCancelled, RequestFailed, iterate_async
@@ -84,7 +86,7 @@ def bad_request(error: AigcError) -> ApiError:
     """SamplingParams and the tokenizer name the field first: 'temperature: expected ...'."""
     message = str(error).replace("max_new_tokens", "max_tokens")
     field = _FIELD.match(message)
-    param = field.group(1) if field else None
+    param = getattr(error, "param", field.group(1) if field else None)  # a chat message's path: messages[1].role
     code = "context_length_exceeded" if "context" in message or "KV-cache" in message else None
     return ApiError(400, message, param, code)
 
@@ -123,6 +125,7 @@ class Server:
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/v1/models/{model_id:path}", self.model, methods=["GET"]),
             Route("/v1/completions", self.completions, methods=["POST"]),
+            Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
             Route("/v1/images/generations", self.image_generations, methods=["POST"]),
             Route("/tokenize", partial(self.tokens, tokenize), methods=["POST"]),
             Route("/detokenize", partial(self.tokens, detokenize), methods=["POST"]),
@@ -254,18 +257,13 @@ class Server:
             # Tokenising in a worker thread: the event loop (other clients, /health) carries on.
             handles = await asyncio.to_thread(engine.submit_many, [prompts[i] for i, _ in jobs],
                                               [p for _, p in jobs])
-        except ApiError as error:
-            return error.response()
-        except EngineOverloaded as error:
-            return overloaded(error).response()
-        except EngineClosed as error:
-            return overloaded(error, 503).response()
-        except AigcError as error:
-            return bad_request(error).response()
+        except (ApiError, AigcError) as error:
+            return _refusal(error)
         meta = {"id": f"cmpl-{secrets.token_hex(12)}", "object": "text_completion", "created": int(time.time()),
                 "model": name}
         echoes = [(prompts[i] if isinstance(prompts[i], str) else h.completion.prompt) if options["echo"] else ""
                   for (i, _), h in zip(jobs, handles)]
+
         prompt_entries = [[] for _ in handles]
         if options["echo"] and options["logprobs"] is not None:
             try:
@@ -276,8 +274,43 @@ class Server:
                 if isinstance(error, EngineClosed):
                     return overloaded(error, 503).response()
                 raise
+
+        def chunk(index: int, text: str, entries: list | None, finish_reason: str | None) -> dict:
+            return {"text": text, "index": index, "logprobs": None if entries is None else _logprobs(entries, 0),
+                    "finish_reason": finish_reason}
+        echo_logprobs = [_logprobs(entries, 0) if options["logprobs"] is not None else None
+                         for entries in prompt_entries]
+        shape = _Shape([{"text": echo, "index": i, "logprobs": echo_logprobs[i], "finish_reason": None}
+                        for i, echo in enumerate(echoes) if echo], chunk,
+                       lambda i, c: _choice(i, c, echoes[i], prompt_entries[i], options["logprobs"]),
+                       "text_completion")
+        return await self._answer(request, handles, meta, options, shape)
+
+    async def chat_completions(self, request: Request) -> Response:
+        try:
+            body = await self._json(request)
+            name = body.get("model")
+            engine = self._model(body, self.text, "text")
+            n = choices_per_prompt(body)
+            engine.check_room(n, f"n={n}")
+            # Rendering and tokenising in a worker thread, as for completions.
+            ids, jobs, options = await asyncio.to_thread(chat.chat_request, body, engine.generator)
+            handles = await asyncio.to_thread(engine.submit_many, [ids] * len(jobs), [p for _, p in jobs])
+        except (ApiError, AigcError) as error:
+            return _refusal(error)
+        meta = {"id": f"chatcmpl-{secrets.token_hex(12)}", "object": "chat.completion", "created": int(time.time()),
+                "model": name}
+        token_bytes = engine.generator.tokenizer.token_bytes
+        shape = _Shape([chat.opening_choice(i) for i in range(len(handles))],
+                       lambda *choice: chat.chunk_choice(*choice, token_bytes),
+                       lambda i, c: chat.message_choice(i, c, options["logprobs"], token_bytes),
+                       "chat.completion.chunk")
+        return await self._answer(request, handles, meta, options, shape)
+
+    async def _answer(self, request: Request, handles, meta: dict, options: dict, shape: _Shape) -> Response:
+        """The submitted requests' answer: a stream of events, or one JSON body once all are done."""
         if options["stream"]:
-            return StreamingResponse(self._stream(handles, meta, echoes, prompt_entries, options),
+            return StreamingResponse(self._stream(handles, meta | {"object": shape.chunk_object}, options, shape),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         try:
             await _until_done_or_disconnect(request, handles)
@@ -288,17 +321,13 @@ class Server:
             return ApiError(500, str(error), kind="server_error", code="generation_failed").response()
         except RequestCancelled as error:
             return _cancelled(error).response()
-        choices = [_choice(i, c, echoes[i], prompt_entries[i], options["logprobs"]) for i, c in enumerate(completions)]
-        return JSONResponse(meta | {"choices": choices, "usage": _usage(jobs, completions)})
+        choices = [shape.choice(i, c) for i, c in enumerate(completions)]
+        return JSONResponse(meta | {"choices": choices, "usage": _usage(options["jobs"], completions)})
 
-    async def _stream(self, handles, meta: dict, echoes: list[str], prompt_entries: list[list],
-                      options: dict) -> AsyncIterator[str]:
+    async def _stream(self, handles, meta: dict, options: dict, shape: _Shape) -> AsyncIterator[str]:
         sent_logprobs = [0] * len(handles)
-        for i, echo in enumerate(echoes):
-            if echo:
-                logprobs = _logprobs(prompt_entries[i], 0) if options["logprobs"] is not None else None
-                yield _event(meta | {"choices": [{"text": echo, "index": i, "logprobs": logprobs,
-                                                  "finish_reason": None}]})
+        for choice in shape.opening:
+            yield _event(meta | {"choices": [choice]})
         try:
             async for pieces in iterate_async(handles, self.stream_interval):
                 merged: dict[int, list] = {}  # one choice per index and event: text joined, last count
@@ -308,13 +337,12 @@ class Server:
                 choices = []
                 for index, (text, tokens, done) in merged.items():
                     completion = handles[index].completion
-                    logprobs = None
+                    entries = None
                     if options["logprobs"] is not None:
                         start, sent_logprobs[index] = sent_logprobs[index], tokens
-                        logprobs = _logprobs(completion.logprobs[start:tokens], 0)
-                    if text or done or (logprobs is not None and logprobs["tokens"]):
-                        choices.append({"text": text, "index": index, "logprobs": logprobs,
-                                        "finish_reason": completion.finish_reason if done else None})
+                        entries = completion.logprobs[start:tokens]
+                    if text or done or entries:
+                        choices.append(shape.chunk(index, text, entries, completion.finish_reason if done else None))
                 if choices:
                     yield _event(meta | {"choices": choices})
         except RequestFailed as error:
@@ -354,8 +382,27 @@ class Server:
                              "data": [{"b64_json": base64.b64encode(png).decode("ascii")} for png in pngs]})
 
 
+class _Shape(NamedTuple):
+    """How a text route words its answer (completions and chat differ only here)."""
+    opening: list[dict]  # choices streamed before any text, one event each (echoes; the chat's roles)
+    chunk: Callable[[int, str, list | None, str | None], dict]  # (index, text, logprob entries, finish) → choice
+    choice: Callable[[int, Completion], dict]  # a choice of the whole answer
+    chunk_object: str  # the streamed events' "object"
+
+
 class _ClientGone(Exception):
     pass
+
+
+def _refusal(error: Exception) -> Response:
+    """A request refused before it ran: its own ApiError, 429 or 503 from the engine, or 400."""
+    if isinstance(error, ApiError):
+        return error.response()
+    if isinstance(error, EngineOverloaded):
+        return overloaded(error).response()
+    if isinstance(error, EngineClosed):
+        return overloaded(error, 503).response()
+    return bad_request(error).response()
 
 
 def _cancelled(error: RequestCancelled) -> ApiError:

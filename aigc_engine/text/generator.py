@@ -15,7 +15,8 @@ request only. Several threads may share a TextGenerator: their calls take turns 
 step (on the native backend they share the batch); services with many callers use
 aigc_engine.Engine, which batches them without the turns. After any exception —
 KeyboardInterrupt included — the generator is as before the call: the call's requests
-have left the batch and freed their KV blocks.
+have left the batch and freed their KV blocks. chat() and chat_stream() answer chat
+messages through the model's chat template (chat_template.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -31,6 +33,7 @@ from ..artifacts.artifact import TEXT_FAMILIES, Artifact, read_artifact
 from ..artifacts.registry import resolve
 from ..errors import AigcError, shown
 from .backends import GptOnnx, LstmOnnx
+from .chat_template import model_chat_template
 from .healing import heal
 from .native import DEFAULT_KV_CACHE_MB, NativeGpt
 from .request import Request
@@ -46,7 +49,8 @@ DEFAULT_MAX_BATCH_SIZE = 32
 class TextGenerator:
     def __init__(self, artifact: Artifact, backend: str | None = None, device: str = "cpu",
                  num_threads: int | None = None, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-                 dtype: str = "float32", kv_cache_mb: float = DEFAULT_KV_CACHE_MB, kv_dtype: str = "float32"):
+                 dtype: str = "float32", kv_cache_mb: float = DEFAULT_KV_CACHE_MB, kv_dtype: str = "float32",
+                 chat_template: str | Path | None = None):
         backends = BACKENDS[artifact.family]
         backend = backends[0] if backend is None else backend
         if backend not in backends:
@@ -70,6 +74,8 @@ class TextGenerator:
         self.tokenizer = TextTokenizer.from_json(artifact.tokenizer_json, str(artifact.path))
         self.eos_token_id = artifact.config["eos_token_id"]
         self.vocab_size = artifact.config["vocab_size"]  # the model's: a tokenizer may know more ids
+        self.chat_template = model_chat_template(artifact.chat_template, self.tokenizer.id_to_token(self.eos_token_id),
+                                                 str(artifact.path), chat_template)
         # Held for one step at a time (never while a stream's consumer has the text), so
         # callers on several threads take turns. Reentrant: a stream dropped mid-step by the
         # garbage collector cancels its request from the same thread.
@@ -85,15 +91,16 @@ class TextGenerator:
     def load(cls, name_or_path: str, backend: str | None = None, device: str = "cpu",
              num_threads: int | None = None, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
              dtype: str = "float32", kv_cache_mb: float = DEFAULT_KV_CACHE_MB,
-             kv_dtype: str = "float32") -> "TextGenerator":
+             kv_dtype: str = "float32", chat_template: str | Path | None = None) -> "TextGenerator":
         """An embedded model by name (`aigc models`) or a path to an exported .onnx file.
         backend: "native" (GPT only, the default for it) or "onnxruntime"; dtype: how the
         native decoder stores the weights (float32, bfloat16, int8); kv_cache_mb: its KV
         cache budget (requests wait, or are preempted and recomputed, when it is full);
         kv_dtype: how that cache stores keys and values (float32, or bfloat16: twice the
-        tokens per MB, half the bytes each decode step's attention reads)."""
+        tokens per MB, half the bytes each decode step's attention reads); chat_template: a
+        Jinja file that replaces the model's chat template (see chat())."""
         return cls(read_artifact(resolve(name_or_path), TEXT_FAMILIES), backend, device, num_threads, max_batch_size,
-                   dtype, kv_cache_mb, kv_dtype)
+                   dtype, kv_cache_mb, kv_dtype, chat_template)
 
     @property
     def family(self) -> str:
@@ -136,6 +143,20 @@ class TextGenerator:
             if request.completion.error is not None:
                 raise AigcError(request.completion.error)
         return pieces()
+
+    def chat(self, messages: list[dict], params: SamplingParams | None = None) -> Completion:
+        """The assistant's reply to OpenAI-style messages ([{"role": "user", "content": "Hi"}]):
+        the completion of the prompt that self.chat_template renders from them, with the
+        template's stop strings added to params. Bad messages raise AigcError naming them."""
+        return self.generate(*self.chat_request(messages, params))[0]
+
+    def chat_stream(self, messages: list[dict], params: SamplingParams | None = None) -> Iterator[str]:
+        """chat(), its text streamed as stream() does."""
+        return self.stream(*self.chat_request(messages, params))
+
+    def chat_request(self, messages: list[dict], params: SamplingParams | None = None) -> tuple[str, SamplingParams]:
+        """(the prompt, the params) chat() generates from."""
+        return self.chat_template.render(messages), self.chat_template.with_stops(params or SamplingParams())
 
     # Internals ----------------------------------------------------------------------
 

@@ -91,6 +91,10 @@ class TextTokenizer:
     def decode(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=True)
 
+    def id_to_token(self, token_id: int) -> str | None:
+        """The token's own string in the vocabulary (e.g. '<|endoftext|>'), None for an unknown id."""
+        return self._tokenizer.id_to_token(token_id)
+
     def token_text(self, token_id: int) -> str:
         return self.decode([token_id])
 

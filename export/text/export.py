@@ -8,6 +8,7 @@
 # Graph I/O names and metadata keys: aigc_engine.artifacts.schema.
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -16,8 +17,8 @@ import onnx
 import torch
 from torch import nn
 
-from aigc_engine.artifacts.schema import (GPT_INPUTS, LOGITS, LSTM_INPUTS, LSTM_OUTPUTS, META_TOKENIZER,
-                                          gpt_past_names, gpt_present_names)
+from aigc_engine.artifacts.schema import (GPT_INPUTS, LOGITS, LSTM_INPUTS, LSTM_OUTPUTS, META_CHAT_TEMPLATE,
+                                          META_TOKENIZER, gpt_past_names, gpt_present_names)
 
 from ..common.checkpoint import load_checkpoint
 from ..common.fileio import atomic_write
@@ -35,17 +36,20 @@ def gpt_io_names(n_layer: int) -> tuple[list[str], list[str]]:
 
 
 def export_text_model(model: nn.Module, family: str, tokenizer_json: str, provenance: dict,
-                      out_path: str | os.PathLike) -> Path:
+                      out_path: str | os.PathLike, chat_template: dict | None = None) -> Path:
     """Export a GPT or LSTM (any mode; exported in eval) with its tokenizer; returns the path.
 
     provenance: dataset, steps, seed, … and quality (held-out loss, perplexity, bits per
-    byte, or None); torch_version and exported_at are stamped here.
+    byte, or None); torch_version and exported_at are stamped here. chat_template: the
+    `aigc.chat_template` metadata ({"template", "special_tokens"}), if the model has one.
     """
     model = model.eval()
     config = model.config
     provenance = stamp({"quality": None, **provenance})
     metadata = {**metadata_props(family, config, provenance, describe(family, config, provenance)),
                 META_TOKENIZER: tokenizer_json}
+    if chat_template is not None:
+        metadata[META_CHAT_TEMPLATE] = json.dumps(chat_template, ensure_ascii=False)
     proto = _trace_gpt(model) if family == "gpt" else _trace_lstm(model)
     blob = checked_blob(proto, metadata, out_path)
     (_verify_gpt if family == "gpt" else _verify_lstm)(model, blob)
