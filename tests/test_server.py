@@ -228,6 +228,22 @@ def test_bad_requests_get_an_openai_style_error_and_the_server_carries_on(served
     assert post(served, "/v1/completions", json={"model": "gpt", "prompt": "x", "max_tokens": 2}).status_code == 200
 
 
+def test_errors_name_settings_as_a_request_body_writes_them(served):
+    response = post(served, "/v1/completions", json={"model": "gpt", "prompt": "def " * 40, "max_tokens": 40})
+    message = response.json()["error"]["message"]
+    assert '("truncate_prompt": true keeps the last' in message and "max_tokens 40" in message
+    assert "max_new_tokens" not in message and "truncate_prompt=True" not in message
+
+
+def test_token_healing_is_a_request_field(served, client):
+    options = dict(model="gpt", prompt="def ", max_tokens=5, seed=3, temperature=0.9)
+    healed = client.completions.create(**options)
+    plain = client.completions.create(**options, extra_body={"token_healing": False})
+    assert healed.usage.prompt_tokens == plain.usage.prompt_tokens - 1
+    assert post(served, "/v1/completions", json=options | {"token_healing": "no"}).json()["error"]["param"] == \
+        "token_healing"
+
+
 def test_openai_client_sees_the_errors(client):
     with pytest.raises(openai.BadRequestError, match="temperature"):
         client.completions.create(model="gpt", prompt="x", temperature=101)

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..errors import AigcError
+from ..errors import AigcError, respell
 from ..images.generator import ImageGenerator
 from ..images.png import encode_png
 from ..text.prompt_logprobs import prompt_logprobs
@@ -82,9 +82,13 @@ class ApiError(Exception):
 _FIELD = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(\[[^\]]*\]| token id)?:")
 
 
+# The Python API's names of settings as a request body writes them.
+HTTP_SPELLINGS = {"max_new_tokens": "max_tokens", "truncate_prompt=True": '"truncate_prompt": true'}
+
+
 def bad_request(error: AigcError) -> ApiError:
     """SamplingParams and the tokenizer name the field first: 'temperature: expected ...'."""
-    message = str(error).replace("max_new_tokens", "max_tokens")
+    message = respell(str(error), HTTP_SPELLINGS)
     field = _FIELD.match(message)
     param = getattr(error, "param", field.group(1) if field else None)  # a chat message's path: messages[1].role
     code = "context_length_exceeded" if "context" in message or "KV-cache" in message else None

@@ -15,12 +15,12 @@ from ..text.sampling import SamplingParams
 MAX_N = 16           # choices per prompt, and images per request
 DEFAULT_MAX_TOKENS = 16  # OpenAI's documented default, so OpenAI clients get what they expect
 
-# OpenAI name → SamplingParams name; the last five are extensions (vLLM spells most alike).
+# OpenAI name → SamplingParams name; the last six are extensions (vLLM spells most alike).
 SAMPLING_FIELDS = {"max_tokens": "max_new_tokens", "temperature": "temperature", "top_p": "top_p",
                    "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
                    "stop": "stop", "logprobs": "logprobs", "top_k": "top_k", "min_p": "min_p",
                    "repetition_penalty": "repetition_penalty", "ignore_eos": "ignore_eos",
-                   "truncate_prompt": "truncate_prompt"}
+                   "truncate_prompt": "truncate_prompt", "token_healing": "token_healing"}
 COMPLETION_FIELDS = set(SAMPLING_FIELDS) | {"model", "prompt", "n", "seed", "stream", "stream_options", "echo",
                                             "logit_bias", "best_of", "suffix", "user"}
 IMAGE_FIELDS = {"model", "prompt", "n", "seed", "truncation", "response_format", "size", "user"}
