@@ -4,6 +4,8 @@ guesses), and bounded polling."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
 import time
 
@@ -55,3 +57,43 @@ def wait_until(condition, what: str, timeout: float = WAIT) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"still waiting for {what} after {timeout} s")
         time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def ends_cleanly_on_sigint(process):
+    """For a started `aigc serve` process (stderr piped): after the block, SIGINT must end it
+    with status 0; whatever happens, it does not outlive the test."""
+    try:
+        yield process
+        process.send_signal(signal.SIGINT)
+        assert process.wait(WAIT) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(WAIT)
+        process.stderr.close()
+
+
+class Running:
+    """A Server (aigc_engine.serving.app) on a free loopback port, uvicorn in a background
+    thread; stop() shuts it down and closes its engines."""
+
+    def __init__(self, server):
+        from aigc_engine.serving.run import bind, uvicorn_server
+
+        self.server = server
+        self.sock = bind("127.0.0.1", 0)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.runner = uvicorn_server(server)
+        self.thread = threading.Thread(target=self.runner.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.thread.start()
+        wait_until(lambda: self.runner.started, "the server to start")
+
+    def stop(self) -> None:
+        self.runner.should_exit = True
+        self.thread.join(WAIT)
+        self.sock.close()
+        for engine in self.server.text.values():
+            engine.close(cancel=True, timeout=WAIT)
+        assert not self.thread.is_alive()

@@ -7,7 +7,6 @@ on the prompt written out by hand), its 400s (tools, bad messages), `aigc serve
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -32,7 +31,7 @@ from aigc_engine.text.chat_template import (  # noqa: E402
     MessageError,
     hf_chat_template,
 )
-from serve_fixtures import WAIT, wait_until  # noqa: E402
+from serve_fixtures import WAIT, ends_cleanly_on_sigint, wait_until  # noqa: E402
 from hf_fixtures import save_gpt2  # noqa: E402
 from text_fixtures import export_tiny  # noqa: E402
 
@@ -427,7 +426,7 @@ def test_aigc_serve_chat_template_file(paths, reference, tmp_path):
     process = subprocess.Popen([sys.executable, "-P", "-m", "aigc_engine.cli", "serve", str(paths["gpt"]), "--port",
                                 "0", "--chat-template", str(template)], stderr=subprocess.PIPE, text=True,
                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    try:
+    with ends_cleanly_on_sigint(process):
         line = process.stderr.readline()
         assert line.startswith("aigc serve: http://127.0.0.1:"), line
         client = openai.OpenAI(base_url=line.split()[2] + "/v1", api_key="unused", timeout=WAIT, max_retries=0)
@@ -436,12 +435,5 @@ def test_aigc_serve_chat_template_file(paths, reference, tmp_path):
         assert response.usage.prompt_tokens == len(reference["gpt"].tokenizer.encode(prompt))
         assert response.choices[0].message.content == expected(reference, "gpt", prompt, max_new_tokens=7,
                                                                seed=9).text
-        process.send_signal(signal.SIGINT)
-        assert process.wait(WAIT) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(WAIT)
-        process.stderr.close()
     result = aigc("serve", paths["gpt"], "--port", 0, "--chat-template", tmp_path / "none.jinja", check=False)
     assert result.returncode == 1 and "none.jinja: cannot read it" in result.stderr

@@ -8,7 +8,6 @@ torch made unimportable, TextGenerator.load, `aigc import-hf`, `aigc generate` a
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 
@@ -23,6 +22,7 @@ from aigc_engine import ModelFileError, SamplingParams, TextGenerator, UnknownMo
 from aigc_engine.artifacts import hf_import  # noqa: E402
 from aigc_engine.artifacts.schema import GPT_INPUTS, gpt_past_names  # noqa: E402
 from hf_fixtures import save_gpt2  # noqa: E402
+from serve_fixtures import ends_cleanly_on_sigint  # noqa: E402
 
 torch.set_num_threads(1)
 NEW = 24
@@ -202,7 +202,7 @@ def test_aigc_serve_takes_a_folder(tmp_path, cache):
     code = "from aigc_engine.cli import main\nsys.exit(main(['serve', '.', '--port', '0']))"  # id: the folder's name
     process = subprocess.Popen([sys.executable, "-P", "-c", NO_TORCH + code], stderr=subprocess.PIPE, text=True,
                                cwd=folder, env=dict(os.environ, AIGC_CACHE_DIR=str(cache), PYTHONUNBUFFERED="1"))
-    try:
+    with ends_cleanly_on_sigint(process):
         line = process.stderr.readline()
         assert line.startswith("aigc serve: http://127.0.0.1:"), line + process.stderr.read()
         url = line.split()[2]
@@ -212,10 +212,3 @@ def test_aigc_serve_takes_a_folder(tmp_path, cache):
         assert response.status_code == 200, response.text
         prompt = tokenizer.encode("for i in").ids
         assert response.json()["choices"][0]["text"] == tokenizer.decode(hf_greedy(model, prompt, 10))
-        process.send_signal(signal.SIGINT)
-        assert process.wait(WAIT) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(WAIT)
-        process.stderr.close()

@@ -3,7 +3,6 @@ checkpoints (transformers' logits and greedy `generate`), the onnxruntime backen
 shipped model, and held-out perplexity of bf16 / int8 weights against float32."""
 
 import math
-import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import aigc_export  # noqa: E402
-from aigc_engine import SamplingParams, TextGenerator, _C  # noqa: E402
+from aigc_engine import SamplingParams, TextGenerator  # noqa: E402
 from aigc_engine.artifacts.registry import MODELS_DIR  # noqa: E402
 
 torch.set_num_threads(1)

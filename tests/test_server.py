@@ -7,7 +7,6 @@ import base64
 import io
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from aigc_engine import ImageGenerator, SamplingParams, TextGenerator  # noqa: E
 from aigc_engine.serving.engine import Engine  # noqa: E402
 from aigc_engine.serving.app import Server
 from aigc_engine.serving.run import bind, uvicorn_server  # noqa: E402
-from serve_fixtures import WAIT, install_gate, wait_until  # noqa: E402
+from serve_fixtures import WAIT, ends_cleanly_on_sigint, install_gate, wait_until  # noqa: E402
 from text_fixtures import export_tiny  # noqa: E402
 
 torch.set_num_threads(1)
@@ -337,7 +336,7 @@ def test_aigc_serve_starts_serves_and_shuts_down_cleanly(paths):
     process = subprocess.Popen([sys.executable, "-P", "-m", "aigc_engine.cli", "serve", str(paths["gpt"]),
                                 "digits-vae", "--port", "0", "--max-queued", "4"],
                                stderr=subprocess.PIPE, text=True, env=env)
-    try:
+    with ends_cleanly_on_sigint(process):
         line = process.stderr.readline()
         assert line.startswith("aigc serve: http://127.0.0.1:"), line
         url = line.split()[2]
@@ -346,15 +345,8 @@ def test_aigc_serve_starts_serves_and_shuts_down_cleanly(paths):
         response = httpx.post(url + "/v1/completions", json={"model": "tiny-gpt", "prompt": "x", "max_tokens": 3},
                               timeout=WAIT)
         assert response.status_code == 200 and response.json()["usage"]["completion_tokens"] >= 1
-        process.send_signal(signal.SIGINT)
-        assert process.wait(WAIT) == 0
-        with pytest.raises(httpx.ConnectError):
-            httpx.get(url + "/health", timeout=WAIT)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(WAIT)
-        process.stderr.close()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url + "/health", timeout=WAIT)
 
 
 def test_aigc_serve_refuses_bad_arguments_in_one_line():
@@ -385,17 +377,10 @@ def test_aigc_serve_warns_when_listening_beyond_loopback():
     process = subprocess.Popen([sys.executable, "-P", "-m", "aigc_engine.cli", "serve", "digits-gan", "--host",
                                 "0.0.0.0", "--port", "0"], stderr=subprocess.PIPE, text=True,
                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    try:
+    with ends_cleanly_on_sigint(process):
         line = process.stderr.readline()
         assert line.startswith("aigc serve: http://0.0.0.0:"), line
         warning = process.stderr.readline()
         assert "warning" in warning and "anyone who can reach" in warning
         port = line.split()[2].rsplit(":", 1)[1]  # uvicorn handles SIGINT once it answers
         assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=WAIT).status_code == 200
-        process.send_signal(signal.SIGINT)
-        assert process.wait(WAIT) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(WAIT)
-        process.stderr.close()

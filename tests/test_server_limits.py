@@ -16,12 +16,11 @@ import pytest
 httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 
-from serve_fixtures import WAIT, install_gate, wait_until
+from serve_fixtures import WAIT, Running, install_gate, wait_until
 from text_fixtures import export_tiny
 
 from aigc_engine import TextGenerator
 from aigc_engine.serving.app import Server
-from aigc_engine.serving.run import bind, uvicorn_server
 from aigc_engine.serving.engine import Engine
 
 SHORT = 0.5  # seconds: the header and body timeouts of these servers
@@ -30,28 +29,6 @@ SHORT = 0.5  # seconds: the header and body timeouts of these servers
 @pytest.fixture(scope="module")
 def gpt_path(tmp_path_factory):
     return export_tiny(tmp_path_factory.mktemp("tiny-limits"), "gpt")[1]
-
-
-class Running:
-    """A server on a free loopback port in a background thread; stop() shuts it down."""
-
-    def __init__(self, server: Server):
-        self.server = server
-        self.sock = bind("127.0.0.1", 0)
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.runner = uvicorn_server(server)
-        self.thread = threading.Thread(target=self.runner.run, kwargs={"sockets": [self.sock]}, daemon=True)
-        self.thread.start()
-        wait_until(lambda: self.runner.started, "the server to start")
-
-    def stop(self) -> None:
-        self.runner.should_exit = True
-        self.thread.join(WAIT)
-        self.sock.close()
-        for engine in self.server.text.values():
-            engine.close(cancel=True, timeout=WAIT)
-        assert not self.thread.is_alive()
 
 
 @pytest.fixture(scope="module")

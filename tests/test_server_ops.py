@@ -7,10 +7,8 @@ echo with logprobs (the prompt's tokens scored against torch), the command line'
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -20,14 +18,14 @@ httpx = pytest.importorskip("httpx")
 openai = pytest.importorskip("openai")
 prometheus_parser = pytest.importorskip("prometheus_client.parser")
 
-from serve_fixtures import WAIT, install_gate, wait_until  # noqa: E402
+from serve_fixtures import WAIT, Running, ends_cleanly_on_sigint, install_gate, wait_until  # noqa: E402
 from text_fixtures import export_tiny, torch_logits  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
 
 from aigc_engine import ImageGenerator, TextGenerator  # noqa: E402
 from aigc_engine.serving.app import Server  # noqa: E402
 from aigc_engine.serving.engine import Engine  # noqa: E402
-from aigc_engine.serving.run import bind, load_models, uvicorn_server  # noqa: E402
+from aigc_engine.serving.run import load_models  # noqa: E402
 
 torch.set_num_threads(1)
 KEY = "sk-test-0123456789"
@@ -39,27 +37,6 @@ TIGHT_KV_MB = 4 * 8192 / 2**20  # 4 KV blocks of the tiny GPT (2 layers × 16 to
 def tiny(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-ops")
     return {family: export_tiny(folder, family) for family in ("gpt", "lstm")}
-
-
-class Running:
-    """A server on a free loopback port in a background thread; stop() shuts it down."""
-
-    def __init__(self, server: Server):
-        self.server = server
-        self.sock = bind("127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.runner = uvicorn_server(server)
-        self.thread = threading.Thread(target=self.runner.run, kwargs={"sockets": [self.sock]}, daemon=True)
-        self.thread.start()
-        wait_until(lambda: self.runner.started, "the server to start")
-
-    def stop(self) -> None:
-        self.runner.should_exit = True
-        self.thread.join(WAIT)
-        self.sock.close()
-        for engine in self.server.text.values():
-            engine.close(cancel=True, timeout=WAIT)
-        assert not self.thread.is_alive()
 
 
 @pytest.fixture(scope="module")
@@ -339,7 +316,7 @@ def test_aigc_serve_with_a_key_from_the_environment_and_a_served_name(tiny):
     process = subprocess.Popen([sys.executable, "-P", "-m", "aigc_engine.cli", "serve", str(tiny["gpt"][1]),
                                 "--port", "0", "--served-model-name", "coder", "--allowed-origins", ALLOWED],
                                stderr=subprocess.PIPE, text=True, env=env)
-    try:
+    with ends_cleanly_on_sigint(process):
         line = process.stderr.readline()
         assert line.startswith("aigc serve: http://127.0.0.1:"), line
         url = line.split()[2]
@@ -348,13 +325,6 @@ def test_aigc_serve_with_a_key_from_the_environment_and_a_served_name(tiny):
         assert [m["id"] for m in models.json()["data"]] == ["coder"]
         assert models.headers["access-control-allow-origin"] == ALLOWED
         assert httpx.get(url + "/metrics", timeout=WAIT).status_code == 200
-        process.send_signal(signal.SIGINT)
-        assert process.wait(WAIT) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(WAIT)
-        process.stderr.close()
 
 
 @pytest.mark.parametrize("args, env, message", [

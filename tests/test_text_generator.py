@@ -4,7 +4,6 @@ same text in UTF-8-safe pieces, logprobs are the model's, and bad prompts fail a
 
 import gc
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
