@@ -248,7 +248,7 @@ def test_serve_passes_kv_dtype_to_the_text_models(monkeypatch):
         def close(self):
             pass
 
-    def load_models(names, max_queued, **options):
+    def load_models(names, max_queued, served_names=None, **options):
         seen.update(options)
         raise AigcError("stop here")
 
