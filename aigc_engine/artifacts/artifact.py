@@ -198,6 +198,11 @@ def _check_image_graph(artifact: Artifact) -> None:
     if encoder and artifact.family != "vae":
         raise ModelFileError(f"{path}: input '{VAE_ENCODER_INPUT}' (an encoder path) in a '{artifact.family}' model; "
                              "only a vae has an encoder")
+    image_shape = [config["channels"], config["height"], config["width"]]
+    encoder_dims = _dims(inputs[VAE_ENCODER_INPUT]) if encoder else None
+    if encoder and (len(encoder_dims) != 4 or encoder_dims[1:] != image_shape):
+        raise ModelFileError(f"{path}: input '{VAE_ENCODER_INPUT}' has shape {encoder_dims}, but the config says "
+                             f"(N, {', '.join(map(str, image_shape))})")
     try:
         # Strict inference propagates z's shape through every weight: a weight whose
         # shape contradicts the config fails here rather than at the first sample.
@@ -207,27 +212,16 @@ def _check_image_graph(artifact: Artifact) -> None:
         raise ModelFileError(f"{path}: weights do not fit the graph's shapes ({first_line})") from None
     shapes = {o.name: _dims(o) for o in inferred.graph.output}
     image_dims = shapes[IMAGE_OUTPUT]
-    expected = [config["channels"], config["height"], config["width"]]
-    if len(image_dims) != 4 or image_dims[1:] != expected:
+    if len(image_dims) != 4 or image_dims[1:] != image_shape:
         raise ModelFileError(f"{path}: output 'images' has shape {image_dims}, but the config says "
-                             f"(N, {', '.join(map(str, expected))})")
-    if encoder:
-        _check_encoder_path(path, config, _dims(inputs[VAE_ENCODER_INPUT]), shapes)
-
-
-def _check_encoder_path(path: Path, config: dict, input_dims: list, shapes: dict) -> None:
-    expected = [config["channels"], config["height"], config["width"]]
-    if len(input_dims) != 4 or input_dims[1:] != expected:
-        raise ModelFileError(f"{path}: input '{VAE_ENCODER_INPUT}' has shape {input_dims}, but the config says "
-                             f"(N, {', '.join(map(str, expected))})")
-    for name in VAE_ENCODER_OUTPUTS:
+                             f"(N, {', '.join(map(str, image_shape))})")
+    for name in VAE_ENCODER_OUTPUTS if encoder else ():
         if name not in shapes:
             raise ModelFileError(f"{path}: a vae with input '{VAE_ENCODER_INPUT}' needs outputs "
                                  f"{', '.join(VAE_ENCODER_OUTPUTS)}; it lacks '{name}'")
-        dims = shapes[name]
-        if len(dims) != 2 or dims[1] != config["latent_dim"] or dims[0] != input_dims[0]:
-            raise ModelFileError(f"{path}: output '{name}' has shape {dims}, but the config says "
-                                 f"({input_dims[0]}, {config['latent_dim']})")
+        if shapes[name] != [encoder_dims[0], config["latent_dim"]]:
+            raise ModelFileError(f"{path}: output '{name}' has shape {shapes[name]}, but the config says "
+                                 f"({encoder_dims[0]}, {config['latent_dim']})")
 
 
 def _check_text_model(artifact: Artifact) -> None:
