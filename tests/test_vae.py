@@ -151,3 +151,14 @@ def test_models_without_an_encoder_refuse(tmp_path, digits):
     with pytest.raises(AigcError, match="old-vae.onnx holds the VAE's decoder only.*aigc export"):
         decoder_only.reconstruct(digits)
     assert decoder_only.sample(2, seed=0).shape == (2, 28, 28, 1)  # sampling works as before
+
+
+def test_the_stamped_heldout_figures_are_what_the_runtime_measures(vae):
+    # Export stamped them with the same seed (0) on the same 1,000 held-out digits: no sampling error.
+    from aigc_engine.images.reconstruction import heldout_reconstruction
+
+    stamped = vae.artifact.provenance["quality"]
+    measured = heldout_reconstruction(vae, np.load(REFERENCE_PATH)["heldout_images"], seed=0)
+    assert measured["heldout_digits"] == stamped["heldout_digits"] == 1000
+    for key in ("reconstruction_mse", "elbo_bits_per_dim"):
+        assert measured[key] == pytest.approx(stamped[key], rel=1e-6)

@@ -40,6 +40,6 @@ def heldout_reconstruction(generator, images: np.ndarray, seed: int = 0) -> dict
     mean64, log_variance64 = mean.astype(np.float64), log_variance.astype(np.float64)
     kl = 0.5 * (mean64**2 + np.exp(log_variance64) - 1.0 - log_variance64).sum(axis=1)
     dimensions = math.prod(generator.image_shape)
-    return {"heldout_digits": int(len(x)),
+    return {"heldout_digits": len(x),
             "reconstruction_mse": float(((reconstruction - targets) ** 2).mean()),
             "elbo_bits_per_dim": float(-(log_likelihood - kl).mean() / (dimensions * math.log(2)))}
