@@ -162,3 +162,16 @@ def test_the_stamped_heldout_figures_are_what_the_runtime_measures(vae):
     assert measured["heldout_digits"] == stamped["heldout_digits"] == 1000
     for key in ("reconstruction_mse", "elbo_bits_per_dim"):
         assert measured[key] == pytest.approx(stamped[key], rel=1e-6)
+
+
+def test_a_reference_file_without_heldout_pixels_is_named(vae, tmp_path, monkeypatch):
+    from aigc_engine.images import quality
+
+    reference = dict(np.load(REFERENCE_PATH))
+    del reference["heldout_images"]
+    np.savez(tmp_path / "old-reference.npz", **reference)
+    monkeypatch.setattr(quality, "REFERENCE_PATH", tmp_path / "old-reference.npz")
+    classifier = quality.DigitClassifier()
+    assert "frechet_distance" in quality.evaluate_model("digits-gan", 129, classifier=classifier)
+    with pytest.raises(AigcError, match="old-reference.npz holds no held-out digit pixels.*aigc train classifier"):
+        quality.evaluate_model(vae, 129, classifier=classifier)

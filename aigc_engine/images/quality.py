@@ -92,7 +92,8 @@ class DigitClassifier:
         self.train_sigma = reference["train_sigma"]
         self.heldout_logits = reference["heldout_logits"]
         self.heldout_features = reference["heldout_features"]
-        self.heldout_images = reference["heldout_images"]  # uint8 (1000, 28, 28, 1): never trained on
+        # uint8 (1000, 28, 28, 1), never trained on; absent from files older `aigc train classifier` wrote
+        self.heldout_images = reference["heldout_images"] if "heldout_images" in reference else None
 
     def run(self, images: np.ndarray, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
         """Classify uint8 (n, 28, 28, 1) digits the way a viewer sees them (after rounding)."""
@@ -130,5 +131,8 @@ def evaluate_model(model, n: int = 5000, seed: int = 0, truncation: float | None
     classifier = classifier or DigitClassifier()
     figures = classifier.report(generator.sample(n, seed, truncation)).as_dict()
     if generator.has_encoder:
+        if classifier.heldout_images is None:
+            raise AigcError(f"{REFERENCE_PATH} holds no held-out digit pixels ('heldout_images') to measure the VAE's "
+                            "reconstruction on: write it again with `aigc train classifier`")
         figures.update(heldout_reconstruction(generator, classifier.heldout_images, seed))
     return figures
