@@ -1,4 +1,5 @@
-"""The `aigc` command line: models, sample, eval, generate, chat, train, export, import-hf, serve, batch.
+"""The `aigc` command line: models, sample, eval, reconstruct, generate, chat, train, export, import-hf, serve,
+batch.
 
 Bad input of any kind ends with one line on stderr, `aigc: error: ...`, and exit
 status 1 (2 for unparseable arguments), never a traceback. AIGC_DEBUG=1 shows the
@@ -64,20 +65,84 @@ def _cmd_sample(args: argparse.Namespace) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
+    from .artifacts.artifact import read_artifact
+    from .artifacts.registry import embedded_names, resolve
+
+    if args.all == (args.model is not None):
+        raise AigcError("eval: give one MODEL, or --all for every embedded model" if args.all is False
+                        else f"eval: give --all or a MODEL, not both (got {args.model!r})")
+    if args.n is not None and args.n < 1:
+        raise AigcError(f"-n: expected an integer >= 1, got {args.n}")
+    if args.windows is not None and args.windows < 1:
+        raise AigcError(f"--windows: expected an integer >= 1, got {args.windows}")
+    artifacts = [read_artifact(resolve(name)) for name in (embedded_names() if args.all else [args.model])]
+    if args.truncation is not None and not args.all and artifacts[0].family in TEXT_FAMILIES:
+        raise AigcError("--truncation: applies to image models, not to a text model")
+    names = [a.path.stem if args.all else args.model for a in artifacts]
+    images = [(name, a) for name, a in zip(names, artifacts) if a.family in IMAGE_FAMILIES]
+    texts = [(name, a) for name, a in zip(names, artifacts) if a.family in TEXT_FAMILIES]
+    rows = _eval_images(images, args) + _eval_texts(texts, args)
+    if args.json:
+        print(json.dumps(dict(rows), indent=2))
+        return
+    image_rows = [(name, r) for name, r in rows if "frechet_distance" in r]
+    if image_rows:
+        print(f"{'':<22} {'n':>6} {'Fréchet ↓':>10} {'classes':>8} {'entropy':>8} {'confidence':>11} "
+              f"{'recon MSE ↓':>12} {'ELBO bits/dim ↓':>16}")
+    for name, r in image_rows:
+        vae = (f" {r['reconstruction_mse']:>12.4f} {r['elbo_bits_per_dim']:>16.4f}"
+               if "reconstruction_mse" in r else "")
+        print(f"{name:<22} {r['n']:>6} {r['frechet_distance']:>10.2f} {r['classes_present']:>5}/10 "
+              f"{r['class_entropy_bits']:>8.3f} {r['mean_confidence']:>11.3f}{vae}")
+    text_rows = [(name, r) for name, r in rows if "heldout_bits_per_byte" in r]
+    if text_rows:
+        print(f"{'':<22} {'bits/byte ↓':>11} {'windows':>8} {'parse rate':>11} {'complete':>9} {'samples':>8}")
+    for name, r in text_rows:
+        print(f"{name:<22} {r['heldout_bits_per_byte']:>11.4f} {r['heldout_windows']:>8} {r['parse_rate']:>11.3f} "
+              f"{r['parse_complete']:>9} {r['parse_samples']:>8}")
+
+
+def _eval_images(models: list, args: argparse.Namespace) -> list:
+    """(name, figures) for each image model, then the real held-out digits' row."""
+    if not models:
+        return []
     from .images.generator import ImageGenerator
     from .images.quality import DigitClassifier, evaluate_model
 
     classifier = DigitClassifier()
+    n = 5000 if args.n is None else args.n
+    rows = [(name, evaluate_model(ImageGenerator(artifact), n, args.seed, args.truncation, classifier))
+            for name, artifact in models]
+    return rows + [("real held-out digits", classifier.heldout_report().as_dict())]
+
+
+def _eval_texts(models: list, args: argparse.Namespace) -> list:
+    if not models:
+        return []
+    from .text.generator import TextGenerator
+    from .text.quality import DEFAULT_PARSE_SAMPLES, evaluate_text_model
+
+    n = DEFAULT_PARSE_SAMPLES if args.n is None else args.n
+    return [(name, evaluate_text_model(TextGenerator(artifact), n, args.seed, args.windows))
+            for name, artifact in models]
+
+
+def _cmd_reconstruct(args: argparse.Namespace) -> None:
+    from .images.generator import ImageGenerator
+    from .images.png import check_writable, output_format, read_image, save_grid, split_grid
+
+    output_format(check_writable(args.output))
     generator = ImageGenerator.load(args.model)
-    rows = [(args.model, evaluate_model(generator, args.n, args.seed, args.truncation, classifier)),
-            ("real held-out digits", classifier.heldout_report().as_dict())]
-    if args.json:
-        print(json.dumps(dict(rows), indent=2))
-        return
-    print(f"{'':<22} {'n':>6} {'Fréchet ↓':>10} {'classes':>8} {'entropy':>8} {'confidence':>11}")
-    for name, r in rows:
-        print(f"{name:<22} {r['n']:>6} {r['frechet_distance']:>10.2f} {r['classes_present']:>5}/10 "
-              f"{r['class_entropy_bits']:>8.3f} {r['mean_confidence']:>11.3f}")
+    image = read_image(args.input)
+    _, height, width = generator.image_shape
+    single = image.shape[:2] == (height, width)
+    cells = image[None] if single else split_grid(image, height, width)
+    columns = 1 if single else (image.shape[1] - 2) // (width + 2)
+    reconstructions = generator.reconstruct(cells, seed=args.seed)
+    save_grid(reconstructions, args.output, nrow=columns, padding=0 if single else 2)
+    drawn = "posterior mean" if args.seed is None else f"seed {args.seed}"
+    print(f"wrote {len(reconstructions)} reconstruction{'s' * (len(reconstructions) > 1)} "
+          f"({width}×{height}) to {args.output} [{drawn}]", file=sys.stderr)
 
 
 def _sampling_params(args: argparse.Namespace, seed: int):
@@ -393,15 +458,32 @@ def build_parser() -> argparse.ArgumentParser:
                         "a symbolic link, FIFO, device, socket or folder is refused")
     p.set_defaults(run=_cmd_sample)
 
-    p = commands.add_parser("eval", help="measure a digit model with the shipped classifier")
-    p.add_argument("model")
-    p.add_argument("-n", type=int, default=5000,
-                   help="how many generated digits (default 5000; at least 129: the Fréchet distance needs "
-                        "more samples than the classifier's 128 features)")
-    p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--truncation", type=float, default=None)
-    p.add_argument("--json", action="store_true")
+    p = commands.add_parser("eval", help="measure a model's quality: digits with the shipped classifier (and a "
+                                         "VAE's held-out reconstruction), text by held-out bits/byte and parse rate")
+    p.add_argument("model", nargs="?", default=None, help="an embedded model name or a path (or --all)")
+    p.add_argument("--all", action="store_true", help="every embedded model, one table per kind")
+    p.add_argument("-n", type=int, default=None,
+                   help="samples per model: generated digits (default 5000; at least 129: the Fréchet distance "
+                        "needs more samples than the classifier's 128 features), or text samples from 'def' for "
+                        "the parse rate (default 100)")
+    p.add_argument("--windows", type=int, default=None,
+                   help="text models: held-out windows to score, spread evenly (default: all of them)")
+    p.add_argument("--seed", type=_seed, default=0,
+                   help="seed of the samples (text sample i: SEED + i) and of a VAE's posterior draws (default 0)")
+    p.add_argument("--truncation", type=float, default=None, help="image models: as `aigc sample --truncation`")
+    p.add_argument("--json", action="store_true", help="one JSON object: model name → its figures")
     p.set_defaults(run=_cmd_eval)
+
+    p = commands.add_parser("reconstruct", help="encode a digit image (or a grid of them) with a VAE and decode it")
+    p.add_argument("input", help="an image file: one image of the model's size, or a grid of them as `aigc sample` "
+                                 "writes it (2-pixel padding); PNG read here, other formats through Pillow")
+    p.add_argument("--model", default="digits-vae", help="a VAE with its encoder (default digits-vae)")
+    p.add_argument("--seed", type=_seed, default=None,
+                   help="decode a draw from each image's posterior, image i with latent sample i of SEED "
+                        "(default: decode the posterior mean)")
+    p.add_argument("-o", "--output", required=True,
+                   help="the image file to write: the reconstructions in the input's layout (format by extension)")
+    p.set_defaults(run=_cmd_reconstruct)
 
     p = commands.add_parser("generate", parents=[text_flags],
                             help="generate text from a text model, streamed to stdout")

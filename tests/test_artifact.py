@@ -45,7 +45,7 @@ def test_not_onnx(tmp_path, content):
 @pytest.mark.parametrize("breakage, message", [
     ({"metadata": {"aigc.family": None}}, "no 'aigc.family' metadata"),
     ({"family": "diffusion"}, "unknown model family 'diffusion'"),
-    ({"format_version": "2"}, "format version 2, newer than this aigc-engine reads"),
+    ({"format_version": "3"}, r"format version 3, newer than this aigc-engine reads \(2\)"),
     ({"format_version": "one"}, "not an integer"),
     ({"format_version": None}, "no 'aigc.format_version'"),
     ({"metadata": {"aigc.config": "{latent: 8"}}, "'aigc.config' metadata is not valid JSON"),

@@ -19,7 +19,6 @@ from google.protobuf.message import DecodeError
 from ..errors import ModelFileError, shown
 from .schema import (
     FAMILIES,
-    FORMAT_VERSION,
     GPT_INPUTS,
     IMAGE_CONFIG_KEYS,
     IMAGE_FAMILIES,
@@ -35,8 +34,11 @@ from .schema import (
     META_FORMAT_VERSION,
     META_PROVENANCE,
     META_TOKENIZER,
+    NEWEST_FORMAT_VERSION,
     TEXT_CONFIG_KEYS,
     TEXT_FAMILIES,
+    VAE_ENCODER_INPUT,
+    VAE_ENCODER_OUTPUTS,
     gpt_past_names,
     gpt_present_names,
 )
@@ -107,9 +109,9 @@ def _check_format_version(path: Path, version: str | None) -> None:
         number = int(version)
     except ValueError:
         raise ModelFileError(f"{path}: '{META_FORMAT_VERSION}' is not an integer: {version!r}") from None
-    if number > FORMAT_VERSION:
+    if number > NEWEST_FORMAT_VERSION:
         raise ModelFileError(f"{path}: written in format version {number}, newer than this aigc-engine "
-                             f"reads ({FORMAT_VERSION}): upgrade aigc-engine")
+                             f"reads ({NEWEST_FORMAT_VERSION}): upgrade aigc-engine")
     if number < 1:
         raise ModelFileError(f"{path}: invalid '{META_FORMAT_VERSION}' {number}")
 
@@ -171,8 +173,15 @@ def _dims(value_info: onnx.ValueInfoProto) -> list:
             for d in value_info.type.tensor_type.shape.dim]
 
 
+def has_vae_encoder(artifact: Artifact) -> bool:
+    """Whether the file holds a VAE's encoder path beside its decoder (files exported before
+    encoders shipped hold the decoder only)."""
+    return any(i.name == VAE_ENCODER_INPUT for i in artifact.model.graph.input)
+
+
 def _check_image_graph(artifact: Artifact) -> None:
-    """z (N, latent_dim) → images (N, C, H, W), with weights that fit those sizes."""
+    """z (N, latent_dim) → images (N, C, H, W), with weights that fit those sizes; for a VAE,
+    optionally also input_images (M, C, H, W) → mean, log_variance (M, latent_dim)."""
     path, config = artifact.path, artifact.config
     _positive_ints(artifact, IMAGE_CONFIG_KEYS)
     graph = artifact.model.graph
@@ -185,6 +194,15 @@ def _check_image_graph(artifact: Artifact) -> None:
     if len(z_dims) != 2 or z_dims[1] != config["latent_dim"]:
         raise ModelFileError(f"{path}: input 'z' has shape {z_dims}, but the config says latent_dim="
                              f"{config['latent_dim']}")
+    encoder = has_vae_encoder(artifact)
+    if encoder and artifact.family != "vae":
+        raise ModelFileError(f"{path}: input '{VAE_ENCODER_INPUT}' (an encoder path) in a '{artifact.family}' model; "
+                             "only a vae has an encoder")
+    image_shape = [config["channels"], config["height"], config["width"]]
+    encoder_dims = _dims(inputs[VAE_ENCODER_INPUT]) if encoder else None
+    if encoder and (len(encoder_dims) != 4 or encoder_dims[1:] != image_shape):
+        raise ModelFileError(f"{path}: input '{VAE_ENCODER_INPUT}' has shape {encoder_dims}, but the config says "
+                             f"(N, {', '.join(map(str, image_shape))})")
     try:
         # Strict inference propagates z's shape through every weight: a weight whose
         # shape contradicts the config fails here rather than at the first sample.
@@ -192,11 +210,18 @@ def _check_image_graph(artifact: Artifact) -> None:
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelFileError(f"{path}: weights do not fit the graph's shapes ({first_line})") from None
-    image_dims = _dims(next(o for o in inferred.graph.output if o.name == IMAGE_OUTPUT))
-    expected = [config["channels"], config["height"], config["width"]]
-    if len(image_dims) != 4 or image_dims[1:] != expected:
+    shapes = {o.name: _dims(o) for o in inferred.graph.output}
+    image_dims = shapes[IMAGE_OUTPUT]
+    if len(image_dims) != 4 or image_dims[1:] != image_shape:
         raise ModelFileError(f"{path}: output 'images' has shape {image_dims}, but the config says "
-                             f"(N, {', '.join(map(str, expected))})")
+                             f"(N, {', '.join(map(str, image_shape))})")
+    for name in VAE_ENCODER_OUTPUTS if encoder else ():
+        if name not in shapes:
+            raise ModelFileError(f"{path}: a vae with input '{VAE_ENCODER_INPUT}' needs outputs "
+                                 f"{', '.join(VAE_ENCODER_OUTPUTS)}; it lacks '{name}'")
+        if shapes[name] != [encoder_dims[0], config["latent_dim"]]:
+            raise ModelFileError(f"{path}: output '{name}' has shape {shapes[name]}, but the config says "
+                                 f"({encoder_dims[0]}, {config['latent_dim']})")
 
 
 def _check_text_model(artifact: Artifact) -> None:

@@ -8,8 +8,12 @@ it without pulling anything in.
 
 from __future__ import annotations
 
-# The newest format this runtime reads and export writes (an integer; stored as text).
+# Format versions (integers; stored as text). A file carries the oldest version whose
+# readers run it: 1, except a VAE with its encoder path (below), which a version-1 reader
+# would load but then fail to run (onnxruntime wants every graph input fed).
 FORMAT_VERSION = 1
+VAE_ENCODER_FORMAT_VERSION = 2
+NEWEST_FORMAT_VERSION = 2  # the newest this runtime reads
 
 IMAGE_FAMILIES = ("gan", "dcgan", "vae")
 TEXT_FAMILIES = ("gpt", "lstm")
@@ -32,6 +36,10 @@ TEXT_CONFIG_KEYS = {"gpt": ("vocab_size", "n_positions", "n_embd", "n_layer", "n
 
 # Graph inputs and outputs.
 IMAGE_INPUT, IMAGE_OUTPUT = "z", "images"          # z (N, latent_dim) -> images (N, C, H, W) in [-1, 1]
+# A VAE's encoder path in the same graph, independent of the decoder's (its own batch size):
+# input_images (M, C, H, W) in [-1, 1] -> the posterior q(z|x) = N(mean, exp(log_variance)), each (M, latent_dim)
+VAE_ENCODER_INPUT = "input_images"
+VAE_ENCODER_OUTPUTS = ("mean", "log_variance")
 CLASSIFIER_INPUT = "images"                        # images (N, C, H, W) -> logits, features
 CLASSIFIER_OUTPUTS = ("logits", "features")
 GPT_INPUTS = ("input_ids", "position_ids", "attention_mask")

@@ -4,7 +4,9 @@ For a set of generated digits: the Fréchet distance between the classifier's
 penultimate features of those digits and of the 5,000 real MNIST digits (lower is
 better; the statistics of the real digits ship beside the classifier), how many of
 the ten classes appear, the entropy of the predicted classes (log2(10) ≈ 3.32 bits
-when balanced) and the classifier's mean confidence.
+when balanced) and the classifier's mean confidence. For a VAE with its encoder, also how
+well it reconstructs the 1,000 held-out real digits (reconstruction.py), which ship in the
+reference file.
 """
 
 from __future__ import annotations
@@ -90,6 +92,8 @@ class DigitClassifier:
         self.train_sigma = reference["train_sigma"]
         self.heldout_logits = reference["heldout_logits"]
         self.heldout_features = reference["heldout_features"]
+        # uint8 (1000, 28, 28, 1), never trained on; absent from files older `aigc train classifier` wrote
+        self.heldout_images = reference["heldout_images"] if "heldout_images" in reference else None
 
     def run(self, images: np.ndarray, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
         """Classify uint8 (n, 28, 28, 1) digits the way a viewer sees them (after rounding)."""
@@ -114,12 +118,21 @@ class DigitClassifier:
 
 def evaluate_model(model, n: int = 5000, seed: int = 0, truncation: float | None = None,
                    classifier: DigitClassifier | None = None) -> dict:
-    """Quality figures of n samples of an image model (a name, a path or an ImageGenerator)."""
+    """Quality figures of n samples of an image model (a name, a path or an ImageGenerator);
+    a VAE with its encoder adds heldout_digits, reconstruction_mse and elbo_bits_per_dim (its
+    posterior draws seeded by `seed` too)."""
     from .generator import ImageGenerator
+    from .reconstruction import heldout_reconstruction
 
     generator = model if isinstance(model, ImageGenerator) else ImageGenerator.load(str(model))
     if generator.image_shape != DIGIT_SHAPE:
         raise AigcError(f"the digit classifier measures 1×28×28 digits; this model makes "
                         f"{'×'.join(map(str, generator.image_shape))} images")
     classifier = classifier or DigitClassifier()
-    return classifier.report(generator.sample(n, seed, truncation)).as_dict()
+    figures = classifier.report(generator.sample(n, seed, truncation)).as_dict()
+    if generator.has_encoder:
+        if classifier.heldout_images is None:
+            raise AigcError(f"{REFERENCE_PATH} holds no held-out digit pixels ('heldout_images') to measure the VAE's "
+                            "reconstruction on: write it again with `aigc train classifier`")
+        figures.update(heldout_reconstruction(generator, classifier.heldout_images, seed))
+    return figures

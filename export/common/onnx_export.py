@@ -39,9 +39,11 @@ def stamp(provenance: dict) -> dict:
     return {**provenance, "torch_version": torch.__version__, "exported_at": now}
 
 
-def metadata_props(family: str, config: dict, provenance: dict, description: str) -> dict:
-    """The aigc.* metadata every file carries (text families add the tokenizer)."""
-    return {META_FAMILY: family, META_FORMAT_VERSION: str(FORMAT_VERSION), META_CONFIG: json.dumps(config),
+def metadata_props(family: str, config: dict, provenance: dict, description: str,
+                   format_version: int = FORMAT_VERSION) -> dict:
+    """The aigc.* metadata every file carries (text families add the tokenizer); format_version:
+    the oldest whose readers run the file (schema.py)."""
+    return {META_FAMILY: family, META_FORMAT_VERSION: str(format_version), META_CONFIG: json.dumps(config),
             META_PROVENANCE: json.dumps(provenance), META_DESCRIPTION: description}
 
 

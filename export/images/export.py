@@ -1,19 +1,24 @@
 # Export an image model to ONE self-contained ONNX file (common/onnx_export.py writes and
 # checks it). Generators: input `z` (N, latent_dim) float32 → `images` (N, C, H, W) in
-# [-1, 1]; the digit classifier: `images` (N, 1, 28, 28) → `logits` (N, 10), `features`
-# (N, F). N is the dynamic axis "batch". Published only after onnx.checker and an
+# [-1, 1]; a VAE adds its encoder as a second, independent path of the same graph:
+# `input_images` (M, C, H, W) → `mean`, `log_variance` (M, latent_dim). The digit
+# classifier: `images` (N, 1, 28, 28) → `logits` (N, 10), `features` (N, F). N is the
+# dynamic axis "batch" (M: "encoder_batch"). Published only after onnx.checker and an
 # onnxruntime-vs-torch comparison at batches VERIFY_BATCHES.
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from aigc_engine.artifacts.schema import (CLASSIFIER, CLASSIFIER_INPUT, CLASSIFIER_OUTPUTS, IMAGE_CONFIG_KEYS,
-                                          IMAGE_FAMILIES, IMAGE_INPUT, IMAGE_OUTPUT)
+                                          IMAGE_FAMILIES, IMAGE_INPUT, IMAGE_OUTPUT, VAE_ENCODER_FORMAT_VERSION,
+                                          VAE_ENCODER_INPUT, VAE_ENCODER_OUTPUTS)
 
 from ..common.fileio import atomic_write
 from ..common.onnx_export import (checked_blob, compare_outputs, metadata_props, read_provenance, run_onnx,
@@ -22,27 +27,60 @@ from ..models import build_model
 from .quality_probe import measure_quality
 
 VERIFY_BATCHES = (1, 7)
-_TITLES = {"gan": "MLP GAN", "dcgan": "DCGAN", "vae": "Convolutional VAE decoder"}
+_TITLES = {"gan": "MLP GAN", "dcgan": "DCGAN", "vae": "Convolutional VAE"}
 _DATASETS = {"mnist": "MNIST 5k", "digits": "sklearn digits"}
 
 
+class _Input(NamedTuple):
+    name: str
+    shape: tuple  # one example's, the batch axis excluded
+    sample: Callable[[np.random.Generator, tuple], np.ndarray]  # (rng, shape) → test values
+    batch: str  # the name of its dynamic batch axis
+
+
+class _DecoderAndEncoder(nn.Module):
+    """A VAE's file: z → images, and input_images → (mean, log_variance); neither path reads the other."""
+
+    def __init__(self, decoder: nn.Module, encoder: nn.Module):
+        super().__init__()
+        self.decoder = decoder
+        self.encoder = encoder
+
+    def forward(self, z, input_images):
+        mean, log_variance = self.encoder(input_images)
+        return self.decoder(z), mean, log_variance
+
+
 def export_image_model(
-    generator_module: nn.Module, family: str, config: dict, provenance: dict, out_path: str | os.PathLike
+    generator_module: nn.Module, family: str, config: dict, provenance: dict, out_path: str | os.PathLike,
+    *, encoder: nn.Module | None = None,
 ) -> Path:
     """Export a generator (a VAE's decoder; put in eval mode) as `z` → `images`; returns the path.
 
+    encoder: a VAE's encoder, images → (mean, log_variance), exported as the second path of
+    the same graph (`input_images` → `mean`, `log_variance`); the file is then format
+    version 2, which readers of version 1 refuse rather than fail to run.
     provenance: dataset, steps, seed, batch_size, final_losses (and lr); quality defaults
     to None, torch_version and exported_at are stamped here.
     """
     if family not in IMAGE_FAMILIES:
         raise ValueError(f"family: expected one of {', '.join(IMAGE_FAMILIES)}, got {family!r}")
+    if encoder is not None and family != "vae":
+        raise ValueError(f"encoder: only a vae has one, got family {family!r}")
     missing = set(IMAGE_CONFIG_KEYS) - set(config)
     if missing:
         raise ValueError(f"config: missing {sorted(missing)}")
     provenance = stamp({"quality": None, **provenance})
-    metadata = metadata_props(family, config, provenance, describe(family, config, provenance))
-    inputs = {IMAGE_INPUT: (config["latent_dim"],)}
-    return _export_verified(generator_module, inputs, (IMAGE_OUTPUT,), metadata, out_path, _normal)
+    description = describe(family, config, provenance, encoder is not None)
+    inputs = [_Input(IMAGE_INPUT, (config["latent_dim"],), _normal, "batch")]
+    if encoder is None:
+        metadata = metadata_props(family, config, provenance, description)
+        return _export_verified(generator_module, inputs, (IMAGE_OUTPUT,), metadata, out_path)
+    metadata = metadata_props(family, config, provenance, description, VAE_ENCODER_FORMAT_VERSION)
+    inputs.append(_Input(VAE_ENCODER_INPUT, (config["channels"], config["height"], config["width"]), _uniform,
+                         "encoder_batch"))
+    return _export_verified(_DecoderAndEncoder(generator_module, encoder), inputs,
+                            (IMAGE_OUTPUT, *VAE_ENCODER_OUTPUTS), metadata, out_path)
 
 
 def export_classifier(classifier: nn.Module, config: dict, provenance: dict, out_path: str | os.PathLike) -> Path:
@@ -50,8 +88,8 @@ def export_classifier(classifier: nn.Module, config: dict, provenance: dict, out
     description = (f"digit classifier, {config['channels']}×{config['height']}×{config['width']} images → "
                    f"{config['num_classes']} logits + {config['feature_dim']}-d features")
     metadata = metadata_props(CLASSIFIER, config, stamp(provenance), description)
-    inputs = {CLASSIFIER_INPUT: (config["channels"], config["height"], config["width"])}
-    return _export_verified(classifier, inputs, CLASSIFIER_OUTPUTS, metadata, out_path, _uniform)
+    inputs = [_Input(CLASSIFIER_INPUT, (config["channels"], config["height"], config["width"]), _uniform, "batch")]
+    return _export_verified(classifier, inputs, CLASSIFIER_OUTPUTS, metadata, out_path)
 
 
 def export_trained_image(state: dict, out_path: str | os.PathLike, *, quality_n: int = 1000) -> dict:
@@ -64,21 +102,23 @@ def export_trained_image(state: dict, out_path: str | os.PathLike, *, quality_n:
     model = build_model(state["family"], state["config"])
     model.load_state_dict(state["model"])
     module = model.export_module.eval()
+    encoder = model.export_encoder.eval() if state["family"] == "vae" else None
     provenance = {"dataset": state["dataset"], "steps": state["step"], "seed": state["seed"],
                   "batch_size": state["batch_size"], "lr": state["lr"],
                   "final_losses": {k: round(v, 4) for k, v in state["losses"].items()}}
-    out = export_image_model(module, state["family"], model.config, provenance, out_path)
+    out = export_image_model(module, state["family"], model.config, provenance, out_path, encoder=encoder)
     quality = measure_quality(out, n=quality_n) if quality_n > 0 else None
     if quality is not None:
         set_quality(out, quality)
     return read_provenance(out)
 
 
-def describe(family: str, config: dict, provenance: dict) -> str:
+def describe(family: str, config: dict, provenance: dict, encoder: bool = False) -> str:
     """One human line, e.g. 'MLP GAN, 100-d latent → 1×28×28 images, trained 6000 steps on MNIST 5k'."""
     dataset = str(provenance.get("dataset", "unknown data"))
     dataset = _DATASETS.get(dataset, Path(dataset).name or dataset)
-    return (f"{_TITLES[family]}, {config['latent_dim']}-d latent → {config['channels']}×{config['height']}×"
+    title = _TITLES[family] + (" (encoder and decoder)" if encoder else " decoder" if family == "vae" else "")
+    return (f"{title}, {config['latent_dim']}-d latent → {config['channels']}×{config['height']}×"
             f"{config['width']} images, trained {provenance.get('steps', '?')} steps on {dataset}")
 
 
@@ -90,20 +130,21 @@ def _uniform(rng: np.random.Generator, shape: tuple) -> np.ndarray:
     return rng.uniform(-1.0, 1.0, shape)
 
 
-def _export_verified(module, inputs: dict, output_names, metadata: dict, out_path, sample) -> Path:
-    # inputs: name → per-example shape (batch axis excluded); sample(rng, shape) → array.
+def _export_verified(module, inputs: list[_Input], output_names, metadata: dict, out_path) -> Path:
     # The torch.export-based exporter (torch's default since 2.9; the TorchScript one is
     # deprecated) folds eval-mode BatchNorm into the Gemm/ConvTranspose weights and keeps
     # C, H, W static in the output shape. Example batch 2: torch.export specialises size 1.
+    # Each input has a batch axis of its own; input i is checked at batch n + i, so a
+    # graph that tied them together would fail here.
     module = module.eval()
-    example = tuple(torch.zeros(2, *shape) for shape in inputs.values())
-    batch = torch.export.Dim("batch")
-    proto = trace_to_onnx(module, example, list(inputs), list(output_names),
-                          tuple({0: batch} for _ in inputs))
+    example = tuple(torch.zeros(2 + i, *item.shape) for i, item in enumerate(inputs))
+    proto = trace_to_onnx(module, example, [item.name for item in inputs], list(output_names),
+                          tuple({0: torch.export.Dim(item.batch)} for item in inputs))
     blob = checked_blob(proto, metadata, out_path)
     rng = np.random.default_rng(0)
     for n in VERIFY_BATCHES:
-        feeds = {name: sample(rng, (n, *shape)).astype(np.float32) for name, shape in inputs.items()}
+        feeds = {item.name: item.sample(rng, (n + i, *item.shape)).astype(np.float32)
+                 for i, item in enumerate(inputs)}
         with torch.no_grad():
             expected = module(*(torch.from_numpy(a) for a in feeds.values()))
         expected = expected if isinstance(expected, tuple) else (expected,)

@@ -3,7 +3,8 @@
 # `build_image_model(family, config)` checks the sizes of a complete config (the package's
 # build_model lays a partial one over IMAGE_DEFAULT_CONFIGS first).
 # Images are (N, C, H, W) in [-1, 1]; latents z are (N, latent_dim) standard normal.
-# `export_module` is the part that ships: the generator, or the VAE's decoder.
+# `export_module` is the generator that ships (z → images: a VAE's decoder); a VAE's
+# `export_encoder` (images → mean, log-variance) ships beside it, in the same graph.
 from __future__ import annotations
 
 import math
@@ -191,9 +192,12 @@ class VAE(nn.Module):
     def export_module(self) -> nn.Module:
         return self.decoder
 
+    @property
+    def export_encoder(self) -> nn.Module:
+        return VAEEncoder(self.encoder, self.to_stats)
+
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, logvar = self.to_stats(self.encoder(images)).chunk(2, dim=1)
-        return mu, logvar  # each (N, latent)
+        return self.export_encoder(images)  # mu, logvar: each (N, latent)
 
     def loss(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(total, reconstruction, kl) for images (N, C, H, W) in [-1, 1], batch means."""
@@ -204,6 +208,20 @@ class VAE(nn.Module):
         recon = F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).sum(1).mean()
         kl = (-0.5 * (1.0 + logvar - mu.square() - logvar.exp()).sum(1)).mean()
         return recon + self.config["kl_weight"] * kl, recon, kl
+
+
+class VAEEncoder(nn.Module):
+    """A VAE's encoder as a module of its own (sharing the VAE's layers): images (N, C, H, W)
+    in [-1, 1] → (mean, log-variance) of q(z|x), each (N, latent)."""
+
+    def __init__(self, features: nn.Module, to_stats: nn.Module):
+        super().__init__()
+        self.features = features
+        self.to_stats = to_stats
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_variance = self.to_stats(self.features(images)).chunk(2, dim=1)
+        return mean, log_variance
 
 
 class DigitClassifier(nn.Module):

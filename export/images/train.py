@@ -180,7 +180,9 @@ def train_classifier(
     out_dir/digits-reference.npz: mu (F,) and sigma (F, F) float64, the mean and
     covariance of the features of all 5000 real MNIST digits; train_mu, train_sigma the same
     over the training split alone (disjoint from the held-out digits); heldout_features (M, F),
-    heldout_logits (M, 10) float32 and heldout_labels (M,) int64 for the M held-out digits.
+    heldout_logits (M, 10) float32, heldout_labels (M,) int64 and heldout_images (M, 28, 28, 1)
+    uint8 (the pixels themselves: a VAE's reconstruction is measured on them) for the M
+    held-out digits. Compressed (np.savez_compressed).
     Training: Adam, cross-entropy, each batch randomly rotated (±10°), scaled (±10%) and
     shifted (±2 px) so that the features do not hinge on MNIST's exact centring.
     """
@@ -221,13 +223,18 @@ def train_classifier(
     reference = {"mu": features.mean(0), "sigma": np.cov(features, rowvar=False),
                  "train_mu": train_features.mean(0), "train_sigma": np.cov(train_features, rowvar=False),
                  "heldout_features": held_features, "heldout_logits": held_logits,
-                 "heldout_labels": heldout.labels}
+                 "heldout_labels": heldout.labels, "heldout_images": _to_uint8(heldout.images)}
     buffer = io.BytesIO()
-    np.savez(buffer, **reference)
+    np.savez_compressed(buffer, **reference)
     npz_path = atomic_write(out_dir / "digits-reference.npz", lambda f: f.write(buffer.getvalue()))
     return {"heldout_accuracy": accuracy, "steps": steps, "seconds": round(seconds, 2),
             "feature_dim": model.config["feature_dim"], "classifier": str(onnx_path), "reference": str(npz_path),
             "config": json.loads(json.dumps(meta_config))}
+
+
+def _to_uint8(images: np.ndarray) -> np.ndarray:
+    # (N, 1, H, W) in [-1, 1], pixel / 127.5 − 1 → the pixels (N, H, W, 1) uint8 again
+    return np.rint((images + 1.0) * 127.5).clip(0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
 
 
 def _jitter(images: torch.Tensor) -> torch.Tensor:
