@@ -560,7 +560,8 @@ def test_lstm_rejects_bad_configs_states_and_steps():
         _C.LstmModel({**LSTM_CONFIG, "context": 0}, lstm_weights(LSTM_CONFIG))
     with pytest.raises(ValueError, match="LSTM state: every size must be >= 1"):
         _C.LstmState(2, 5, 16, 0)
-    with pytest.raises(ValueError, match="state: made for n_layer 1, hidden_size 5, context 16; the model has 2, 5, 16"):
+    with pytest.raises(ValueError, match="state: made for n_layer 1, hidden_size 5, context 16; the model has 2, 5, "
+                                         "16"):
         LSTM_MODEL.forward(*prompt_step(block=0), WRONG_STATES["fewer layers"], np.empty((1, 11), np.float32))
     with pytest.raises(TypeError, match="state: expected an LstmState, got None"):
         LSTM_MODEL.forward(*prompt_step(), None, np.empty((1, 11), np.float32))

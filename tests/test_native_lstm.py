@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from aigc_engine import SamplingParams, TextGenerator  # noqa: E402
+from aigc_engine import AigcError, SamplingParams, TextGenerator  # noqa: E402
 from aigc_engine.artifacts.registry import MODELS_DIR  # noqa: E402
 from text_fixtures import export_tiny, torch_greedy  # noqa: E402
 
@@ -28,6 +28,11 @@ def load(tiny, backend="native", **options) -> TextGenerator:
 
 def test_native_is_the_default_for_lstm(tiny):
     assert load(tiny, None).backend == "native"
+
+
+def test_a_state_too_large_for_memory_fails_clearly(tiny):
+    with pytest.raises(AigcError, match=r"max_batch_size=1000000000000 \(the LSTM's state slots\) needs"):
+        load(tiny, max_batch_size=10**12)
 
 
 def test_greedy_equals_torch_and_onnxruntime(tiny):

@@ -21,6 +21,7 @@ from ..artifacts.artifact import Artifact
 from ..artifacts.schema import WEIGHT_DTYPES as DTYPES
 from ..artifacts.weights import lstm_weight_shapes
 from ..errors import AigcError, ModelFileError
+from ..images.memory import check_fits
 from .backends import LSTM_MAX_CONTEXT
 
 
@@ -31,6 +32,9 @@ class NativeLstm:
         if dtype not in DTYPES:
             raise AigcError(f"dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
         config = artifact.config
+        # h and c of every layer per slot: a huge max_batch_size fails here, not as std::bad_alloc.
+        check_fits(f"max_batch_size={max_batch_size} (the LSTM's state slots)",
+                   max_batch_size * 2 * config["n_layer"] * config["hidden_size"] * 4)
         self.config = config
         self.dtype = dtype
         self.vocab_size = config["vocab_size"]

@@ -81,7 +81,8 @@ class ContinuousScheduler:
     running, check, stats — is StaticScheduler's too (static.py), so the generator and the
     Engine drive every backend alike."""
 
-    def __init__(self, backend: NativeGpt | NativeLstm, max_batch_size: int, max_step_tokens: int = DEFAULT_MAX_STEP_TOKENS):
+    def __init__(self, backend: NativeGpt | NativeLstm, max_batch_size: int,
+                 max_step_tokens: int = DEFAULT_MAX_STEP_TOKENS):
         self.backend = backend
         self.max_batch_size = max_batch_size
         self.max_step_tokens = max_step_tokens

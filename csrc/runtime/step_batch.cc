@@ -39,7 +39,9 @@ void check_step(const StepBatch& b, const BlockPool& pool, int64_t vocab_size, i
     if (blocks > b.max_blocks) fail("sequence " + std::to_string(s) + " needs more blocks than its table holds");
     for (int64_t j = 0; j < blocks; ++j) pool.check_owned(b.block_table[s * b.max_blocks + j]);
     for (int64_t t = begin; t < end; ++t) {
-      if (b.positions[t] != context - length + (t - begin)) fail("positions must be consecutive, ending at context - 1");
+      if (b.positions[t] != context - length + (t - begin)) {
+        fail("positions must be consecutive, ending at context - 1");
+      }
       if (b.tokens[t] < 0 || b.tokens[t] >= vocab_size) {
         fail("token " + std::to_string(b.tokens[t]) + " is outside the vocabulary");
       }
