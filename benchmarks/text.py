@@ -19,6 +19,10 @@ calls — _C.Generation.step, or on builds before it _C.GptModel.forward and
 _C.Sampler.sample — over the whole call), and the part of it spent in Request.accept.
 It runs on any build, so that builds can be compared by alternating runs:
 PYTHONPATH=BUILD python benchmarks/text.py --step.
+
+--lstm measures only the shipped pycode-lstm: aigc_engine's native LSTM (float32, bf16,
+int8) against its onnxruntime backend (prompt 32, 128 new tokens, greedy, batch 1, 8 and
+32), ratios over the onnxruntime backend.
 """
 
 from __future__ import annotations
@@ -166,16 +170,37 @@ def step_share(args, records: Records) -> None:
               f"{100 * accept_share:>12.1f}%", flush=True)
 
 
+def lstm_native_vs_onnxruntime(args, records: Records) -> None:
+    from aigc_engine.artifacts.registry import MODELS_DIR
+    onnx_path = MODELS_DIR / "pycode-lstm.onnx"
+    batches, new_tokens, repeats = ((1, 8), 16, 1) if args.quick else (BATCHES, NEW_TOKENS, 3)
+    found = {"aigc-onnxruntime": peers.aigc_engine(onnx_path, "onnxruntime", "float32", max(batches))}
+    for dtype in ("float32", "bfloat16", "int8"):
+        found[f"aigc-native-{dtype}"] = peers.aigc_engine(onnx_path, "native", dtype, max(batches))
+    header = f"{'model':<11} {'batch':>5} {'system':<20} {'tok/s':>9} {'vs ort':>7}"
+    print(f"{header}\n{'-' * len(header)}", flush=True)
+    for batch in batches:
+        prompts = prompts_for(batch, found["aigc-onnxruntime"].generator.tokenizer)
+        rates = {system: batch * new_tokens / seconds
+                 for system, seconds in seconds_of(found, prompts, new_tokens, repeats).items()}
+        for system, rate in rates.items():
+            records.add("text", system, {"model": "pycode-lstm", "batch": batch, "prompt": PROMPT_TOKENS,
+                                         "new_tokens": new_tokens, "threads": args.threads}, rate, "tokens/s")
+            print(f"{'pycode-lstm':<11} {batch:>5} {system:<20} {rate:>9.1f} "
+                  f"{rate / rates['aigc-onnxruntime']:>6.2f}x", flush=True)
+
+
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "aigc-bench"),
                    help="where converted models live between runs")
     p.add_argument("--step", action="store_true", help="only the native step: tokens/s and Python's share")
+    p.add_argument("--lstm", action="store_true", help="only pycode-lstm: the native LSTM against onnxruntime")
     args = p.parse_args()
     os.environ["AIGC_NUM_THREADS"] = str(args.threads)
-    if args.step:
+    if args.step or args.lstm:
         records = Records(machine(args.threads))
-        step_share(args, records)
+        (step_share if args.step else lstm_native_vs_onnxruntime)(args, records)
         return records.save(args)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)

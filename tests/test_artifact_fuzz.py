@@ -101,8 +101,7 @@ def load_or_refuse(path) -> None:
         try:
             artifact = read_artifact(path)
             if artifact.family in TEXT_FAMILIES:
-                backends = ("native", "onnxruntime") if artifact.family == "gpt" else ("onnxruntime",)
-                for backend in backends:
+                for backend in ("native", "onnxruntime"):
                     TextGenerator(read_artifact(path), backend=backend, kv_cache_mb=1)
         except AigcError as error:  # ModelFileError is one
             assert str(path) in str(error), f"the message does not name the file: {error}"

@@ -506,6 +506,132 @@ def test_image_and_latent_fuzz(data):
     assert ops.images_to_uint8(np.zeros((1, 1, 2, 2), np.float32)).tolist() == [[[[128], [128]], [[128], [128]]]]
 
 
+# _C.LstmModel and _C.LstmState: the native LSTM's step, config and state slots.
+
+LSTM_CONFIG = dict(vocab_size=11, n_embd=6, hidden_size=5, n_layer=2, context=16)
+LSTM_SLOTS = 4
+
+
+def lstm_weights(config, seed=0):
+    rng = np.random.default_rng(seed)
+    v, e, h = config["vocab_size"], config["n_embd"], config["hidden_size"]
+    shapes = {"embedding.weight": (v, e), "head.weight": (v, h), "head.bias": (v,)}
+    for i in range(config["n_layer"]):
+        shapes.update({f"lstm.weight_ih_l{i}": (4 * h, e if i == 0 else h), f"lstm.weight_hh_l{i}": (4 * h, h),
+                       f"lstm.bias_ih_l{i}": (4 * h,), f"lstm.bias_hh_l{i}": (4 * h,)})
+    return {name: (0.5 * rng.standard_normal(shape)).astype(np.float32) for name, shape in shapes.items()}
+
+
+LSTM_MODEL = _C.LstmModel(LSTM_CONFIG, lstm_weights(LSTM_CONFIG))
+LSTM_STATE = _C.LstmState(LSTM_CONFIG["n_layer"], LSTM_CONFIG["hidden_size"], LSTM_CONFIG["context"], LSTM_SLOTS)
+LSTM_STATE.allocate(LSTM_SLOTS)  # every slot owned: the fuzzed steps may name any of them
+WRONG_STATES = {"fewer layers": _C.LstmState(1, 5, 16, LSTM_SLOTS), "other hidden size": _C.LstmState(2, 4, 16, 4),
+                "other context": _C.LstmState(2, 5, 8, LSTM_SLOTS), "nothing allocated": _C.LstmState(2, 5, 16, 4)}
+for _name, _state in WRONG_STATES.items():
+    if _name != "nothing allocated":
+        _state.allocate(_state.num_blocks)
+
+
+def lstm_forward(step, every_token=False):
+    rows = len(step[0]) if every_token else len(step[2]) - 1
+    logits = np.empty((rows, LSTM_CONFIG["vocab_size"]), np.float32)
+    LSTM_MODEL.forward(*step, LSTM_STATE, logits, every_token)
+    return logits
+
+
+VALID_LSTM = lstm_forward(prompt_step(block=2), every_token=True)
+
+
+def check_lstm_works():
+    np.testing.assert_array_equal(lstm_forward(prompt_step(block=2), every_token=True), VALID_LSTM)
+
+
+def test_lstm_rejects_bad_configs_states_and_steps():
+    with pytest.raises(ValueError, match="weights: missing 'lstm.bias_ih_l2'"):
+        _C.LstmModel({**LSTM_CONFIG, "n_layer": 3}, lstm_weights(LSTM_CONFIG))
+    with pytest.raises(ValueError, match=r"lstm.weight_hh_l0: expected C-contiguous float32 \(20, 5\), got float32 "
+                                         r"\(20, 4\)"):
+        _C.LstmModel(LSTM_CONFIG, {**lstm_weights(LSTM_CONFIG), "lstm.weight_hh_l0": np.zeros((20, 4), np.float32)})
+    with pytest.raises(TypeError, match=r"config\['context'\]: expected an integer"):
+        _C.LstmModel({**LSTM_CONFIG, "context": 1.5}, lstm_weights(LSTM_CONFIG))
+    with pytest.raises(ValueError, match="config: missing 'hidden_size'"):
+        _C.LstmModel({k: v for k, v in LSTM_CONFIG.items() if k != "hidden_size"}, lstm_weights(LSTM_CONFIG))
+    with pytest.raises(ValueError, match="LSTM config: sizes must be >= 1"):
+        _C.LstmModel({**LSTM_CONFIG, "context": 0}, lstm_weights(LSTM_CONFIG))
+    with pytest.raises(ValueError, match="LSTM state: every size must be >= 1"):
+        _C.LstmState(2, 5, 16, 0)
+    with pytest.raises(ValueError, match="state: made for n_layer 1, hidden_size 5, context 16; the model has 2, 5, "
+                                         "16"):
+        LSTM_MODEL.forward(*prompt_step(block=0), WRONG_STATES["fewer layers"], np.empty((1, 11), np.float32))
+    with pytest.raises(TypeError, match="state: expected an LstmState, got None"):
+        LSTM_MODEL.forward(*prompt_step(), None, np.empty((1, 11), np.float32))
+    with pytest.raises(ValueError, match=r"logits: expected C-contiguous float32 \(3, 11\), got float32 \(1, 11\)"):
+        LSTM_MODEL.forward(*prompt_step(block=0), LSTM_STATE, np.empty((1, 11), np.float32), True)
+    with pytest.raises(ValueError, match="LSTM state: block 7 is not an allocated block"):
+        LSTM_MODEL.forward(*prompt_step(block=7), LSTM_STATE, np.empty((1, 11), np.float32))
+    with pytest.raises(ValueError, match="step: sequence 0 has 17 tokens, over the context of 16"):
+        LSTM_MODEL.forward(*prompt_step(tokens=[1] * 17, block=0), LSTM_STATE, np.empty((1, 11), np.float32))
+    with pytest.raises(RuntimeError, match="LSTM state: 5 blocks wanted, 4 free"):
+        _C.LstmState(2, 5, 16, 4).allocate(5)
+    check_lstm_works()
+
+
+@FUZZ
+@given(data=st.data())
+def test_lstm_forward_fuzz(data):
+    draw = data.draw
+    step = valid_step(draw)
+    step[5] = step[5] % LSTM_SLOTS  # a slot a sequence: the first column of its table
+    for _ in range(draw(st.integers(0, 2))):  # a nasty value somewhere
+        field = draw(st.integers(0, 5))
+        if step[field].size:
+            flat = step[field].reshape(-1)
+            flat[draw(st.integers(0, flat.size - 1))] = draw(st.sampled_from(NASTY)) if field != 4 else 1 - flat[0]
+    for field in draw(st.lists(st.integers(0, 6), max_size=1)):  # or a spoilt array
+        if field < 6:
+            step[field] = spoil(step[field], draw(st.sampled_from(KINDS)))
+    state = WRONG_STATES[draw(st.sampled_from(sorted(WRONG_STATES)))] if draw(st.booleans()) else LSTM_STATE
+    every_token = draw(st.booleans())
+    rows = (len(step[0]) if isinstance(step[0], np.ndarray) and step[0].ndim == 1 else 1) if every_token else (
+        len(step[2]) - 1 if isinstance(step[2], np.ndarray) and step[2].ndim == 1 else 1)
+    logits = spoil(np.empty((max(rows, 0), LSTM_CONFIG["vocab_size"]), np.float32),
+                   draw(st.sampled_from(KINDS + ["good"] * 10)))
+    if draw(st.integers(0, 9)) == 0:
+        state = None
+    try:
+        LSTM_MODEL.forward(*step, state, logits, every_token)
+        assert np.isfinite(logits).all()
+    except ALLOWED:
+        pass
+    check_lstm_works()
+
+
+@FUZZ
+@given(data=st.data())
+def test_lstm_model_and_state_fuzz(data):
+    draw = data.draw
+    config = dict(LSTM_CONFIG)
+    for key in draw(st.lists(st.sampled_from(sorted(LSTM_CONFIG)), max_size=2)):
+        config[key] = draw(st.sampled_from([0, -1, 3, 2**62, 2**63, 1.5, "8", None, True]))
+    weights = lstm_weights(LSTM_CONFIG)
+    if draw(st.booleans()):
+        name = draw(st.sampled_from(sorted(weights)))
+        weights[name] = spoil(weights[name], draw(st.sampled_from(KINDS[6:])))
+    dtype = draw(st.sampled_from(["float32", "bfloat16", "int8", "float16"]))
+    model = tolerated(_C.LstmModel, config, weights, dtype)
+    if model is not None and config == LSTM_CONFIG:
+        logits = np.empty((1, LSTM_CONFIG["vocab_size"]), np.float32)
+        model.forward(*prompt_step(block=1), LSTM_STATE, logits)
+        assert np.isfinite(logits).all()
+    # Only sizes whose product is small or overflows (a valid terabyte state would be allocated).
+    sizes = [draw(st.sampled_from([2, 5, 16, 0, -1, 2**62, 2**63 - 1, 2**64])) for _ in range(4)]
+    state = tolerated(_C.LstmState, *sizes)
+    if state is not None:
+        assert state.num_blocks == sizes[3] and state.free_blocks == sizes[3]
+        assert tolerated(state.release, [draw(st.sampled_from([0, -1, 2**31 - 1]))]) is None
+    check_lstm_works()
+
+
 # _C.Generation: any sequence of add / remove / rewind / step, with nasty arguments.
 
 GOOD_REQUEST = dict(prompt=[3, 1, 4], seed=5, temperature=0.8, top_k=0, top_p=1.0, min_p=0.0, repetition_penalty=1.2,
@@ -528,7 +654,10 @@ REQUEST_VALUES = dict(  # what a caller might pass for each field: the good valu
     num_logprobs=st.sampled_from([-1, 0, 3, 11, 12, 21, -2]))
 
 
-def fresh_generation(max_batch_size=4, max_step_tokens=64):
+def fresh_generation(max_batch_size=4, max_step_tokens=64, family="gpt"):
+    if family == "lstm":  # a state slot per row of the batch, as the LSTM backend makes them
+        state = _C.LstmState(LSTM_CONFIG["n_layer"], LSTM_CONFIG["hidden_size"], LSTM_CONFIG["context"], 4)
+        return _C.Generation(LSTM_MODEL, state, max_batch_size, max_step_tokens)
     cache = _C.KvCache(CONFIG["n_layer"], CONFIG["n_head"], CONFIG["n_embd"] // CONFIG["n_head"], BLOCK_SIZE,
                        NUM_BLOCKS)
     return _C.Generation(MODEL, cache, max_batch_size, max_step_tokens)
@@ -547,22 +676,25 @@ def generate_alone(gen, id_):
     raise AssertionError(f"no end after 50 steps: {tokens}")
 
 
-EXPECTED_ALONE = generate_alone(fresh_generation(), 0)
+EXPECTED_ALONE = {family: generate_alone(fresh_generation(family=family), 0) for family in ("gpt", "lstm")}
 
 
+@pytest.mark.parametrize("family", ["gpt", "lstm"])
 @FUZZ
 @given(data=st.data())
-def test_generation_fuzz(data):
+def test_generation_fuzz(family, data):
     """Whatever is added, removed, rewound and stepped, in any order: only a clear exception
     for bad arguments, a step that never raises (a row that cannot be drawn fails alone), no
     block leaked once every request is removed, and the same tokens as a fresh Generation
     for a good request afterwards."""
     draw = data.draw
+    model = MODEL if family == "gpt" else LSTM_MODEL
     wrong_cache = draw(st.sampled_from([None, _C.KvCache(1, 2, 4, BLOCK_SIZE, NUM_BLOCKS),
-                                        _C.KvCache(2, 1, 8, BLOCK_SIZE, NUM_BLOCKS)]))
-    assert tolerated(_C.Generation, MODEL, wrong_cache, 4, 64) is None
+                                        _C.KvCache(2, 1, 8, BLOCK_SIZE, NUM_BLOCKS),
+                                        *(s for name, s in WRONG_STATES.items() if name != "nothing allocated")]))
+    assert tolerated(_C.Generation, model, wrong_cache, 4, 64) is None
     gen = tolerated(fresh_generation, draw(st.sampled_from([4, 1, 2, 0, -1, 2**63])),
-                    draw(st.sampled_from([64, 3, 5, 0, -1, 2**63])))
+                    draw(st.sampled_from([64, 3, 5, 0, -1, 2**63])), family)
     if gen is None:
         return
     ids = st.sampled_from([1, 2, 3, -1, 2**63 - 1])
@@ -588,4 +720,4 @@ def test_generation_fuzz(data):
     for i in [1, 2, 3, -1, 2**63 - 1]:
         gen.remove(i)
     assert (gen.num_waiting, gen.num_running, gen.free_blocks) == (0, 0, gen.num_blocks)
-    assert generate_alone(gen, 0) == EXPECTED_ALONE
+    assert generate_alone(gen, 0) == EXPECTED_ALONE[family]

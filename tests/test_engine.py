@@ -18,7 +18,7 @@ from serve_fixtures import WAIT, install_gate, wait_until  # noqa: E402
 from text_fixtures import export_tiny  # noqa: E402
 
 torch.set_num_threads(1)
-CASES = [("gpt", "native"), ("lstm", "onnxruntime")]
+CASES = [("gpt", "native"), ("lstm", "native"), ("lstm", "onnxruntime")]
 PROMPTS = ["def add(a, b):", "class", "héllo wörld 😀", "x"]
 
 
@@ -83,7 +83,7 @@ def test_cancel_removes_the_request_and_frees_its_blocks_while_others_run(paths)
 
 
 def test_cancel_in_a_static_batch_drops_the_row(paths):
-    generator = TextGenerator.load(str(paths["lstm"]))
+    generator = TextGenerator.load(str(paths["lstm"]), backend="onnxruntime")
     expected = generator.generate("class", params(seed=8, n=20))[0].token_ids
     gate = install_gate(generator).close()
     with Engine(generator) as engine:

@@ -12,7 +12,7 @@ from aigc_engine import SamplingParams, TextGenerator  # noqa: E402
 from text_fixtures import export_tiny, torch_logits  # noqa: E402
 
 torch.set_num_threads(1)
-CASES = [("gpt", "native"), ("gpt", "onnxruntime"), ("lstm", "onnxruntime")]
+CASES = [("gpt", "native"), ("gpt", "onnxruntime"), ("lstm", "native"), ("lstm", "onnxruntime")]
 PROMPTS = ["def ", "x = 1\n", "class A:\n    ", "if x:  "]
 
 

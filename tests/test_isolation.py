@@ -18,7 +18,7 @@ from aigc_engine.text.tokenizer import TextTokenizer  # noqa: E402
 from text_fixtures import export_tiny  # noqa: E402
 
 torch.set_num_threads(1)
-CASES = [("gpt", "native"), ("gpt", "onnxruntime"), ("lstm", "onnxruntime")]
+CASES = [("gpt", "native"), ("gpt", "onnxruntime"), ("lstm", "native"), ("lstm", "onnxruntime")]
 PROMPTS = ["def add(a, b):", "class", "héllo wörld 😀", "x", "import os", "for i in", "y = ", "# a"] * 2
 
 
@@ -227,8 +227,9 @@ def test_the_engine_fails_only_the_hostile_request(tiny):
         assert [h.result(60).token_ids for h in handles] == expected
 
 
-def test_an_lstm_has_a_context_limit(tiny):
-    generator = load(tiny, "lstm", "onnxruntime")
+@pytest.mark.parametrize("backend", ["native", "onnxruntime"])
+def test_an_lstm_has_a_context_limit(tiny, backend):
+    generator = load(tiny, "lstm", backend)
     assert generator.context_length == 4096
     result = generator.generate("x", SamplingParams(max_new_tokens=10**9))[0]
     assert "exceed the model's context of 4096 tokens" in result.error

@@ -14,7 +14,7 @@ from text_fixtures import export_tiny, torch_greedy, torch_logits  # noqa: E402
 
 torch.set_num_threads(1)
 PROMPTS = ["def add(a, b):", "class", "héllo wörld 😀", "x"]
-CASES = [("gpt", "native"), ("gpt", "onnxruntime"), ("lstm", "onnxruntime")]
+CASES = [("gpt", "native"), ("gpt", "onnxruntime"), ("lstm", "native"), ("lstm", "onnxruntime")]
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +124,12 @@ def test_token_id_prompts_and_their_checks(tiny):
 
 
 def test_backend_options_are_checked(tiny):
-    with pytest.raises(AigcError, match="lstm models run on onnxruntime"):
-        load(tiny, "lstm", "native")
+    with pytest.raises(AigcError, match="lstm models run on native, onnxruntime, got 'torch'"):
+        load(tiny, "lstm", "torch")
+    with pytest.raises(AigcError, match="kv_dtype: an LSTM has no KV cache"):
+        load(tiny, "lstm", "native", kv_dtype="bfloat16")
+    with pytest.raises(AigcError, match="dtype: expected one of float32, bfloat16, int8"):
+        load(tiny, "lstm", "native", dtype="fp8")
     with pytest.raises(AigcError, match="dtype: the onnxruntime backend runs the file's float32 weights"):
         load(tiny, "gpt", "onnxruntime", dtype="int8")
     with pytest.raises(AigcError, match="dtype: expected one of float32, bfloat16, int8"):

@@ -2,9 +2,10 @@
 
 Each prompt is a request with its own SamplingParams. Two backends, each driven by its
 scheduler through the same add / cancel / step face:
-- "native" (GPT models; the default for them): the C++ decoder with a paged KV cache
-  and continuous batching (scheduler.py): requests join and leave at every step, and a
-  step — forward pass and sampling — is one call into C++;
+- "native" (the default): the C++ decoder with a paged KV cache (GPT), or the C++ LSTM
+  with a state slot per sequence (native_lstm.py), and continuous batching
+  (scheduler.py): requests join and leave at every step, and a step — forward pass and
+  sampling — is one call into C++;
 - "onnxruntime" (GPT and LSTM): the exported graph in static batches of up to
   max_batch_size (static.py): one prefill, then one decode step at a time, finished
   requests leaving the batch at once, the logits sampled by batch_sampler.py.
@@ -36,13 +37,14 @@ from .backends import GptOnnx, LstmOnnx
 from .chat_template import model_chat_template
 from .healing import heal
 from .native import DEFAULT_KV_CACHE_MB, NativeGpt
+from .native_lstm import NativeLstm
 from .request import Request
 from .sampling import Completion, SamplingParams
 from .scheduler import ContinuousScheduler, failure_message
 from .static import StaticScheduler
 from .tokenizer import TextTokenizer
 
-BACKENDS = {"gpt": ("native", "onnxruntime"), "lstm": ("onnxruntime",)}
+BACKENDS = {"gpt": ("native", "onnxruntime"), "lstm": ("native", "onnxruntime")}
 DEFAULT_MAX_BATCH_SIZE = 32
 
 
@@ -61,6 +63,9 @@ class TextGenerator:
         if backend == "onnxruntime" and kv_dtype != "float32":
             raise AigcError(f"kv_dtype: the onnxruntime backend has no paged KV cache to store in {kv_dtype!r} "
                             "(kv_dtype is the native backend's)")
+        if artifact.family == "lstm" and kv_dtype != "float32":
+            raise AigcError(f"kv_dtype: an LSTM has no KV cache to store in {kv_dtype!r} (kv_dtype is the native "
+                            "GPT decoder's)")
         if backend == "native" and device != "cpu":
             raise AigcError(f"device: the native decoder runs on the CPU, got {device!r}")
         if device not in ops.DEVICES:
@@ -81,7 +86,8 @@ class TextGenerator:
         # garbage collector cancels its request from the same thread.
         self._lock = threading.RLock()
         if backend == "native":
-            self._model = NativeGpt(artifact, dtype, kv_cache_mb, kv_dtype)
+            self._model = (NativeGpt(artifact, dtype, kv_cache_mb, kv_dtype) if artifact.family == "gpt"
+                           else NativeLstm(artifact, dtype, max_batch_size))
             self.scheduler = ContinuousScheduler(self._model, max_batch_size)
         else:
             self._model = (GptOnnx if artifact.family == "gpt" else LstmOnnx)(artifact, device, num_threads)
@@ -93,8 +99,8 @@ class TextGenerator:
              dtype: str = "float32", kv_cache_mb: float = DEFAULT_KV_CACHE_MB,
              kv_dtype: str = "float32", chat_template: str | Path | None = None) -> "TextGenerator":
         """An embedded model by name (`aigc models`) or a path to an exported .onnx file.
-        backend: "native" (GPT only, the default for it) or "onnxruntime"; dtype: how the
-        native decoder stores the weights (float32, bfloat16, int8); kv_cache_mb: its KV
+        backend: "native" (the default; GPT and LSTM) or "onnxruntime"; dtype: how the
+        native backend stores the weights (float32, bfloat16, int8); kv_cache_mb: the GPT's KV
         cache budget (requests wait, or are preempted and recomputed, when it is full);
         kv_dtype: how that cache stores keys and values (float32, or bfloat16: twice the
         tokens per MB, half the bytes each decode step's attention reads); chat_template: a

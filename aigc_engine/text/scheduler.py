@@ -1,5 +1,5 @@
-"""Continuous batching for the native decoder: a thin face over the native batch
-(aigc_engine._C.Generation, csrc/runtime/generation.h).
+"""Continuous batching for the native backends (the GPT decoder, the LSTM): a thin face
+over the native batch (aigc_engine._C.Generation, csrc/runtime/generation.h).
 
 The native batch owns the waiting queue and the running sequences. Every step, in one
 call without the GIL: running sequences that need room for their next token get a block
@@ -28,6 +28,7 @@ from typing import NamedTuple
 
 from .. import _C
 from .native import NativeGpt
+from .native_lstm import NativeLstm
 from .request import Request
 
 DEFAULT_MAX_STEP_TOKENS = 4096
@@ -80,7 +81,8 @@ class ContinuousScheduler:
     running, check, stats — is StaticScheduler's too (static.py), so the generator and the
     Engine drive every backend alike."""
 
-    def __init__(self, backend: NativeGpt, max_batch_size: int, max_step_tokens: int = DEFAULT_MAX_STEP_TOKENS):
+    def __init__(self, backend: NativeGpt | NativeLstm, max_batch_size: int,
+                 max_step_tokens: int = DEFAULT_MAX_STEP_TOKENS):
         self.backend = backend
         self.max_batch_size = max_batch_size
         self.max_step_tokens = max_step_tokens

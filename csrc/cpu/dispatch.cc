@@ -7,6 +7,7 @@
 #include "aigc/attention.h"
 #include "aigc/isa.h"
 #include "aigc/latent.h"
+#include "aigc/lstm.h"
 #include "aigc/norm.h"
 #include "aigc/sampling.h"
 #include "runtime/thread_pool.h"
@@ -36,6 +37,12 @@ void add_layer_norm(const LayerNormParams& p) {
 void gelu_tanh(float* x, int64_t n) {
   const Isa isa = active_isa();
   parallel_for(n, [&](int64_t first, int64_t last) { AIGC_ISA_CALL(isa, gelu_tanh_range, x, first, last); }, 16384);
+}
+
+void lstm_cell(const LstmCellParams& p) {
+  const Isa isa = active_isa();
+  parallel_for(p.rows, [&](int64_t first, int64_t last) { AIGC_ISA_CALL(isa, lstm_cell_rows, p, first, last); },
+               4096 / (p.hidden > 0 ? p.hidden : 1));
 }
 
 void sample_cpu(const SampleParams& p) {

@@ -19,7 +19,7 @@ namespace aigc::python {
 
 WeightDtype parse_weight_dtype(const std::string& name);
 
-namespace {
+// Shared with python/lstm.cc: the config's integers, the weights by name, the step's arrays.
 
 // config[key] as an int64 (a float, a string or an int past 64 bits is a TypeError
 // naming the key, not pybind's bare cast error).
@@ -34,6 +34,40 @@ int64_t config_int(const py::dict& config, const char* key) {
                          py::repr(value).cast<std::string>());
   }
 }
+
+// Each weight from `weights`: a C-contiguous float32 array of the shape the model asks.
+WeightLookup weight_lookup(const py::dict& weights) {
+  return [&weights](const std::string& name, const std::vector<int64_t>& shape) -> const float* {
+    if (!weights.contains(name)) throw py::value_error("weights: missing '" + name + "'");
+    py::array array = weights[name.c_str()].cast<py::array>();
+    std::vector<const char*> dims(shape.size(), "?");
+    std::vector<py::ssize_t> expected(shape.begin(), shape.end());
+    return checked_data<float>(array, name.c_str(), "float32", dims, expected, false);
+  };
+}
+
+// The arrays' dtypes and shapes; check_step then checks their values.
+StepBatch step_batch(const py::array& tokens, const py::array& positions, const py::array& cu_seqlens,
+                     const py::array& context_lens, const py::array& is_prompt, const py::array& block_table) {
+  StepBatch b{};
+  b.tokens = checked_data<int64_t>(tokens, "tokens", "int64", {"num_tokens"}, {-1}, false);
+  b.num_tokens = tokens.shape(0);
+  b.positions = checked_data<int64_t>(positions, "positions", "int64", {"num_tokens"}, {b.num_tokens}, false);
+  b.cu_seqlens = checked_data<int32_t>(cu_seqlens, "cu_seqlens", "int32", {"num_seqs + 1"}, {-1}, false);
+  // Before num_seqs sizes the other arrays: -1 would be checked_data's "any size".
+  if (cu_seqlens.shape(0) < 2) {
+    throw py::value_error("cu_seqlens: expected num_seqs + 1 >= 2 entries, got " + std::to_string(cu_seqlens.shape(0)));
+  }
+  b.num_seqs = cu_seqlens.shape(0) - 1;
+  b.context_lens = checked_data<int32_t>(context_lens, "context_lens", "int32", {"num_seqs"}, {b.num_seqs}, false);
+  b.is_prompt = checked_data<uint8_t>(is_prompt, "is_prompt", "uint8", {"num_seqs"}, {b.num_seqs}, false);
+  b.block_table = checked_data<int32_t>(block_table, "block_table", "int32", {"num_seqs", "max_blocks"},
+                                        {b.num_seqs, -1}, false);
+  b.max_blocks = block_table.shape(1);
+  return b;
+}
+
+namespace {
 
 std::unique_ptr<GptModel> make_model(const py::dict& config, const py::dict& weights, const std::string& dtype) {
   GptConfig c{};
@@ -50,14 +84,7 @@ std::unique_ptr<GptModel> make_model(const py::dict& config, const py::dict& wei
     }
     c.eps = eps.cast<float>();
   }
-  WeightLookup lookup = [&](const std::string& name, const std::vector<int64_t>& shape) -> const float* {
-    if (!weights.contains(name)) throw py::value_error("weights: missing '" + name + "'");
-    py::array array = weights[name.c_str()].cast<py::array>();
-    std::vector<const char*> dims(shape.size(), "?");
-    std::vector<py::ssize_t> expected(shape.begin(), shape.end());
-    return checked_data<float>(array, name.c_str(), "float32", dims, expected, false);
-  };
-  return std::make_unique<GptModel>(c, lookup, parse_weight_dtype(dtype));
+  return std::make_unique<GptModel>(c, weight_lookup(weights), parse_weight_dtype(dtype));
 }
 
 KvDtype parse_kv_dtype(const std::string& name) {
@@ -96,22 +123,7 @@ void bind_decoder(py::module_& m) {
               py::array is_prompt, py::array block_table, KvCache* cache, py::array logits) {
              // A pointer: None reaches here as null (a reference would be pybind's RuntimeError).
              if (cache == nullptr) throw py::type_error("cache: expected a KvCache, got None");
-             StepBatch b{};
-             b.tokens = checked_data<int64_t>(tokens, "tokens", "int64", {"num_tokens"}, {-1}, false);
-             b.num_tokens = tokens.shape(0);
-             b.positions = checked_data<int64_t>(positions, "positions", "int64", {"num_tokens"}, {b.num_tokens}, false);
-             b.cu_seqlens = checked_data<int32_t>(cu_seqlens, "cu_seqlens", "int32", {"num_seqs + 1"}, {-1}, false);
-             // Before num_seqs sizes the other arrays: -1 would be checked_data's "any size".
-             if (cu_seqlens.shape(0) < 2) {
-               throw py::value_error("cu_seqlens: expected num_seqs + 1 >= 2 entries, got " +
-                                     std::to_string(cu_seqlens.shape(0)));
-             }
-             b.num_seqs = cu_seqlens.shape(0) - 1;
-             b.context_lens = checked_data<int32_t>(context_lens, "context_lens", "int32", {"num_seqs"}, {b.num_seqs}, false);
-             b.is_prompt = checked_data<uint8_t>(is_prompt, "is_prompt", "uint8", {"num_seqs"}, {b.num_seqs}, false);
-             b.block_table = checked_data<int32_t>(block_table, "block_table", "int32", {"num_seqs", "max_blocks"},
-                                                   {b.num_seqs, -1}, false);
-             b.max_blocks = block_table.shape(1);
+             const StepBatch b = step_batch(tokens, positions, cu_seqlens, context_lens, is_prompt, block_table);
              float* out = checked_data<float>(logits, "logits", "float32", {"num_seqs", "vocab"},
                                               {b.num_seqs, model.config().vocab_size}, true);
              py::gil_scoped_release release;

@@ -1,4 +1,5 @@
-// pybind11 face of the native continuous batch (runtime/generation.h): requests in as
+// pybind11 face of the native continuous batch (runtime/generation.h), over a GptModel and
+// its KvCache or an LstmModel and its LstmState: requests in as
 // Python numbers and lists, converted; step() runs with the GIL released and returns
 // (ids, tokens, states, logprobs, errors): lists of the rows that produced a token (or
 // failed), in batch order; logprobs {id: (logprob, top ids, top logprobs)} for the rows
@@ -80,6 +81,8 @@ py::tuple step(Generation& g) {
 void bind_generation(py::module_& m) {
   py::class_<Generation>(m, "Generation")
       .def(py::init<GptModel&, KvCache&, int64_t, int64_t>(), py::arg("model"), py::arg("cache"),
+           py::arg("max_batch_size"), py::arg("max_step_tokens"), py::keep_alive<1, 2>(), py::keep_alive<1, 3>())
+      .def(py::init<LstmModel&, LstmState&, int64_t, int64_t>(), py::arg("model"), py::arg("cache"),
            py::arg("max_batch_size"), py::arg("max_step_tokens"), py::keep_alive<1, 2>(), py::keep_alive<1, 3>())
       .def("add", &add, py::arg("id"), py::arg("prompt"), py::arg("seed"), py::arg("temperature"), py::arg("top_k"),
            py::arg("top_p"), py::arg("min_p"), py::arg("repetition_penalty"), py::arg("presence_penalty"),

@@ -22,6 +22,7 @@ void bind_gelu(py::module_& m);    // python/gelu.cc
 void bind_linear(py::module_& m);  // python/linear.cc
 void bind_norm(py::module_& m);    // python/norm.cc
 void bind_decoder(py::module_& m);
+void bind_lstm(py::module_& m);        // python/lstm.cc
 void bind_generation(py::module_& m);  // python/generation.cc
 }  // namespace aigc::python
 
@@ -118,6 +119,7 @@ PYBIND11_MODULE(_C, m) {
   aigc::python::bind_norm(m);
   aigc::python::bind_gelu(m);
   aigc::python::bind_decoder(m);
+  aigc::python::bind_lstm(m);
   aigc::python::bind_generation(m);
   m.def("sample_latent", &sample_latent, py::arg("out"), py::arg("seed"), py::arg("first_index"),
         py::arg("truncation"), py::arg("device") = "cpu");

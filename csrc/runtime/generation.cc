@@ -70,6 +70,21 @@ void check_request(const GenerationRequest& r, int64_t vocab, int64_t context) {
   check_bias(s.first_bias_ids, s.first_bias_values, "first_bias", vocab);
 }
 
+// A model and its own kind of pool under the one face Generation drives.
+template <typename Model, typename Pool>
+class ModelOn final : public BatchModel {
+ public:
+  ModelOn(Model& model, Pool& pool) : model_(model), pool_(pool) { model.check_cache(pool); }
+  int64_t vocab_size() const override { return model_.vocab_size(); }
+  int64_t context() const override { return model_.context(); }
+  BlockPool& pool() override { return pool_; }
+  void forward(const StepBatch& batch, float* logits) override { model_.forward(batch, pool_, logits); }
+
+ private:
+  Model& model_;
+  Pool& pool_;
+};
+
 }  // namespace
 
 class Generation::Turn {
@@ -100,10 +115,15 @@ int64_t Generation::Sequence::token(int64_t position) const {
 }
 
 Generation::Generation(GptModel& model, KvCache& cache, int64_t max_batch_size, int64_t max_step_tokens)
-    : model_(model), cache_(cache), max_batch_size_(max_batch_size), max_step_tokens_(max_step_tokens),
-      sampler_(model.config().vocab_size) {
-  model.check_cache(cache);
-  free_count_ = cache.free_blocks();
+    : Generation(std::make_unique<ModelOn<GptModel, KvCache>>(model, cache), max_batch_size, max_step_tokens) {}
+
+Generation::Generation(LstmModel& model, LstmState& state, int64_t max_batch_size, int64_t max_step_tokens)
+    : Generation(std::make_unique<ModelOn<LstmModel, LstmState>>(model, state), max_batch_size, max_step_tokens) {}
+
+Generation::Generation(std::unique_ptr<BatchModel> model, int64_t max_batch_size, int64_t max_step_tokens)
+    : model_(std::move(model)), cache_(model_->pool()), max_batch_size_(max_batch_size),
+      max_step_tokens_(max_step_tokens), sampler_(model_->vocab_size()) {
+  free_count_ = cache_.free_blocks();
   if (max_batch_size < 1) {
     throw std::invalid_argument("max_batch_size: expected >= 1, got " + std::to_string(max_batch_size));
   }
@@ -114,9 +134,9 @@ Generation::Generation(GptModel& model, KvCache& cache, int64_t max_batch_size, 
 
 void Generation::add(GenerationRequest request) {
   Turn turn(*this);
-  const GptConfig& config = model_.config();
+  const int64_t vocab = model_->vocab_size();
   if (live_.count(request.id)) throw std::invalid_argument("id: " + std::to_string(request.id) + " is already queued");
-  check_request(request, config.vocab_size, config.n_positions);
+  check_request(request, vocab, model_->context());
   const int64_t prompt = static_cast<int64_t>(request.prompt.size());
   const int64_t needed = blocks_for(prompt + request.max_new_tokens);
   if (needed > cache_.num_blocks()) {
@@ -130,7 +150,7 @@ void Generation::add(GenerationRequest request) {
   SamplingRow& row = seq->request.sampling;
   row.step = 0;
   row.counts_history = row.repetition_penalty != 1.0f || row.presence_penalty != 0.0f || row.frequency_penalty != 0.0f;
-  row.history = row.counts_history ? TokenCounts(seq->request.prompt.data(), prompt, prompt, config.vocab_size)
+  row.history = row.counts_history ? TokenCounts(seq->request.prompt.data(), prompt, prompt, vocab)
                                    : TokenCounts();
   live_.insert(seq->request.id);
   waiting_.push_back(std::move(seq));
@@ -169,7 +189,7 @@ void Generation::reset(Sequence& seq, int64_t generated) {
     std::vector<int64_t> history(seq.request.prompt);
     history.insert(history.end(), seq.generated.begin(), seq.generated.end());
     row.history = TokenCounts(history.data(), static_cast<int64_t>(history.size()),
-                              static_cast<int64_t>(seq.request.prompt.size()), model_.config().vocab_size);
+                              static_cast<int64_t>(seq.request.prompt.size()), model_->vocab_size());
   }
 }
 
@@ -280,7 +300,7 @@ void Generation::forward(int64_t first_prompt) {
   for (int64_t s = 0; s < n; ++s) {
     std::copy(batch_[s]->blocks.begin(), batch_[s]->blocks.end(), block_table_.begin() + s * max_blocks);
   }
-  logits_.resize(n * model_.config().vocab_size);
+  logits_.resize(n * model_->vocab_size());
   StepBatch b{};
   b.tokens = tokens_.data();
   b.positions = positions_.data();
@@ -291,12 +311,12 @@ void Generation::forward(int64_t first_prompt) {
   b.block_table = block_table_.data();
   b.num_seqs = n;
   b.max_blocks = static_cast<int64_t>(max_blocks);
-  model_.forward(b, cache_, logits_.data());
+  model_->forward(b, logits_.data());
   for (int64_t s = 0; s < n; ++s) batch_[s]->cached += cu_seqlens_[s + 1] - cu_seqlens_[s];
 }
 
 void Generation::sample(const std::vector<int64_t>& due) {
-  const int64_t n = static_cast<int64_t>(due.size()), vocab = model_.config().vocab_size;
+  const int64_t n = static_cast<int64_t>(due.size()), vocab = model_->vocab_size();
   float* logits = logits_.data();
   if (n < static_cast<int64_t>(batch_.size())) {  // the usual case, every row due, copies nothing
     due_logits_.resize(n * vocab);

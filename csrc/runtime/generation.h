@@ -2,9 +2,12 @@
 // blocks and the step's token budget last, preemption of the latest arrival when the
 // pool is empty (recomputed exactly later: its prompt prefilled again, then its generated
 // tokens replayed one per step as decode rows), and one step — the packed StepBatch,
-// GptModel::forward, sampling of the due rows with each row's own SamplingRow, the
+// the model's forward, sampling of the due rows with each row's own SamplingRow, the
 // token-level stops (EOS, max_new_tokens), freeing finished sequences' blocks — in one
 // call that needs no Python. Text-level stops (stop strings) are the caller's: remove().
+// The model is a GptModel over its KvCache or an LstmModel over its LstmState (a block
+// is a sequence's state slot there: one per sequence, so an LSTM batch with a slot per
+// row never preempts).
 #pragma once
 
 #include <atomic>
@@ -15,8 +18,9 @@
 #include <unordered_set>
 #include <vector>
 
+#include "runtime/block_pool.h"
 #include "runtime/gpt.h"
-#include "runtime/kv_cache.h"
+#include "runtime/lstm.h"
 #include "runtime/sampler.h"
 
 namespace aigc {
@@ -45,9 +49,20 @@ struct StepResult {
   void clear();
 };
 
+// What a Generation runs: a model and the pool its sequences' state lives in.
+class BatchModel {
+ public:
+  virtual ~BatchModel() = default;
+  virtual int64_t vocab_size() const = 0;
+  virtual int64_t context() const = 0;  // the most tokens a sequence may hold
+  virtual BlockPool& pool() = 0;
+  virtual void forward(const StepBatch& batch, float* logits) = 0;  // logits (num_seqs, vocab)
+};
+
 class Generation {
  public:
   Generation(GptModel& model, KvCache& cache, int64_t max_batch_size, int64_t max_step_tokens);
+  Generation(LstmModel& model, LstmState& state, int64_t max_batch_size, int64_t max_step_tokens);
 
   // Queues a request (std::invalid_argument: a live id again, or one that could never
   // run: more tokens than the context, more blocks than the whole cache).
@@ -86,7 +101,8 @@ class Generation {
   using Owned = std::unique_ptr<Sequence>;
 
   class Turn;  // the busy flag, held for one call; publishes the counts at its end
-  int64_t blocks_for(int64_t tokens) const { return (tokens + cache_.block_size() - 1) / cache_.block_size(); }
+  Generation(std::unique_ptr<BatchModel> model, int64_t max_batch_size, int64_t max_step_tokens);
+  int64_t blocks_for(int64_t tokens) const { return cache_.blocks_for(tokens); }
   void make_room();
   void preempt(Sequence* seq);
   int64_t admit();  // how many sequences at the end of running_ were admitted
@@ -95,8 +111,8 @@ class Generation {
   void release(Sequence& seq);  // its blocks back to the cache
   void reset(Sequence& seq, int64_t generated);  // back to `generated` tokens, uncached
 
-  GptModel& model_;
-  KvCache& cache_;
+  std::unique_ptr<BatchModel> model_;
+  BlockPool& cache_;
   int64_t max_batch_size_, max_step_tokens_;
   std::atomic<int64_t> preemptions_{0}, waiting_count_{0}, running_count_{0}, free_count_{0};
   std::atomic<bool> busy_{false};

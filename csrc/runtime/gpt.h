@@ -10,12 +10,12 @@
 
 #include <atomic>
 #include <cstdint>
-#include <functional>
 #include <string>
 #include <vector>
 
 #include "aigc/linear.h"
 #include "runtime/kv_cache.h"
+#include "runtime/step_batch.h"
 
 namespace aigc {
 
@@ -23,24 +23,6 @@ struct GptConfig {
   int64_t vocab_size, n_positions, n_embd, n_layer, n_head;
   float eps;
 };
-
-// One step. Sequences that decode (one token, not a prompt) come first, then whole
-// prompts, each sequence's tokens contiguous. forward checks every field against the
-// model and the cache before it reads one (GptModel::check).
-struct StepBatch {
-  const int64_t* tokens;        // (num_tokens,)
-  const int64_t* positions;     // (num_tokens,) position of each token in its sequence
-  int64_t num_tokens;
-  const int32_t* cu_seqlens;    // (num_seqs + 1,) token offsets of the sequences
-  const int32_t* context_lens;  // (num_seqs,) tokens in the cache after this step, 1 .. n_positions
-  const uint8_t* is_prompt;     // (num_seqs,) 1: the tokens are a whole prompt (positions 0..)
-  const int32_t* block_table;   // (num_seqs, max_blocks) blocks the cache allocated, for every
-                                //   block the sequence's context reaches
-  int64_t num_seqs, max_blocks;
-};
-
-// Looks a float32 weight up by GPT-2 name; throws if it is absent or not of `shape`.
-using WeightLookup = std::function<const float*(const std::string& name, const std::vector<int64_t>& shape)>;
 
 class GptModel {
  public:
@@ -50,6 +32,8 @@ class GptModel {
   GptModel& operator=(const GptModel&) = delete;
 
   const GptConfig& config() const { return config_; }
+  int64_t vocab_size() const { return config_.vocab_size; }
+  int64_t context() const { return config_.n_positions; }
   // Validates the batch against the cache (std::invalid_argument naming the field), then
   // runs it; logits: (num_seqs, vocab_size). One step at a time: a second thread's call
   // while one runs throws std::runtime_error (the step buffers are the model's).

@@ -3,11 +3,13 @@
 // in block table[t / block_size], slot t % block_size. Per layer, keys and values are
 // each (num_blocks, block_size, n_head, head_dim) float32, or bf16 bits (uint16) when the
 // cache is made with KvDtype::kBFloat16 — the paged layout the attention kernels read.
-// allocate/release run between steps, never inside one.
+// allocate/release (runtime/block_pool.h) run between steps, never inside one.
 #pragma once
 
 #include <cstdint>
 #include <vector>
+
+#include "runtime/block_pool.h"
 
 namespace aigc {
 
@@ -15,45 +17,33 @@ namespace aigc {
 // decode attention streams; keys and values rounded to nearest even (float_to_bf16).
 enum class KvDtype { kFloat32, kBFloat16 };
 
-class KvCache {
+class KvCache : public BlockPool {
  public:
   KvCache(int64_t n_layer, int64_t n_head, int64_t head_dim, int64_t block_size, int64_t num_blocks,
           KvDtype dtype = KvDtype::kFloat32);
 
-  int64_t block_size() const { return block_size_; }
-  int64_t num_blocks() const { return num_blocks_; }
   int64_t n_layer() const { return n_layer_; }
-  int64_t free_blocks() const { return static_cast<int64_t>(free_.size()); }
   int64_t n_head() const { return n_head_; }
   int64_t head_dim() const { return head_dim_; }
   KvDtype dtype() const { return dtype_; }
   bool bf16() const { return dtype_ == KvDtype::kBFloat16; }
   // Elements in one block of one layer's keys (or values).
-  int64_t block_elements() const { return block_size_ * n_head_ * head_dim_; }
+  int64_t block_elements() const { return block_size() * n_head_ * head_dim_; }
   int64_t element_bytes() const { return bf16() ? 2 : 4; }
 
-  // `count` free blocks (lowest ids first), or std::runtime_error when fewer are free
-  // (std::invalid_argument for a negative count).
-  std::vector<int32_t> allocate(int64_t count);
-  // Blocks back to the pool; a block that is not in use is an error (a double free).
-  void release(const std::vector<int32_t>& blocks);
-  void check_owned(int32_t block) const;
-
   // One layer's keys (values): float* or uint16_t* (bf16 bits) by dtype().
-  void* keys(int64_t layer) { return element(2 * layer * num_blocks_ * block_elements()); }
-  void* values(int64_t layer) { return element((2 * layer + 1) * num_blocks_ * block_elements()); }
+  void* keys(int64_t layer) { return element(2 * layer * num_blocks() * block_elements()); }
+  void* values(int64_t layer) { return element((2 * layer + 1) * num_blocks() * block_elements()); }
 
  private:
   void* element(int64_t index) {
     return bf16() ? static_cast<void*>(storage_bf16_.data() + index) : static_cast<void*>(storage_.data() + index);
   }
 
-  int64_t n_layer_, n_head_, head_dim_, block_size_, num_blocks_;
+  int64_t n_layer_, n_head_, head_dim_;
   KvDtype dtype_;
   std::vector<float> storage_;          // float32 caches
   std::vector<uint16_t> storage_bf16_;  // bf16 caches
-  std::vector<int32_t> free_;    // a stack: the most recently freed block is reused first
-  std::vector<uint8_t> in_use_;
 };
 
 }  // namespace aigc
