@@ -548,7 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-replicas", type=int, default=None, help="with --ray: see --min-replicas")
     p.set_defaults(run=_cmd_serve)
 
-    p = commands.add_parser("batch", help="run an OpenAI batch file (JSONL) through the models, in-process")
+    p = commands.add_parser("batch", help="run an OpenAI batch file (JSONL) through the models, in-process or "
+                                     "over Ray actors (--ray)")
     p.add_argument("input", help="OpenAI batch request lines: custom_id, method, url, body")
     p.add_argument("output", help="OpenAI batch output lines, appended; a rerun skips the custom_ids already there")
     p.add_argument("--model", nargs="+", required=True,

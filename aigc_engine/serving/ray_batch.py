@@ -38,6 +38,9 @@ class BatchActor:
         text, images = load_models(models, MAX_QUEUED, **text_options)
         self.server = Server(text, images)
 
+    def ready(self) -> bool:
+        return True
+
     async def run(self, lines: list[tuple[int, str]], concurrency: int):
         """(output line, tokens) of each line, yielded as its request ends."""
         text = self.server.text
@@ -72,17 +75,21 @@ def batch_on_ray(models: list[str], text_options: dict, input_path: str, output_
     started = connect(address, replicas * threads)
     actor_class = ray.remote(**replica_options(threads))(BatchActor)
     actors = [actor_class.remote(models, text_options) for _ in range(min(replicas, len(todo)))]
-    progress = Progress(len(todo), quiet)
+    progress = None
     try:
+        ray.get([actor.ready.remote() for actor in actors])  # models loaded: the clock of tokens/s starts
+        progress = Progress(len(todo), quiet)
         streams = [actor.run.options(num_returns="streaming").remote(todo[i::len(actors)], concurrency)
                    for i, actor in enumerate(actors)]
         with Path(output_path).open("a", encoding="utf-8") as out:
             asyncio.run(_collect(streams, out, progress))
     except ray.exceptions.RayError as error:
-        raise AigcError(f"--ray: a batch actor failed ({error}); the {progress.done} lines written are kept: "
+        done = progress.done if progress else 0
+        raise AigcError(f"--ray: a batch actor failed ({error}); the {done} lines written are kept: "
                         "run the same command again to finish the rest") from None
     finally:
-        progress.close()
+        if progress:
+            progress.close()
         for actor in actors:
             ray.kill(actor)
         if started:
