@@ -24,7 +24,7 @@ from ray import serve  # noqa: E402
 from text_fixtures import export_tiny  # noqa: E402
 
 from aigc_engine import SamplingParams, TextGenerator  # noqa: E402
-from aigc_engine.serving.ray_serve import APP_NAME, DEPLOYMENT_NAME  # noqa: E402
+from aigc_engine.serving.ray_serve import APP_NAME, DEPLOYMENT_NAME, deployment_options  # noqa: E402
 
 pytestmark = pytest.mark.ray
 WAIT = 90  # seconds: every wait here is bounded
@@ -256,3 +256,26 @@ def test_ray_flags_without_ray_are_refused(gpt_path, tmp_path):
     run = subprocess.run([sys.executable, "-m", "aigc_engine.cli", "serve", str(gpt_path), "--replicas", "2"],
                          capture_output=True, text=True, env=env(), cwd=tmp_path, timeout=WAIT)
     assert run.returncode == 1 and "--replicas works with --ray only" in run.stderr
+
+
+def test_unknown_models_are_refused_before_ray_starts(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "aigc_engine.cli", "serve", "no-such-model", "--ray"],
+                         capture_output=True, text=True, env=env(), cwd=tmp_path, timeout=WAIT)
+    assert run.returncode == 1 and "unknown model 'no-such-model'" in run.stderr
+
+
+def test_autoscaling_bounds_become_serves_autoscaling_config():
+    from aigc_engine import AigcError
+    from aigc_engine.serving.ray_serve import AigcReplica
+
+    options = deployment_options(2, 1, 4, 1, 256, None)
+    deployment = serve.deployment(serve.ingress()(AigcReplica), **options)  # Serve checks the options
+    autoscaling = deployment._deployment_config.autoscaling_config  # no public getter in Serve
+    assert (autoscaling.min_replicas, autoscaling.initial_replicas, autoscaling.max_replicas) == (1, 2, 4)
+    assert autoscaling.target_ongoing_requests == 32  # a full batch per replica
+    assert deployment.max_ongoing_requests == 256 + 32  # room for the engine's queue and a full batch
+    assert deployment_options(3, None, None, 2, 256, 64) == {
+        "name": DEPLOYMENT_NAME, "num_replicas": 3, "max_ongoing_requests": 320,
+        "ray_actor_options": {"num_cpus": 2, "runtime_env": {"env_vars": {"AIGC_NUM_THREADS": "2"}}}}
+    with pytest.raises(AigcError, match="--min-replicas 3 --max-replicas 2"):
+        deployment_options(1, 3, 2, 1, 256, None)

@@ -41,6 +41,7 @@ class AigcReplica:
         context = serve.get_replica_context()
         self.replica_id, self.app_name, self.deployment = (context.replica_id.unique_id, context.app_name,
                                                            context.deployment)
+        self._peers = None  # a handle to this deployment, made at the first /health (one router, kept)
 
     def __serve_build_asgi_app__(self):
         return _EveryReplicaHealth(self)
@@ -53,9 +54,10 @@ class AigcReplica:
         replica counts as Serve's controller sees them; 503 when no replica answered."""
         from ray import serve
 
-        handle = serve.get_deployment_handle(self.deployment, self.app_name)
+        if self._peers is None:
+            self._peers = serve.get_deployment_handle(self.deployment, self.app_name)
         try:
-            answers = await handle.broadcast("replica_health").results_async(timeout_s=HEALTH_TIMEOUT_SECONDS,
+            answers = await self._peers.broadcast("replica_health").results_async(timeout_s=HEALTH_TIMEOUT_SECONDS,
                                                                              return_exceptions=True)
         except TimeoutError:
             answers = [TimeoutError(f"not every replica answered within {HEALTH_TIMEOUT_SECONDS:g} s")]
