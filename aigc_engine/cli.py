@@ -298,7 +298,7 @@ def _serve_on_ray(args: argparse.Namespace, options: dict, server_options: dict)
                                     args.max_batch_size)
     application = build_app(args.model, args.served_model_name, args.max_queued, options, server_options, deployment)
     most = deployment.get("autoscaling_config", {}).get("max_replicas", args.replicas)
-    serve_on_ray(application, args.address, args.host, args.port, most * threads)
+    serve_on_ray(application, args.address, args.host, args.port, most * threads, args.log_level)
 
 
 def _check_ray_flags(args: argparse.Namespace) -> None:

@@ -279,3 +279,13 @@ def test_autoscaling_bounds_become_serves_autoscaling_config():
         "ray_actor_options": {"num_cpus": 2, "runtime_env": {"env_vars": {"AIGC_NUM_THREADS": "2"}}}}
     with pytest.raises(AigcError, match="--min-replicas 3 --max-replicas 2"):
         deployment_options(1, 3, 2, 1, 256, None)
+
+
+@pytest.mark.parametrize("command", [["serve", "pycode-gpt", "--ray"], ["batch", "in.jsonl", "out.jsonl", "--model",
+                                                                         "pycode-gpt", "--ray"]])
+def test_without_the_ray_extra_the_error_names_it(command, tmp_path):
+    code = "import sys; sys.modules['ray'] = None; from aigc_engine.cli import main; sys.exit(main(sys.argv[1:]))"
+    run = subprocess.run([sys.executable, "-c", code, *command], capture_output=True, text=True, env=env(),
+                         cwd=tmp_path, timeout=WAIT)
+    assert run.returncode == 1
+    assert "--ray needs the 'ray' extra (ray is missing): pip install 'aigc-engine[ray]'" in run.stderr

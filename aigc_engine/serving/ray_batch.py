@@ -26,6 +26,9 @@ from .ray_cluster import (
 )
 
 MAX_QUEUED = 256  # per actor's engine, as the in-process job's
+# For the actors to be placed and load their models: a cluster without the CPUs they ask
+# for (AIGC_NUM_THREADS each) would otherwise keep the job waiting without a word.
+START_SECONDS = 600
 
 
 class BatchActor:
@@ -64,6 +67,7 @@ def batch_on_ray(models: list[str], text_options: dict, input_path: str, output_
                  quiet: bool, replicas: int, address: str | None) -> tuple[int, int]:
     """Run INPUT's requests on `replicas` Ray actors into OUTPUT; returns (lines run now,
     lines skipped as already done)."""
+    ray = import_ray()
     check_concurrency(concurrency)
     check_replicas(replicas)
     models = portable_model_names(models)
@@ -71,18 +75,21 @@ def batch_on_ray(models: list[str], text_options: dict, input_path: str, output_
     todo, skipped = read_todo(input_path, output_path)
     if not todo:
         return 0, skipped
-    ray = import_ray()
     started = connect(address, replicas * threads)
     actor_class = ray.remote(**replica_options(threads))(BatchActor)
     actors = [actor_class.remote(models, text_options) for _ in range(min(replicas, len(todo)))]
     progress = None
     try:
-        ray.get([actor.ready.remote() for actor in actors])  # models loaded: the clock of tokens/s starts
+        # models loaded: the clock of tokens/s starts
+        ray.get([actor.ready.remote() for actor in actors], timeout=START_SECONDS)
         progress = Progress(len(todo), quiet)
         streams = [actor.run.options(num_returns="streaming").remote(todo[i::len(actors)], concurrency)
                    for i, actor in enumerate(actors)]
         with Path(output_path).open("a", encoding="utf-8") as out:
             asyncio.run(_collect(streams, out, progress))
+    except ray.exceptions.GetTimeoutError:
+        raise AigcError(f"--ray: the batch actors did not start within {START_SECONDS} s (each needs "
+                        f"{threads} free CPUs of the cluster)") from None
     except ray.exceptions.RayError as error:
         done = progress.done if progress else 0
         raise AigcError(f"--ray: a batch actor failed ({error}); the {done} lines written are kept: "

@@ -51,7 +51,7 @@ def connect(address: str | None, cpus_needed: int) -> bool:
         return False
     if address is not None:
         try:
-            ray.init(address=address, logging_level="WARNING", log_to_driver=True)
+            ray.init(address=address, logging_level="WARNING")
         except (ConnectionError, ValueError, RuntimeError) as error:
             raise AigcError(f"--address {address}: cannot join the Ray cluster ({error})") from None
         return False

@@ -121,7 +121,8 @@ def build_app(models: list[str], served_names: list[str] | None, max_queued: int
     return deployment.bind(portable_model_names(models), served_names, max_queued, text_options, server_options)
 
 
-def serve_on_ray(application, address: str | None, host: str, port: int, cpus_needed: int) -> None:
+def serve_on_ray(application, address: str | None, host: str, port: int, cpus_needed: int,
+                 log_level: str = "warning") -> None:
     """Deploy `application` behind Serve's proxy on host:port; wait for SIGINT/SIGTERM; then
     delete it (and stop the local Ray instance this started)."""
     ray = import_ray()
@@ -137,7 +138,7 @@ def serve_on_ray(application, address: str | None, host: str, port: int, cpus_ne
         serve.start(http_options=HTTPOptions(host=host, port=port))
         try:
             serve.run(application, name=APP_NAME, route_prefix="/",
-                      logging_config=LoggingConfig(log_level="WARNING", enable_access_log=False))
+                      logging_config=LoggingConfig(log_level=log_level.upper(), enable_access_log=False))
         except RuntimeError as error:  # a replica that could not start: Serve's message names why
             raise AigcError(f"--ray: the replicas did not start ({error})") from None
         deployed = True
