@@ -121,6 +121,17 @@ def build_app(models: list[str], served_names: list[str] | None, max_queued: int
     return deployment.bind(portable_model_names(models), served_names, max_queued, text_options, server_options)
 
 
+def why_not_deployed(fallback: str) -> str:
+    """The last line of Serve's message on the failed deployment: a replica constructor's
+    exception (an unreadable chat template, too little memory for the KV cache, ...)."""
+    from ray import serve
+
+    application = serve.status().applications.get(APP_NAME)
+    deployment = application.deployments.get(DEPLOYMENT_NAME) if application else None
+    lines = [line.strip() for line in (deployment.message if deployment else "").splitlines() if line.strip()]
+    return lines[-1] if lines else fallback
+
+
 def serve_on_ray(application, address: str | None, host: str, port: int, cpus_needed: int,
                  log_level: str = "warning") -> None:
     """Deploy `application` behind Serve's proxy on host:port; wait for SIGINT/SIGTERM; then
@@ -139,8 +150,8 @@ def serve_on_ray(application, address: str | None, host: str, port: int, cpus_ne
         try:
             serve.run(application, name=APP_NAME, route_prefix="/",
                       logging_config=LoggingConfig(log_level=log_level.upper(), enable_access_log=False))
-        except RuntimeError as error:  # a replica that could not start: Serve's message names why
-            raise AigcError(f"--ray: the replicas did not start ({error})") from None
+        except RuntimeError as error:  # a replica that could not start
+            raise AigcError(f"--ray: the replicas did not start: {why_not_deployed(str(error))}") from None
         deployed = True
         status = serve.status().applications[APP_NAME].deployments[DEPLOYMENT_NAME]
         print(f"aigc serve: http://{host}:{port} — Ray Serve, {status.replica_states.get('RUNNING', 0)} replicas "
