@@ -331,19 +331,49 @@ def _cmd_serve(args: argparse.Namespace) -> None:
         raise AigcError(f"--port: expected 0..65535 (0: any free port), got {args.port}")
     api_key = api_key_of(args.api_key)
     check_allowed_origins(args.allowed_origins)
+    _check_ray_flags(args)
+    options = {k: v for k, v in (("backend", args.backend), ("dtype", args.dtype), ("kv_cache_mb", args.kv_cache_mb),
+                                 ("kv_dtype", args.kv_dtype), ("max_batch_size", args.max_batch_size))
+               if v is not None}
+    if args.chat_template is not None:
+        options["chat_template"] = os.path.abspath(args.chat_template) if args.ray else args.chat_template
+    server_options = {"max_body_bytes": args.max_body_bytes, "stream_interval": interval, "api_key": api_key,
+                      "allowed_origins": args.allowed_origins}
+    if args.ray:
+        _serve_on_ray(args, options, server_options)
+        return
     sock = bind(args.host, args.port)
     try:
-        options = {k: v for k, v in (("backend", args.backend), ("dtype", args.dtype), ("kv_cache_mb", args.kv_cache_mb),
-                                     ("kv_dtype", args.kv_dtype), ("max_batch_size", args.max_batch_size))
-                   if v is not None}
-        if args.chat_template is not None:
-            options["chat_template"] = args.chat_template
         text, images = load_models(args.model, args.max_queued, args.served_model_name, **options)
     except BaseException:
         sock.close()
         raise
-    serve(Server(text, images, max_body_bytes=args.max_body_bytes, stream_interval=interval, api_key=api_key,
-                 allowed_origins=args.allowed_origins), sock, args.log_level)
+    serve(Server(text, images, **server_options), sock, args.log_level)
+
+
+def _serve_on_ray(args: argparse.Namespace, options: dict, server_options: dict) -> None:
+    from .serving.ray_cluster import check_replicas, threads_per_replica
+    from .serving.ray_serve import build_app, deployment_options, serve_on_ray
+
+    check_replicas(args.replicas)
+    if args.port == 0:
+        raise AigcError("--port: Ray Serve's proxy needs a fixed port with --ray, got 0")
+    threads = threads_per_replica()
+    deployment = deployment_options(args.replicas, args.min_replicas, args.max_replicas, threads, args.max_queued,
+                                    args.max_batch_size)
+    application = build_app(args.model, args.served_model_name, args.max_queued, options, server_options, deployment)
+    most = deployment.get("autoscaling_config", {}).get("max_replicas", args.replicas)
+    serve_on_ray(application, args.address, args.host, args.port, most * threads, args.log_level)
+
+
+def _check_ray_flags(args: argparse.Namespace) -> None:
+    if args.ray:
+        return
+    for flag, value, default in (("--address", args.address, None), ("--replicas", args.replicas, 1),
+                                 ("--min-replicas", getattr(args, "min_replicas", None), None),
+                                 ("--max-replicas", getattr(args, "max_replicas", None), None)):
+        if value != default:
+            raise AigcError(f"{flag} works with --ray only")
 
 
 def _logit_bias(text: str) -> tuple[int, float]:
@@ -362,16 +392,25 @@ def _cmd_batch(args: argparse.Namespace) -> None:
     except ImportError as error:
         raise AigcError(f"batch needs the 'serve' extra ({error.name} is missing): "
                         "pip install 'aigc-engine[serve]'") from None
+    _check_ray_flags(args)
     options = {k: v for k, v in (("backend", args.backend), ("dtype", args.dtype), ("kv_cache_mb", args.kv_cache_mb),
                                  ("kv_dtype", args.kv_dtype), ("max_batch_size", args.max_batch_size),
                                  ("chat_template", args.chat_template))
                if v is not None}
-    text, images = load_models(args.model, 256, **options)
-    try:
-        ran, skipped = batch(Server(text, images), args.input, args.output, args.concurrency, args.quiet)
-    finally:
-        for engine in text.values():
-            engine.close(cancel=True)
+    if args.ray:
+        from .serving.ray_batch import batch_on_ray
+
+        if "chat_template" in options:
+            options["chat_template"] = os.path.abspath(options["chat_template"])
+        ran, skipped = batch_on_ray(args.model, options, args.input, args.output, args.concurrency, args.quiet,
+                                    args.replicas, args.address)
+    else:
+        text, images = load_models(args.model, 256, **options)
+        try:
+            ran, skipped = batch(Server(text, images), args.input, args.output, args.concurrency, args.quiet)
+        finally:
+            for engine in text.values():
+                engine.close(cancel=True)
     print(f"aigc batch: wrote {ran} lines to {args.output}" +
           (f" ({skipped} already there were skipped)" if skipped else ""), file=sys.stderr)
 
@@ -583,9 +622,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a Jinja chat template for /v1/chat/completions, for every text model served, instead of "
                         "each model's own or the default one")
     p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
+    p.add_argument("--ray", action="store_true",
+                   help="serve from Ray Serve replicas behind Serve's proxy on --host/--port (needs the ray extra)")
+    _ray_flags(p)
+    p.add_argument("--min-replicas", type=int, default=None,
+                   help="with --ray: autoscale between --min-replicas and --max-replicas on requests in flight")
+    p.add_argument("--max-replicas", type=int, default=None, help="with --ray: see --min-replicas")
     p.set_defaults(run=_cmd_serve)
 
-    p = commands.add_parser("batch", help="run an OpenAI batch file (JSONL) through the models, in-process")
+    p = commands.add_parser("batch", help="run an OpenAI batch file (JSONL) through the models, in-process or "
+                                     "over Ray actors (--ray)")
     p.add_argument("input", help="OpenAI batch request lines: custom_id, method, url, body")
     p.add_argument("output", help="OpenAI batch output lines, appended; a rerun skips the custom_ids already there")
     p.add_argument("--model", nargs="+", required=True,
@@ -601,8 +647,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a Jinja chat template for /v1/chat/completions lines, instead of each model's own or the "
                         "default one")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--ray", action="store_true",
+                   help="spread the lines over Ray actors, one engine each (needs the ray extra)")
+    _ray_flags(p)
     p.set_defaults(run=_cmd_batch)
     return parser
+
+
+def _ray_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", default=None,
+                   help="with --ray: join the Ray cluster at this address (host:port or 'auto'); "
+                        "default: start a local Ray instance")
+    p.add_argument("--replicas", type=int, default=1,
+                   help="with --ray: engines, each in its own Ray actor with AIGC_NUM_THREADS threads "
+                        "(default 1 replica of 1 thread)")
 
 
 def _cli_wording(message: str) -> str:

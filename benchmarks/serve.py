@@ -146,7 +146,7 @@ async def one_request(client: SseClient, model: str, prompt: list[int], fields: 
     body = {"model": model, "prompt": prompt, "stream": True, "stream_options": {"include_usage": True}, **fields}
     started = time.perf_counter()
     first = None
-    tokens, done, finish = 0, False, None
+    tokens, done, finish, count = 0, False, None, 0
     async for status, events in client.post_events("/v1/completions", body):
         if status != 200:
             return {"error": f"HTTP {status}: {b''.join(events)[:200]!r}"}
@@ -154,6 +154,7 @@ async def one_request(client: SseClient, model: str, prompt: list[int], fields: 
             if line == b"data: [DONE]":
                 done = True
                 continue
+            count += 1
             event = json.loads(line[6:])
             if "error" in event:
                 return {"error": event["error"]["message"]}
@@ -166,7 +167,7 @@ async def one_request(client: SseClient, model: str, prompt: list[int], fields: 
     ended = time.perf_counter()
     if not done or finish != "length" or tokens != fields["max_tokens"]:
         return {"error": f"incomplete: done={done} finish={finish} tokens={tokens}"}
-    return {"ttft": (first or ended) - started, "latency": ended - started, "tokens": tokens}
+    return {"ttft": (first or ended) - started, "latency": ended - started, "tokens": tokens, "events": count}
 
 
 async def load_test(base: str, model: str, jobs, clients: int) -> tuple[float, list[dict]]:

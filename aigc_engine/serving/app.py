@@ -213,9 +213,13 @@ class Server:
 
     # Routes -------------------------------------------------------------------------
 
+    def health_report(self) -> dict:
+        """What /health says: each text model's engine stats, each image model's family."""
+        return {"status": "ok", "models": {name: engine.stats() for name, engine in self.text.items()}
+                | {name: {"family": g.family} for name, g in self.images.items()}}
+
     async def health(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok", "models": {name: engine.stats() for name, engine in self.text.items()}
-                             | {name: {"family": g.family} for name, g in self.images.items()}})
+        return JSONResponse(self.health_report())
 
     def _model_object(self, name: str) -> dict:
         return {"id": name, "object": "model", "created": self.created, "owned_by": "aigc-engine"}

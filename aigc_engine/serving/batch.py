@@ -23,6 +23,7 @@ import json
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from ..errors import AigcError
@@ -164,31 +165,67 @@ class Progress:
             print(file=sys.stderr, flush=True)
 
 
+async def answer(app, number: int, line: str, default_model: str | None) -> tuple[str, int]:
+    """One input line through the app: (its output line, the tokens it generated)."""
+    try:
+        custom_id, url, body = parse_line(number, line)
+    except LineError as error:
+        return output_line(custom_id_of(line), error=str(error)), 0
+    if default_model is not None:
+        body.setdefault("model", default_model)
+    status, reply = await post(app, url, body)
+    while status == 429:  # the engine's queue is full for now: wait for room, lose nothing
+        await asyncio.sleep(OVERLOADED_RETRY_SECONDS)
+        status, reply = await post(app, url, body)
+    tokens = ((reply or {}).get("usage") or {}).get("completion_tokens", 0) if status == 200 else 0
+    return output_line(custom_id, status, reply), tokens
+
+
+async def answers(app, lines: list[tuple[int, str]], concurrency: int,
+                  default_model: str | None) -> AsyncIterator[tuple[str, int]]:
+    """(output line, tokens) of every (line number, line), in the order they end, at most
+    `concurrency` running at once."""
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(number: int, line: str) -> tuple[str, int]:
+        async with slots:
+            return await answer(app, number, line, default_model)
+
+    tasks = [asyncio.ensure_future(one(number, line)) for number, line in lines]
+    try:
+        for finished in asyncio.as_completed(tasks):
+            yield await finished
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
 async def run_batch(app, lines: list[tuple[int, str]], out, progress: Progress, concurrency: int,
                     default_model: str | None) -> None:
     """Every (line number, line) through the app, the output line written as each ends."""
-    slots = asyncio.Semaphore(concurrency)
+    async for text, tokens in answers(app, lines, concurrency, default_model):
+        out.write(text)
+        out.flush()
+        progress.add(tokens)
 
-    async def one(number: int, line: str) -> None:
-        async with slots:
-            try:
-                custom_id, url, body = parse_line(number, line)
-            except LineError as error:
-                text, tokens = output_line(custom_id_of(line), error=str(error)), 0
-            else:
-                if default_model is not None:
-                    body.setdefault("model", default_model)
-                status, reply = await post(app, url, body)
-                while status == 429:  # the engine's queue is full for now: wait for room, lose nothing
-                    await asyncio.sleep(OVERLOADED_RETRY_SECONDS)
-                    status, reply = await post(app, url, body)
-                tokens = ((reply or {}).get("usage") or {}).get("completion_tokens", 0) if status == 200 else 0
-                text = output_line(custom_id, status, reply)
-            out.write(text)
-            out.flush()
-            progress.add(tokens)
 
-    await asyncio.gather(*(one(number, line) for number, line in lines))
+def read_todo(input_path: str, output_path: str) -> tuple[list[tuple[int, str]], int]:
+    """The input's (line number, line) not yet answered in the output, and how many lines were
+    already; a custom_id that repeats in the input is refused here."""
+    try:
+        text = Path(input_path).read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise AigcError(f"{input_path}: cannot read ({error})") from None
+    numbered = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    check_unique([line for _, line in numbered])
+    done = already_done(Path(output_path))
+    todo = [(number, line) for number, line in numbered if custom_id_of(line) not in done]
+    return todo, len(numbered) - len(todo)
+
+
+def check_concurrency(concurrency) -> None:
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise AigcError(f"--concurrency: expected an integer >= 1, got {concurrency!r}")
 
 
 def batch(server, input_path: str, output_path: str, concurrency: int = DEFAULT_CONCURRENCY,
@@ -196,24 +233,15 @@ def batch(server, input_path: str, output_path: str, concurrency: int = DEFAULT_
     """Run INPUT's requests through `server` (a serving.app.Server) into OUTPUT; returns
     (lines run now, lines skipped as already done). A body without "model" goes to the one
     text model when only one is loaded."""
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise AigcError(f"--concurrency: expected an integer >= 1, got {concurrency!r}")
+    check_concurrency(concurrency)
     # More in flight than an engine may queue would come back as 429s, not as answers.
     concurrency = min([concurrency] + [engine.max_queued for engine in server.text.values()])
     default_model = next(iter(server.text)) if len(server.text) == 1 else None
-    source, output = Path(input_path), Path(output_path)
-    try:
-        text = source.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise AigcError(f"{input_path}: cannot read ({error})") from None
-    numbered = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
-    check_unique([line for _, line in numbered])
-    done = already_done(output)
-    todo = [(number, line) for number, line in numbered if custom_id_of(line) not in done]
+    todo, skipped = read_todo(input_path, output_path)
     progress = Progress(len(todo), quiet)
     try:
-        with output.open("a", encoding="utf-8") as out:
+        with Path(output_path).open("a", encoding="utf-8") as out:
             asyncio.run(run_batch(server.app, todo, out, progress, concurrency, default_model))
     finally:
         progress.close()
-    return len(todo), len(numbered) - len(todo)
+    return len(todo), skipped
