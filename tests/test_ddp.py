@@ -1,9 +1,10 @@
 # Data-parallel training (torch.distributed DDP over gloo, on CPU): 2 ranks with B/2 rows each
-# reach the parameters one process reaches with B (GAN, DCGAN, GPT); `aigc train --nproc 2`
+# reach the parameters one process reaches with B (gan, dcgan, gpt, lstm; the vae, whose noise
+# is drawn per rank, comes close); `aigc train --nproc 2`
 # and the documented torchrun command end to end; a rank that fails ends the job with its
 # error, and --resume continues from the checkpoint it left; bad --nproc is a one-line error.
-# Every 2-rank run spawns 2 processes that import torch (≈ 10 s on 2 busy cores): those tests
-# are marked `slow` (pytest -m "not slow" leaves them out); the file runs in about 1.5 minutes.
+# Every 2-rank run spawns 2 processes that import torch: those tests are marked `slow` (pytest
+# -m "not slow" leaves them out). The file takes about 150 s of CPU time over both cores.
 import json
 import os
 import subprocess
@@ -28,15 +29,21 @@ IMAGE_RUNS = {
     "gan": {"config": {"g_hidden": [32, 64], "d_hidden": [64, 32], "latent_dim": 16, "d_dropout": 0.0}},
     "dcgan": {"config": {"g_channels": [16, 8], "d_channels": [8, 16], "latent_dim": 16, "d_dropout": 0.0},
               "image_size": 8},
+    "vae": {"config": {"enc_channels": [8, 16], "dec_channels": [16, 8], "latent_dim": 16}, "image_size": 8},
 }
 IMAGE_COMMON = {"data": "digits", "steps": 4, "batch_size": 8, "progress": False, "quality_n": 0}
-TEXT_RUN = {"family": "gpt", "data": TEXT_DATA, "steps": 5, "batch_size": 4, "seq_len": 16, "vocab_size": 300,
-            "lr": 3e-3, "config": {"n_positions": 16, "n_embd": 16, "n_layer": 1, "n_head": 2}, "eval_every": 5,
-            "final_eval_windows": 8, "progress": False}
+TEXT_COMMON = {"data": TEXT_DATA, "steps": 5, "batch_size": 4, "seq_len": 16, "vocab_size": 300, "lr": 3e-3,
+               "eval_every": 5, "final_eval_windows": 8, "progress": False}
+TEXT_RUNS = {"gpt": {"config": {"n_positions": 16, "n_embd": 16, "n_layer": 1, "n_head": 2}},
+             "lstm": {"config": {"n_embd": 16, "hidden_size": 24, "n_layer": 1}}}
 
 
 def _image_run(family, out):
     return {"family": family, "out": str(out), **IMAGE_COMMON, **IMAGE_RUNS[family]}
+
+
+def _text_run(family, out):
+    return {"family": family, "out": str(out), **TEXT_COMMON, **TEXT_RUNS[family]}
 
 
 def train_each(runs, batch_size):
@@ -89,16 +96,17 @@ def _absorbed_by_batchnorm(model):
 
 @pytest.fixture(scope="module")
 def parity_runs(tmp_path_factory):
-    """(one process, two ranks) summaries for gan, dcgan and gpt: the 2-rank runs share one launch."""
+    """(one process, two ranks) summaries by family, each family's two runs alike but for the
+    number of ranks; the 2-rank runs of all families share one launch."""
     tmp = tmp_path_factory.mktemp("parity")
     torch.set_num_threads(1)
-    one = {family: aigc_export.train_image_model(**_image_run(family, tmp / f"one-{family}.onnx"))
-           for family in IMAGE_RUNS}
-    one["gpt"] = aigc_export.train_text_model(**TEXT_RUN, out=tmp / "one-gpt.onnx")
-    runs = [("train_image_model", _image_run(family, tmp / f"two-{family}.onnx")) for family in IMAGE_RUNS]
-    runs.append(("train_text_model", {**TEXT_RUN, "out": tmp / "two-gpt.onnx"}))
-    two = dict(zip([*IMAGE_RUNS, "gpt"], launch(2, train_each, runs=runs, batch_size=8)))
-    return one, two
+    runs = {family: ("train_image_model", _image_run) for family in IMAGE_RUNS}
+    runs.update({family: ("train_text_model", _text_run) for family in TEXT_RUNS})
+    one = {family: getattr(aigc_export, name)(**run(family, tmp / f"one-{family}.onnx"))
+           for family, (name, run) in runs.items()}
+    two = launch(2, train_each, runs=[(name, run(family, tmp / f"two-{family}.onnx"))
+                                      for family, (name, run) in runs.items()], batch_size=8)
+    return one, dict(zip(runs, two))
 
 
 @pytest.mark.slow
@@ -116,11 +124,24 @@ def test_two_ranks_train_the_gan_one_process_trains(parity_runs, family):
 
 
 @pytest.mark.slow
-def test_two_ranks_train_the_gpt_one_process_trains(parity_runs):
-    one, two = (runs["gpt"] for runs in parity_runs)
+@pytest.mark.parametrize("family", ["gpt", "lstm"])
+def test_two_ranks_train_the_language_model_one_process_trains(parity_runs, family):
+    one, two = (runs[family] for runs in parity_runs)
     _assert_same_parameters(one, two)  # no BatchNorm here: every tensor at the tight tolerance
     assert two["final_loss"] == pytest.approx(one["final_loss"], abs=1e-4)
     assert two["quality"]["heldout_loss"] == pytest.approx(one["quality"]["heldout_loss"], abs=1e-3)
+
+
+@pytest.mark.slow
+def test_two_ranks_train_the_vae(parity_runs):
+    # Its sampling noise is drawn per rank for its rows, unlike one process's: close, not equal.
+    one, two = (runs["vae"] for runs in parity_runs)
+    assert two["steps"] == 4 and two["final_losses"].keys() == {"recon", "kl"}
+    for name, value in one["final_losses"].items():
+        assert two["final_losses"][name] == pytest.approx(value, rel=0.1)
+    z = np.random.default_rng(0).standard_normal((6, 16)).astype(np.float32)
+    (images,) = ort.InferenceSession(two["out"], providers=["CPUExecutionProvider"]).run(None, {"z": z})
+    assert images.shape == (6, 1, 8, 8) and np.isfinite(images).all()
 
 
 @pytest.mark.slow
