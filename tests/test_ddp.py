@@ -7,6 +7,7 @@
 # -m "not slow" leaves them out). The file takes about 150 s of CPU time over both cores.
 import json
 import os
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -52,14 +53,17 @@ def train_each(runs, batch_size):
     return [getattr(aigc_export, name)(**kwargs) for name, kwargs in runs]
 
 
-def train_failing(rank, step, **kwargs):
-    """Rank target: train_image_model, whose rank `rank` raises when it reaches `step`."""
+def train_failing(rank, step, kill=False, **kwargs):
+    """Rank target: train_image_model, whose rank `rank` raises when it reaches `step`, or with
+    kill=True dies there of SIGKILL, as the kernel's out-of-memory killer would do it."""
     from aigc_export.images import train as image_train
 
     real = image_train.batch_indices
 
     def batch_indices(n, batch_size, seed, at):
         if at == step and world().rank == rank:
+            if kill:
+                os.kill(os.getpid(), signal.SIGKILL)
             raise RuntimeError(f"rank {rank} stops at step {step}")
         return real(n, batch_size, seed, at)
 
@@ -157,6 +161,13 @@ def test_a_failing_rank_ends_the_job_and_resume_continues(tmp_path):
     assert resumed["resumed_from"] == 4 and resumed["steps"] == 8
     straight = aigc_export.train_image_model(**{**run, "out": str(tmp_path / "straight.onnx")})
     _assert_same_parameters(straight, resumed)
+
+
+@pytest.mark.slow
+def test_a_killed_rank_ends_the_job(tmp_path):
+    with pytest.raises(RuntimeError, match="^rank 0 of 2 was killed by signal 9$"):
+        launch(2, train_failing, rank=0, step=1, kill=True, **_image_run("gan", tmp_path / "gan.onnx"))
+    assert not (tmp_path / "gan.onnx").exists()
 
 
 def aigc(*args, cwd=None):

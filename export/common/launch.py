@@ -85,13 +85,10 @@ def _spawn(nproc: int, train, kwargs: dict):
         while not processes.join(timeout=0.2):
             received += _drain(messages)
     except (multiprocessing.ProcessRaisedException, multiprocessing.ProcessExitedException) as failure:
+        # torch has stopped the other ranks; failure names the first rank seen to end
         received += _drain(messages)
-        errors = [m for m in received if m[0] == "error"]
-        if errors:  # the first to report is the cause; later ones are mostly its echoes in collectives
-            _, rank, kind, message = errors[0]
-            raise _rank_error(rank, nproc, kind, message) from None
-        raise RuntimeError(f"rank {failure.error_index} of {nproc} died (exit code "
-                           f"{processes.processes[failure.error_index].exitcode})") from None
+        rank = failure.error_index
+        raise _rank_failure(rank, processes.processes[rank].exitcode, received, nproc) from None
     except BaseException:
         for process in processes.processes:
             if process.is_alive():
@@ -112,7 +109,21 @@ def _drain(messages) -> list:
     return received
 
 
-def _rank_error(rank: int, nproc: int, kind: str, message: str) -> Exception:
+def _rank_failure(rank: int, exitcode: int, received: list, nproc: int) -> Exception:
+    # The error of the rank that ended first, which the others' errors (a collective that lost
+    # a peer) only echo; or, when it reported none, how it ended.
+    errors = [m for m in received if m[0] == "error"]
+    reported = [m for m in errors if m[1] == rank]
+    if reported:
+        return _rank_error(*reported[0][1:], nproc)
+    if exitcode is not None and exitcode < 0:
+        return RuntimeError(f"rank {rank} of {nproc} was killed by signal {-exitcode}")
+    if errors:
+        return _rank_error(*errors[0][1:], nproc)
+    return RuntimeError(f"rank {rank} of {nproc} ended with exit status {exitcode}")
+
+
+def _rank_error(rank: int, kind: str, message: str, nproc: int) -> Exception:
     # ValueError and OSError keep their kind (the CLI prints them as one-line errors), others
     # become a RuntimeError that names theirs.
     text = f"rank {rank} of {nproc}: {message}"
