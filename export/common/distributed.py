@@ -1,6 +1,6 @@
 # What the training loops need from torch.distributed, in one place: who this rank is, the
-# DistributedDataParallel wrap, this rank's rows of a global batch, averages over ranks, and
-# the barrier and broadcast around what rank 0 alone writes. Without a process group (one
+# DistributedDataParallel wrap, this rank's rows of a global batch, averages over ranks, the
+# barrier around what rank 0 alone writes, rank 0's objects for all. Without a process group (one
 # process, the default) every helper is the identity: world size 1, rank 0, no wrap, all rows.
 # Sharding contract: every rank computes the same global batch (B rows, a pure function of
 # seed and step) and takes rows rank::size, so the ranks together see exactly the batch one
