@@ -260,25 +260,30 @@ def _training_module():
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
+    if args.nproc is not None and args.nproc < 1:
+        raise AigcError(f"--nproc: expected an integer >= 1, got {args.nproc}")
     aigc_export = _training_module()
     if args.family in TEXT_FAMILIES:
-        summary = _train_text(args)
+        summary = aigc_export.launch(args.nproc, aigc_export.train_text_model, **_text_options(args))
     elif args.family == "classifier":
+        if args.nproc not in (None, 1) or aigc_export.launched_by_torchrun():
+            raise AigcError("--nproc: the classifier trains in one process")
         summary = aigc_export.train_classifier(args.out, steps=args.steps, seed=args.seed, progress=not args.quiet)
     else:
         if args.data is not None and len(args.data) > 1:
             raise AigcError(f"--data: an image model trains on one source, got {len(args.data)}")
         options = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
                                      ("latent_dim", args.latent_dim)) if v is not None}
-        summary = aigc_export.train_image_model(
-            args.family, data=args.data[0] if args.data else "mnist", out=args.out, seed=args.seed,
+        summary = aigc_export.launch(
+            args.nproc, aigc_export.train_image_model, family=args.family,
+            data=args.data[0] if args.data else "mnist", out=args.out, seed=args.seed,
             image_size=args.image_size, channels=args.channels, checkpoint_dir=args.checkpoint_dir,
             resume=args.resume, progress=not args.quiet, **options)
-    print(json.dumps(summary, indent=2, default=str))
+    if summary is not None:  # under torchrun, ranks other than 0 have nothing to report
+        print(json.dumps(summary, indent=2, default=str))
 
 
-def _train_text(args: argparse.Namespace) -> dict:
-    train_text_model = _training_module().train_text_model
+def _text_options(args: argparse.Namespace) -> dict:
     config = {}
     if args.config is not None:
         try:
@@ -293,9 +298,8 @@ def _train_text(args: argparse.Namespace) -> dict:
     options = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
                                  ("seq_len", args.seq_len), ("warmup", args.warmup), ("vocab_size", args.vocab_size),
                                  ("eval_every", args.eval_every)) if v is not None}
-    return train_text_model(args.family, data=args.data, out=args.out, config=config, seed=args.seed,
-                            checkpoint_dir=args.checkpoint_dir, resume=args.resume, progress=not args.quiet,
-                            **options)
+    return {"family": args.family, "data": args.data, "out": args.out, "config": config, "seed": args.seed,
+            "checkpoint_dir": args.checkpoint_dir, "resume": args.resume, "progress": not args.quiet, **options}
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
@@ -574,6 +578,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-dir", default=None)
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="data-parallel training on N local processes (torch.distributed DDP, gloo); each takes "
+                        "1/N of every batch. Under torchrun leave it out (see README)")
     p.add_argument("--out", required=True,
                    help="the .onnx file to write (for `classifier`: the folder for it and its reference statistics)")
     p.set_defaults(run=_cmd_train)

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from aigc_engine.artifacts.schema import CLASSIFIER, IMAGE_FAMILIES
 
 from ..common.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from ..common.distributed import barrier, check_batch_divisible, mean_over_ranks, no_sync, shard, world, wrap
 from ..common.fileio import atomic_write
 from ..common.training import EMA, set_threads_from_env
 from ..models import build_model
@@ -72,9 +73,12 @@ def train_image_model(
     quality_n > 0 scores the exported model (quality_probe) into provenance["quality"].
     Returns a summary: family, steps, final_losses, out, checkpoint, seconds, quality,
     resumed_from (the step resumed at, or None).
+    In a torch.distributed process group (common/launch.py) each rank trains on its rows of
+    every batch (batch_size / ranks) and rank 0 alone writes; the other ranks return None.
     """
     if family not in IMAGE_FAMILIES:
         raise ValueError(f"unknown image family {family!r}: expected one of {', '.join(IMAGE_FAMILIES)}")
+    check_batch_divisible(batch_size, world().size)
     set_threads_from_env()
     steps = DEFAULT_STEPS[family] if steps is None else steps
     lr = DEFAULT_LR[family] if lr is None else lr
@@ -103,19 +107,27 @@ def train_image_model(
         }, checkpoint_dir)
 
     images = torch.from_numpy(train.images)
+    nets = _training_nets(model, family)
     train_step = _vae_step if family == "vae" else _gan_step
     began = time.perf_counter()
     model.train()
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"train {family}", disable=not progress)
+    main = world().is_main
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"train {family}",
+               disable=not (progress and main))
     for step in bar:
-        losses = train_step(model, optimizers, images[batch_indices(len(images), batch_size, seed, step)])
+        losses = train_step(model, nets, optimizers, images[batch_indices(len(images), batch_size, seed, step)])
         ema = {k: v if k not in ema else EMA * ema[k] + (1 - EMA) * v for k, v in losses.items()}
         if step % 10 == 0:
             bar.set_postfix({k: f"{v:.3f}" for k, v in ema.items()}, refresh=False)
         if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-            checkpoint(step + 1)
+            if main:
+                checkpoint(step + 1)
+            barrier()
     bar.close()
     seconds = time.perf_counter() - began
+    barrier()
+    if not main:
+        return None
     final = checkpoint(max(start, steps))
     provenance = export_trained_image(load_checkpoint(final), out, quality_n=quality_n)
     return {"family": family, "steps": provenance["steps"], "final_losses": provenance["final_losses"],
@@ -143,30 +155,42 @@ def _image_optimizers(model, family: str, lr: float) -> dict:
             "d": torch.optim.Adam(model.discriminator.parameters(), lr=lr, betas=(0.5, 0.999))}
 
 
-def _gan_step(model, optimizers: dict, real: torch.Tensor) -> dict:
-    # real: (B, C, H, W). D: BCE on real (target real_label, one-sided smoothing) + fake (0).
-    # G: the non-saturating loss, BCE of D(G(z)) against 1.
+def _training_nets(model, family: str) -> dict:
+    # What the steps call: the networks, wrapped for DDP when there are several ranks.
+    if family == "vae":
+        return {"loss": wrap(model, "loss")}
+    return {"g": wrap(model.generator), "d": wrap(model.discriminator)}
+
+
+def _gan_step(model, nets: dict, optimizers: dict, batch: torch.Tensor) -> dict:
+    # batch: (B, C, H, W), the global batch; this rank trains on its rows, and on its rows of
+    # the B latents every rank draws alike. D: BCE on real (target real_label, one-sided
+    # smoothing) + fake (0). G: the non-saturating loss, BCE of D(G(z)) against 1.
+    real = shard(batch)
     n = real.shape[0]
-    fake = model.generator(torch.randn(n, model.config["latent_dim"]))
+    fake = nets["g"](shard(torch.randn(len(batch), model.config["latent_dim"])))
     real_target = torch.full((n,), float(model.config["real_label"]))
-    d_loss = (F.binary_cross_entropy_with_logits(model.discriminator(real), real_target)
-              + F.binary_cross_entropy_with_logits(model.discriminator(fake.detach()), torch.zeros(n)))
+    d_loss = (F.binary_cross_entropy_with_logits(nets["d"](real), real_target)
+              + F.binary_cross_entropy_with_logits(nets["d"](fake.detach()), torch.zeros(n)))
     optimizers["d"].zero_grad(set_to_none=True)
     d_loss.backward()
     optimizers["d"].step()
-    g_loss = F.binary_cross_entropy_with_logits(model.discriminator(fake), torch.ones(n))
-    optimizers["g"].zero_grad(set_to_none=True)
-    g_loss.backward()
+    with no_sync(nets["d"]):  # D's gradients from this pass are discarded before its next step
+        g_loss = F.binary_cross_entropy_with_logits(nets["d"](fake), torch.ones(n))
+        optimizers["g"].zero_grad(set_to_none=True)
+        g_loss.backward()
     optimizers["g"].step()
-    return {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
+    return mean_over_ranks({"d_loss": d_loss, "g_loss": g_loss})
 
 
-def _vae_step(model, optimizers: dict, real: torch.Tensor) -> dict:
-    total, recon, kl = model.loss(real)
+def _vae_step(model, nets: dict, optimizers: dict, batch: torch.Tensor) -> dict:
+    # batch: (B, C, H, W), the global batch; this rank's rows; the noise of the
+    # reparameterisation is drawn per rank for its rows
+    total, recon, kl = nets["loss"](shard(batch))
     optimizers["vae"].zero_grad(set_to_none=True)
     total.backward()
     optimizers["vae"].step()
-    return {"recon": recon.item(), "kl": kl.item()}
+    return mean_over_ranks({"recon": recon, "kl": kl})
 
 
 def train_classifier(

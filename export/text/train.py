@@ -17,6 +17,8 @@ from tqdm import tqdm
 from aigc_engine.artifacts.schema import TEXT_FAMILIES
 
 from ..common.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from ..common.distributed import (barrier, broadcast_from_main, check_batch_divisible, mean_over_ranks, shard,
+                                  world, wrap)
 from ..common.training import EMA, set_threads_from_env
 from ..models import build_model
 from .data import (build_corpus, corpus_digest, corpus_files, heldout_windows, random_windows,
@@ -76,6 +78,9 @@ def train_text_model(
     Returns a summary: family, config, steps, out, checkpoint, seconds, final_loss,
     quality (heldout_loss, perplexity, bits_per_byte), heldout_history [(step, loss)],
     resumed_from, corpus (files, tokens, bytes).
+    In a torch.distributed process group (common/launch.py) each rank trains on its rows of
+    every batch (batch_size / ranks); rank 0 alone measures held-out loss and writes; the
+    other ranks return None.
     """
     if family not in TEXT_FAMILIES:
         raise ValueError(f"unknown text family {family!r}: expected one of {', '.join(TEXT_FAMILIES)}")
@@ -91,7 +96,9 @@ def train_text_model(
     eval_every = max(1, steps // 10) if eval_every is None else eval_every
     if warmup < 0 or eval_every < 1:
         raise ValueError(f"warmup must be ≥ 0 and eval_every ≥ 1, got {warmup} and {eval_every}")
+    check_batch_divisible(batch_size, world().size)
     set_threads_from_env()
+    main = world().is_main
 
     name, files = corpus_files(data)
     texts = read_documents(files)
@@ -101,8 +108,10 @@ def train_text_model(
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else out.with_suffix(".ckpt")
     found = find_checkpoint(checkpoint_dir) if resume else None
     state = load_checkpoint(found) if found is not None else None
-    tokenizer = (tokenizer_from_json(state["tokenizer"]) if state is not None
-                 else train_tokenizer(train_texts, vocab_size))
+    # Every rank learns the tokenizer (waiting for rank 0 alone could outlast the collective
+    # timeout on a large corpus) and all take rank 0's, so that they hold the same vocabulary.
+    tokenizer = tokenizer_from_json(state["tokenizer"] if state is not None
+                                    else broadcast_from_main(train_tokenizer(train_texts, vocab_size).to_str()))
     corpus = build_corpus(name, train_texts, heldout_texts, tokenizer, digest)
     config = {**(config or {}), "vocab_size": tokenizer.get_vocab_size(), "eos_token_id": eos_id(tokenizer)}
     torch.manual_seed(seed)
@@ -131,30 +140,38 @@ def train_text_model(
             "quality": quality, "corpus": _corpus_stats(corpus),
         }, checkpoint_dir)
 
+    loss_logits = wrap(model, "loss_logits")
     began = time.perf_counter()
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"train {family}", disable=not progress)
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"train {family}",
+               disable=not (progress and main))
     postfix = {}
     for step in bar:
         model.train()
         rate = lr_at(step, lr, warmup, steps)
         for group in optimizer.param_groups:
             group["lr"] = rate
-        window = random_windows(corpus.train, batch_size, seq_len, seed, step)  # (B, T + 1)
-        loss = _loss(model, window)
+        window = random_windows(corpus.train, batch_size, seq_len, seed, step)  # (B, T + 1), every rank alike
+        loss = _loss(loss_logits, shard(window))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
         optimizer.step()
-        ema = loss.item() if ema is None else EMA * ema + (1 - EMA) * loss.item()
-        if (step + 1) % eval_every == 0 or step + 1 == steps:
+        (loss,) = mean_over_ranks({"loss": loss}).values()
+        ema = loss if ema is None else EMA * ema + (1 - EMA) * loss
+        if main and ((step + 1) % eval_every == 0 or step + 1 == steps):
             history.append((step + 1, heldout_loss(model, evaluation)))
             postfix["heldout_ppl"] = f"{math.exp(history[-1][1]):.1f}"
         if step % 10 == 0 or step + 1 == steps:
             bar.set_postfix({"loss": f"{ema:.3f}", "lr": f"{rate:.2e}", **postfix}, refresh=False)
         if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-            checkpoint(step + 1)
+            if main:
+                checkpoint(step + 1)
+            barrier()
     bar.close()
     seconds = time.perf_counter() - began
+    barrier()
+    if not main:
+        return None
 
     final_loss = heldout_loss(model, heldout_windows(corpus.heldout, seq_len, final_eval_windows))
     quality = {"heldout_loss": round(final_loss, 4), "perplexity": round(math.exp(final_loss), 3),
@@ -167,9 +184,9 @@ def train_text_model(
             "corpus": _corpus_stats(corpus)}
 
 
-def _loss(model, window: torch.Tensor) -> torch.Tensor:
+def _loss(loss_logits, window: torch.Tensor) -> torch.Tensor:
     # window: (B, T + 1); predict tokens 1..T from 0..T-1; mean nats per token
-    logits = model.loss_logits(window[:, :-1])
+    logits = loss_logits(window[:, :-1])
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), window[:, 1:].reshape(-1))
 
 
@@ -177,7 +194,7 @@ def _loss(model, window: torch.Tensor) -> torch.Tensor:
 def heldout_loss(model, windows: torch.Tensor, chunk: int = 8) -> float:
     """Mean next-token loss (nats) over windows (N, L + 1), evaluated chunk rows at a time."""
     model.eval()
-    total = sum(_loss(model, windows[i:i + chunk]).item() * len(windows[i:i + chunk])
+    total = sum(_loss(model.loss_logits, windows[i:i + chunk]).item() * len(windows[i:i + chunk])
                 for i in range(0, len(windows), chunk))
     return total / len(windows)
 
