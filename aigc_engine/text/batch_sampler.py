@@ -2,8 +2,8 @@
 
 The onnxruntime backends' scheduler (static.py) samples through it; the native backend
 samples inside its C++ step. The native sampler (ops.Sampler) is prepared once for a
-batch's requests and reused step after step while the batch stays the same; each row's token is drawn from one Philox uniform keyed by (the request's
-seed, its step), so a request's tokens do not depend on its neighbours. A row the
+batch's requests and reused step after step while the batch stays the same; each row's
+token is drawn from one Philox uniform keyed by (the request's seed, its step), so a request's tokens do not depend on its neighbours. A row the
 sampler cannot draw from (logits that turn NaN or +inf) fails its own request only.
 """
 
