@@ -4,8 +4,9 @@ POST /v1/completions and /v1/chat/completions (streamed as server-sent events wi
 stream=true), GET /v1/models and /v1/models/{id}, POST /v1/images/generations (PNG,
 base64), POST /tokenize and /detokenize (vLLM's shapes), GET /metrics (Prometheus), GET
 /health. Each text model is one Engine, so requests from every client share its
-continuous batch. Bad requests get a 4xx with an OpenAI-style body {"error": {"message", "type", "param", "code"}}; a full queue gets
-429 with Retry-After; a client that leaves cancels its requests (KV blocks freed).
+continuous batch. Bad requests get a 4xx with an OpenAI-style body {"error": {"message",
+"type", "param", "code"}}; a full queue gets 429 with Retry-After; a client that leaves
+cancels its requests (KV blocks freed).
 Optional: an API key (auth.py) and CORS for the origins allowed.
 """
 
