@@ -26,8 +26,8 @@ def load(tiny, backend="native", **options) -> TextGenerator:
     return TextGenerator.load(str(tiny[1]), backend=backend, **options)
 
 
-def test_native_is_the_default_for_lstm(tiny):
-    assert load(tiny, None).backend == "native"
+def test_onnxruntime_stays_the_default_for_lstm(tiny):
+    assert load(tiny, None).backend == "onnxruntime"
 
 
 def test_a_state_too_large_for_memory_fails_clearly(tiny):
