@@ -4,12 +4,11 @@ Each prompt is a request with its own SamplingParams. Two backends, each driven 
 scheduler through the same add / cancel / step face:
 - "native" (the GPT's default; the LSTM's on request): the C++ decoder with a paged KV
   cache (GPT), or the C++ LSTM with a state slot per sequence (native_lstm.py), and
-  continuous batching
-  (scheduler.py): requests join and leave at every step, and a step — forward pass and
-  sampling — is one call into C++;
-- "onnxruntime" (GPT and LSTM; the LSTM's default): the exported graph in static batches of up to
-  max_batch_size (static.py): one prefill, then one decode step at a time, finished
-  requests leaving the batch at once, the logits sampled by batch_sampler.py.
+  continuous batching (scheduler.py): requests join and leave at every step, and a step
+  — forward pass and sampling — is one call into C++;
+- "onnxruntime" (GPT and LSTM; the LSTM's default): the exported graph in static batches
+  of up to max_batch_size (static.py): one prefill, then one decode step at a time,
+  finished requests leaving the batch at once, the logits sampled by batch_sampler.py.
 Either way the next token of every row comes from the native sampler, keyed by (the
 request's seed, its step), so a request's tokens do not depend on what
 else shares its batch. A row that fails (logits that turn NaN or +inf) fails its own
