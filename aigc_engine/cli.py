@@ -314,6 +314,13 @@ def _cmd_import_hf(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}", file=sys.stderr)
 
 
+def _engine_options(args: argparse.Namespace) -> dict:
+    """The text engines' options that `serve` and `batch` both take, those given."""
+    return {k: v for k, v in (("backend", args.backend), ("dtype", args.dtype), ("kv_cache_mb", args.kv_cache_mb),
+                              ("kv_dtype", args.kv_dtype), ("max_batch_size", args.max_batch_size))
+            if v is not None}
+
+
 def _cmd_serve(args: argparse.Namespace) -> None:
     try:
         from .serving.app import STREAM_INTERVAL_SECONDS, Server
@@ -336,9 +343,7 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     api_key = api_key_of(args.api_key)
     check_allowed_origins(args.allowed_origins)
     _check_ray_flags(args)
-    options = {k: v for k, v in (("backend", args.backend), ("dtype", args.dtype), ("kv_cache_mb", args.kv_cache_mb),
-                                 ("kv_dtype", args.kv_dtype), ("max_batch_size", args.max_batch_size))
-               if v is not None}
+    options = _engine_options(args)
     if args.chat_template is not None:
         options["chat_template"] = os.path.abspath(args.chat_template) if args.ray else args.chat_template
     server_options = {"max_body_bytes": args.max_body_bytes, "stream_interval": interval, "api_key": api_key,
@@ -397,10 +402,9 @@ def _cmd_batch(args: argparse.Namespace) -> None:
         raise AigcError(f"batch needs the 'serve' extra ({error.name} is missing): "
                         "pip install 'aigc-engine[serve]'") from None
     _check_ray_flags(args)
-    options = {k: v for k, v in (("backend", args.backend), ("dtype", args.dtype), ("kv_cache_mb", args.kv_cache_mb),
-                                 ("kv_dtype", args.kv_dtype), ("max_batch_size", args.max_batch_size),
-                                 ("chat_template", args.chat_template))
-               if v is not None}
+    options = _engine_options(args)
+    if args.chat_template is not None:
+        options["chat_template"] = args.chat_template
     if args.ray:
         from .serving.ray_batch import batch_on_ray
 
