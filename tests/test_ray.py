@@ -1,7 +1,7 @@
 """`aigc serve --ray` and `aigc batch --ray` on a real local Ray instance (2 CPUs, no
 dashboard): two Serve replicas answer the openai client with the text TextGenerator gives
 for the same seed, streamed or not; /health reports both; a replica killed under load fails
-only its own requests, with a 5xx, and comes back; a batch over two actors gives the
+only its own requests, with a 5xx (or Ray's 408), and comes back; a batch over two actors gives the
 in-process texts, and one killed half-way and run again names every custom_id once."""
 
 import json
@@ -183,7 +183,9 @@ class TestServeOnRay:
         assert all(same for kind, same in outcomes if kind == "ok"), "a completed request's text differs"
         failed = [o for o in outcomes if o[0] != "ok"]
         assert len(failed) <= len(threads), failed  # at most what was in flight on the killed replica
-        assert all(code >= 500 for kind, code in failed if kind == "status"), failed
+        # 5xx, or 408: Ray's proxy maps a TimeoutError met while the killed replica is still
+        # routed to into 408 (ray.serve's get_http_response_status). Both are retryable.
+        assert all(code >= 500 or code == 408 for kind, code in failed if kind == "status"), failed
         wait_until(lambda: running_replicas() == 2, "Serve brings the replica back")
         wait_until(lambda: len(httpx.get(f"{url}/health", timeout=WAIT).json()["replicas"]) == 2, "/health sees 2")
         c = client(url)
