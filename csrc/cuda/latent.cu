@@ -1,37 +1,16 @@
 // CUDA latent sampling and uint8 post-processing: the same math as csrc/cpu (the element
 // function lives in aigc/latent.h), one thread per element. The entry points take host
 // arrays, as the Python API hands them, and move them to and from the device here.
-#include <cuda_runtime.h>
-
-#include <stdexcept>
-#include <string>
-
 #include "aigc/latent.h"
+#include "cuda/device.h"
 
 namespace aigc {
 namespace {
 
-void check(cudaError_t status, const char* what) {
-  if (status != cudaSuccess) {
-    throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(status));
-  }
-}
-
-// Device buffer owned for the duration of one call.
-template <typename T>
-struct DeviceBuffer {
-  T* ptr = nullptr;
-  explicit DeviceBuffer(int64_t count) {
-    if (count > 0) check(cudaMalloc(&ptr, count * sizeof(T)), "cudaMalloc");
-  }
-  ~DeviceBuffer() { cudaFree(ptr); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-};
-
-constexpr int kThreads = 256;
-
-int blocks_for(int64_t count) { return static_cast<int>((count + kThreads - 1) / kThreads); }
+using cuda::blocks_for;
+using cuda::check;
+using cuda::DeviceBuffer;
+using cuda::kThreads;
 
 __global__ void sample_latent_kernel(LatentParams p) {
   const int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -77,10 +56,10 @@ void sample_latent_cuda(const LatentParams& p) {
   if (count == 0) return;
   DeviceBuffer<float> out(count);
   LatentParams device_params = p;
-  device_params.out = out.ptr;
+  device_params.out = out.get();
   sample_latent_kernel<<<blocks_for(count), kThreads>>>(device_params);
   check(cudaGetLastError(), "sample_latent launch");
-  check(cudaMemcpy(p.out, out.ptr, count * sizeof(float), cudaMemcpyDeviceToHost), "sample_latent copy");
+  check(cudaMemcpy(p.out, out.get(), count * sizeof(float), cudaMemcpyDeviceToHost), "sample_latent copy");
 }
 
 int64_t images_to_uint8_cuda(const ToUint8Params& p) {
@@ -89,16 +68,16 @@ int64_t images_to_uint8_cuda(const ToUint8Params& p) {
   DeviceBuffer<float> images(count);
   DeviceBuffer<uint8_t> out(count);
   DeviceBuffer<unsigned long long> nonfinite(1);
-  check(cudaMemcpy(images.ptr, p.images, count * sizeof(float), cudaMemcpyHostToDevice), "images copy");
-  check(cudaMemset(nonfinite.ptr, 0, sizeof(unsigned long long)), "cudaMemset");
+  check(cudaMemcpy(images.get(), p.images, count * sizeof(float), cudaMemcpyHostToDevice), "images copy");
+  check(cudaMemset(nonfinite.get(), 0, sizeof(unsigned long long)), "cudaMemset");
   ToUint8Params device_params = p;
-  device_params.images = images.ptr;
-  device_params.out = out.ptr;
-  images_to_uint8_kernel<<<blocks_for(count), kThreads>>>(device_params, nonfinite.ptr);
+  device_params.images = images.get();
+  device_params.out = out.get();
+  images_to_uint8_kernel<<<blocks_for(count), kThreads>>>(device_params, nonfinite.get());
   check(cudaGetLastError(), "images_to_uint8 launch");
-  check(cudaMemcpy(p.out, out.ptr, count, cudaMemcpyDeviceToHost), "images_to_uint8 copy");
+  check(cudaMemcpy(p.out, out.get(), count, cudaMemcpyDeviceToHost), "images_to_uint8 copy");
   unsigned long long host_nonfinite = 0;
-  check(cudaMemcpy(&host_nonfinite, nonfinite.ptr, sizeof(host_nonfinite), cudaMemcpyDeviceToHost),
+  check(cudaMemcpy(&host_nonfinite, nonfinite.get(), sizeof(host_nonfinite), cudaMemcpyDeviceToHost),
         "nonfinite copy");
   return static_cast<int64_t>(host_nonfinite);
 }
