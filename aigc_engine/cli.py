@@ -696,6 +696,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("aigc: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`aigc generate ... | head`): stop quietly, as a shell tool does
+        # Python would flush stdout into the closed pipe again at exit and complain there.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE
     except (ValueError, OSError) as error:  # AigcError is a ValueError
         print(f"aigc: error: {_cli_wording(str(error))}", file=sys.stderr)
         return 1

@@ -147,3 +147,13 @@ def test_unknown_and_non_text_models(tiny_gpt):
     assert result.returncode == 1 and "unknown model 'no-such-model'" in result.stderr
     result = aigc("generate", "digits-gan", "-p", "x")
     assert result.returncode == 1 and "expected one of: gpt, lstm" in result.stderr
+
+
+def test_a_reader_that_goes_away_stops_it_quietly(tiny_gpt):
+    # `aigc generate ... | head`: the pipe's read end closes before the first token is written.
+    process = subprocess.Popen(["aigc", "generate", str(tiny_gpt), "-p", "def", "-n", "4", "--max-new-tokens", "20"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=300) == 141
+    assert "Broken pipe" not in stderr and "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
