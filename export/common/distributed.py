@@ -92,6 +92,15 @@ def barrier() -> None:
         dist.barrier()
 
 
+def periodic_checkpoint(done: int, every: int, steps: int, save) -> None:
+    """After `done` steps: every `every` steps before the last, rank 0 calls save(done) while
+    the others wait for it (the final checkpoint is the loop's own, after it)."""
+    if done % every == 0 and done < steps:
+        if world().is_main:
+            save(done)
+        barrier()
+
+
 def broadcast_from_main(value):
     """Rank 0's `value` (any picklable object) on every rank; the others pass anything."""
     if world().size == 1:

@@ -20,7 +20,8 @@ from tqdm import tqdm
 from aigc_engine.artifacts.schema import CLASSIFIER, IMAGE_FAMILIES
 
 from ..common.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-from ..common.distributed import barrier, check_batch_divisible, mean_over_ranks, no_sync, shard, world, wrap
+from ..common.distributed import (barrier, check_batch_divisible, mean_over_ranks, no_sync, periodic_checkpoint, shard,
+                                  world, wrap)
 from ..common.fileio import atomic_write
 from ..common.training import EMA, set_threads_from_env
 from ..models import build_model
@@ -119,10 +120,7 @@ def train_image_model(
         ema = {k: v if k not in ema else EMA * ema[k] + (1 - EMA) * v for k, v in losses.items()}
         if step % 10 == 0:
             bar.set_postfix({k: f"{v:.3f}" for k, v in ema.items()}, refresh=False)
-        if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-            if main:
-                checkpoint(step + 1)
-            barrier()
+        periodic_checkpoint(step + 1, checkpoint_every, steps, checkpoint)
     bar.close()
     seconds = time.perf_counter() - began
     barrier()

@@ -17,8 +17,8 @@ from tqdm import tqdm
 from aigc_engine.artifacts.schema import TEXT_FAMILIES
 
 from ..common.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-from ..common.distributed import (barrier, broadcast_from_main, check_batch_divisible, mean_over_ranks, shard,
-                                  world, wrap)
+from ..common.distributed import (barrier, broadcast_from_main, check_batch_divisible, mean_over_ranks,
+                                  periodic_checkpoint, shard, world, wrap)
 from ..common.training import EMA, set_threads_from_env
 from ..models import build_model
 from .data import (build_corpus, corpus_digest, corpus_files, heldout_windows, random_windows,
@@ -163,10 +163,7 @@ def train_text_model(
             postfix["heldout_ppl"] = f"{math.exp(history[-1][1]):.1f}"
         if step % 10 == 0 or step + 1 == steps:
             bar.set_postfix({"loss": f"{ema:.3f}", "lr": f"{rate:.2e}", **postfix}, refresh=False)
-        if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-            if main:
-                checkpoint(step + 1)
-            barrier()
+        periodic_checkpoint(step + 1, checkpoint_every, steps, checkpoint)
     bar.close()
     seconds = time.perf_counter() - began
     barrier()
