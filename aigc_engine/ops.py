@@ -266,7 +266,7 @@ def _scale(scale: float | None) -> float:
 
 
 def attention_prefill(q: np.ndarray, k: np.ndarray, v: np.ndarray, cu_seqlens: np.ndarray, *,
-                      scale: float | None = None, out: np.ndarray | None = None) -> np.ndarray:
+                      scale: float | None = None, device: str = "cpu", out: np.ndarray | None = None) -> np.ndarray:
     """Causal attention over packed variable-length sequences: float32 (tokens, n_heads, head_dim).
 
     q float32 (tokens, n_heads, head_dim); k, v (tokens, n_kv_heads, head_dim), float32 or bf16
@@ -274,15 +274,16 @@ def attention_prefill(q: np.ndarray, k: np.ndarray, v: np.ndarray, cu_seqlens: n
     head h // (n_heads // n_kv_heads)); cu_seqlens int32 (n_seqs + 1,) from 0 to tokens: query
     i of a sequence attends to keys 0..i of the same sequence. scale defaults to
     1 / sqrt(head_dim). Computed in tiles with an online softmax, fp32 accumulation.
+    ``device="cuda"`` runs the CUDA kernel on copies of the arrays (the same checks first).
     """
     if out is None:
         out = np.empty(q.shape if getattr(q, "ndim", 0) == 3 else (0, 0, 0), np.float32)
-    _C.attention_prefill(q, k, v, cu_seqlens, _scale(scale), out)
+    _C.attention_prefill(q, k, v, cu_seqlens, _scale(scale), out, device)
     return out
 
 
 def attention_decode(q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray, block_table: np.ndarray,
-                     context_lens: np.ndarray, *, scale: float | None = None,
+                     context_lens: np.ndarray, *, scale: float | None = None, device: str = "cpu",
                      out: np.ndarray | None = None) -> np.ndarray:
     """One query per sequence against a paged KV cache: float32 (batch, n_heads, head_dim).
 
@@ -290,10 +291,12 @@ def attention_decode(q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray, bl
     head_dim) float32 or bf16 bits (uint16); block_table int32 (batch, max_blocks): token t of
     sequence b is slot t % block_size of block block_table[b, t // block_size]; context_lens
     int32 (batch,), 1 .. max_blocks * block_size, the new token's K/V already in the cache.
+    ``device="cuda"`` runs the CUDA kernel (long contexts split across the GPU, then combined)
+    on copies of the arrays, the same checks first.
     """
     if out is None:
         out = np.empty(q.shape if getattr(q, "ndim", 0) == 3 else (0, 0, 0), np.float32)
-    _C.attention_decode(q, k_cache, v_cache, block_table, context_lens, _scale(scale), out)
+    _C.attention_decode(q, k_cache, v_cache, block_table, context_lens, _scale(scale), out, device)
     return out
 
 

@@ -339,7 +339,88 @@ def main() -> None:
     sampler_rows(ops, torch, records, bandwidth, repeats, min_seconds)
     block_rows(ops, torch, records, bandwidth, repeats, min_seconds)
     sampler_share_rows(records, args.quick)
+    cuda_attention_rows(ops, records, repeats, min_seconds)
     records.save(args)
+
+
+def cuda_attention_rows(ops, records, repeats, min_seconds):
+    """The CUDA attention kernels, where a GPU is visible, against torch on the same GPU (where
+    torch sees it): prefill vs SDPA's flash backend (FlashAttention-2) in fp16 and bf16 — ours
+    reads fp32 queries and fp32 or bf16 K/V and computes in fp32 on CUDA cores — and decode vs
+    gather + SDPA in fp32. Ours: the kernels alone, timed by CUDA events on one copy of the
+    inputs; torch: wall clock around 20 calls and a torch.cuda.synchronize(). Ratio: torch's time
+    over ours, for prefill the faster of flash fp16 and bf16 (the issue's target: >= 0.9x)."""
+    if not ops.cuda_available():
+        return
+    from aigc_engine import _C
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is None or not torch.cuda.is_available():
+        print("  torch on CUDA: skipped (not installed, or it sees no GPU)")
+        torch = None
+    runs = 20
+
+    def torch_seconds(fn):
+        def calls():
+            for _ in range(runs):
+                fn()
+            torch.cuda.synchronize()
+        return median_seconds(calls, repeats, min_seconds) / runs  # after one warm-up of `runs` calls
+
+    rng = np.random.default_rng(0)
+    for batch, heads, seq, dim in PREFILL:
+        bench = f"CUDA prefill ({batch},{heads},{seq},{dim})"
+        params = {"batch": batch, "heads": heads, "seq": seq, "head_dim": dim}
+        flops = 2 * batch * heads * seq * seq * dim
+        q, k, v = (rng.standard_normal((batch * seq, heads, dim), dtype=np.float32) for _ in range(3))
+        cu = np.arange(batch + 1, dtype=np.int32) * seq
+        out = np.empty_like(q)
+        times = {"aigc CUDA fp32": _C.attention_prefill_cuda_seconds(q, k, v, cu, np.nan, out, runs),
+                 "aigc CUDA bf16 K/V": _C.attention_prefill_cuda_seconds(q, ops.to_bf16(k), ops.to_bf16(v), cu, np.nan,
+                                                                         out, runs)}
+        if torch is not None:
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+            sdpa = torch.nn.functional.scaled_dot_product_attention
+            for name, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
+                tq, tk, tv = (torch.from_numpy(x).view(batch, seq, heads, dim).transpose(1, 2).contiguous()
+                              .to("cuda", dtype) for x in (q, k, v))
+                with torch.inference_mode(), sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                    times[f"torch SDPA flash {name}"] = torch_seconds(lambda: sdpa(tq, tk, tv, is_causal=True))
+        fastest_flash = min((t for system, t in times.items() if system.startswith("torch")), default=None)
+        for system, seconds in times.items():
+            records.add("cuda_attention_prefill", system, params, flops / seconds / 1e9, "GFLOP/s")
+            ratio = f"{fastest_flash / seconds:.2f}x" if fastest_flash is not None else "-"
+            row(bench, system, seconds, f"{flops / seconds / 1e9:8.1f} GFLOP/s", ratio)
+
+    c = DECODE
+    blocks_per_seq = c["context"] // c["block_size"]
+    num_blocks = c["batch"] * blocks_per_seq
+    shape = (num_blocks, c["block_size"], c["heads"], c["head_dim"])
+    k_cache, v_cache = (rng.standard_normal(shape, dtype=np.float32) for _ in range(2))
+    table = rng.permutation(num_blocks).astype(np.int32).reshape(c["batch"], blocks_per_seq)
+    lens = np.full(c["batch"], c["context"], np.int32)
+    q = rng.standard_normal((c["batch"], c["heads"], c["head_dim"]), dtype=np.float32)
+    out = np.empty_like(q)
+    bench = f"CUDA decode ({c['batch']} x {c['context']}, {c['heads']} heads, {c['head_dim']})"
+    times = {}
+    for label, (kc, vc) in {"fp32": (k_cache, v_cache), "bf16": (ops.to_bf16(k_cache), ops.to_bf16(v_cache))}.items():
+        times[f"aigc CUDA {label}"] = (_C.attention_decode_cuda_seconds(q, kc, vc, table, lens, np.nan, out, runs),
+                                       kc.nbytes + vc.nbytes)
+    if torch is not None:
+        tk, tv, tt, tq = (torch.from_numpy(x).to("cuda") for x in (k_cache, v_cache, table.astype(np.int64), q))
+
+        def gather_sdpa():
+            k = tk[tt].flatten(1, 2).transpose(1, 2)  # (batch, heads, context, dim)
+            v = tv[tt].flatten(1, 2).transpose(1, 2)
+            return torch.nn.functional.scaled_dot_product_attention(tq[:, :, None], k, v)
+        with torch.inference_mode():
+            times["torch gather + SDPA fp32"] = (torch_seconds(gather_sdpa), k_cache.nbytes + v_cache.nbytes)
+    for system, (seconds, kv_bytes) in times.items():
+        records.add("cuda_attention_decode", system, dict(c), seconds * 1e3, "ms")
+        ratio = f"{times['torch gather + SDPA fp32'][0] / seconds:.2f}x" if torch is not None else "-"
+        row(bench, system, seconds, f"{kv_bytes / seconds / 1e9:7.1f} GB/s of K/V", ratio)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,12 @@ constexpr int kAttentionTile = 64;
 // Threaded over heads x query tiles, and batch x ranges of kv heads (cpu/dispatch.cc).
 void attention_prefill_cpu(const AttentionPrefillParams& p);
 void attention_decode_cpu(const AttentionDecodeParams& p);
+// The CUDA kernels (cuda/attention.h) on host arrays, for the Python ops: the inputs copied
+// to the device, the kernel run, the output copied back. timed_runs > 0 (the benchmarks):
+// one untimed run, then that many timed by CUDA events, returning the seconds of one (the
+// copies left out); 0: one run, returns 0. Defined in a CUDA build only (cuda/attention_*.cu).
+double attention_prefill_cuda(const AttentionPrefillParams& p, int timed_runs = 0);
+double attention_decode_cuda(const AttentionDecodeParams& p, int timed_runs = 0);
 
 }  // namespace aigc
 

@@ -11,7 +11,10 @@
 namespace aigc::cuda {
 
 void attention_prefill(const AttentionPrefillParams& p, cudaStream_t stream);
-// p.kv_heads_per_item (the CPU's work split) is not read.
+// p.kv_heads_per_item (the CPU's work split) is not read. Each call takes scratch for the
+// split's partial results, (batch * n_heads * splits) x (head_dim + 2) floats with splits at
+// most ceil(1024 / (batch * n_heads)), stream-ordered (cudaMallocAsync / cudaFreeAsync on
+// `stream`, which a CUDA graph can capture).
 void attention_decode(const AttentionDecodeParams& p, cudaStream_t stream);
 
 }  // namespace aigc::cuda

@@ -2,7 +2,8 @@
 // validation of sequence lengths, block ids and context lengths — everything the kernels
 // index with unchecked. No math. Outputs are allocated by the caller (aigc_engine/ops.py);
 // the GIL is released around the kernels. An empty batch is a valid call that computes
-// nothing (the decode split divides by the batch).
+// nothing (the decode split divides by the batch). device="cuda" runs the CUDA kernels on
+// copies of the arrays (cuda/attention_*.cu) after the same checks.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -12,6 +13,7 @@
 #include "aigc/attention.h"
 #include "aigc/checks.h"
 #include "python/array_checks.h"
+#include "python/device.h"
 
 namespace py = pybind11;
 using aigc::python::check_offsets;
@@ -51,7 +53,8 @@ float checked_scale(double scale, int64_t head_dim) {
   return static_cast<float>(scale);
 }
 
-void attention_prefill(py::array q, py::array k, py::array v, py::array cu_seqlens, double scale, py::array out) {
+aigc::AttentionPrefillParams prefill_params(py::array q, py::array k, py::array v, py::array cu_seqlens, double scale,
+                                            py::array out) {
   aigc::AttentionPrefillParams p{};
   p.q = checked_data<float>(q, "q", "float32", {"tokens", "n_heads", "head_dim"}, {-1, -1, -1}, false);
   p.tokens = q.shape(0);
@@ -73,13 +76,27 @@ void attention_prefill(py::array q, py::array k, py::array v, py::array cu_seqle
   p.scale = checked_scale(scale, p.head_dim);
   p.out = checked_data<float>(out, "out", "float32", {"tokens", "n_heads", "head_dim"},
                               {p.tokens, p.n_heads, p.head_dim}, true);
+  return p;
+}
+
+void attention_prefill(py::array q, py::array k, py::array v, py::array cu_seqlens, double scale, py::array out,
+                       const std::string& device) {
+  const aigc::AttentionPrefillParams p = prefill_params(q, k, v, cu_seqlens, scale, out);
+  const bool cuda = aigc::python::on_cuda(device);
   if (p.tokens == 0) return;
   py::gil_scoped_release release;
+#ifdef AIGC_WITH_CUDA
+  if (cuda) {
+    aigc::attention_prefill_cuda(p);
+    return;
+  }
+#endif
+  (void)cuda;
   aigc::attention_prefill_cpu(p);
 }
 
-void attention_decode(py::array q, py::array k_cache, py::array v_cache, py::array block_table,
-                      py::array context_lens, double scale, py::array out) {
+aigc::AttentionDecodeParams decode_params(py::array q, py::array k_cache, py::array v_cache, py::array block_table,
+                                          py::array context_lens, double scale, py::array out) {
   aigc::AttentionDecodeParams p{};
   p.q = checked_data<float>(q, "q", "float32", {"batch", "n_heads", "head_dim"}, {-1, -1, -1}, false);
   p.batch = q.shape(0);
@@ -121,17 +138,65 @@ void attention_decode(py::array q, py::array k_cache, py::array v_cache, py::arr
   p.scale = checked_scale(scale, p.head_dim);
   p.out = checked_data<float>(out, "out", "float32", {"batch", "n_heads", "head_dim"},
                               {p.batch, p.n_heads, p.head_dim}, true);
+  return p;
+}
+
+void attention_decode(py::array q, py::array k_cache, py::array v_cache, py::array block_table,
+                      py::array context_lens, double scale, py::array out, const std::string& device) {
+  const aigc::AttentionDecodeParams p = decode_params(q, k_cache, v_cache, block_table, context_lens, scale, out);
+  const bool cuda = aigc::python::on_cuda(device);
   if (p.batch == 0) return;
   py::gil_scoped_release release;
+#ifdef AIGC_WITH_CUDA
+  if (cuda) {
+    aigc::attention_decode_cuda(p);
+    return;
+  }
+#endif
+  (void)cuda;
   aigc::attention_decode_cpu(p);
 }
+
+#ifdef AIGC_WITH_CUDA
+// For benchmarks/kernels.py: the CUDA kernel run `repeats` times on one copy of the inputs,
+// the seconds of one run timed by CUDA events (the kernels alone, not the copies).
+int checked_repeats(int repeats) {
+  if (repeats < 1) throw py::value_error("repeats: expected >= 1, got " + std::to_string(repeats));
+  aigc::python::on_cuda("cuda");
+  return repeats;
+}
+
+double attention_prefill_cuda_seconds(py::array q, py::array k, py::array v, py::array cu_seqlens, double scale,
+                                      py::array out, int repeats) {
+  const aigc::AttentionPrefillParams p = prefill_params(q, k, v, cu_seqlens, scale, out);
+  repeats = checked_repeats(repeats);
+  py::gil_scoped_release release;
+  return aigc::attention_prefill_cuda(p, repeats);
+}
+
+double attention_decode_cuda_seconds(py::array q, py::array k_cache, py::array v_cache, py::array block_table,
+                                     py::array context_lens, double scale, py::array out, int repeats) {
+  const aigc::AttentionDecodeParams p = decode_params(q, k_cache, v_cache, block_table, context_lens, scale, out);
+  repeats = checked_repeats(repeats);
+  py::gil_scoped_release release;
+  return aigc::attention_decode_cuda(p, repeats);
+}
+#endif
 
 }  // namespace
 
 void bind_attention(py::module_& m) {
   // scale NaN means the default, 1 / sqrt(head_dim).
   m.def("attention_prefill", &attention_prefill, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("cu_seqlens"),
-        py::arg("scale"), py::arg("out"));
+        py::arg("scale"), py::arg("out"), py::arg("device") = "cpu");
   m.def("attention_decode", &attention_decode, py::arg("q"), py::arg("k_cache"), py::arg("v_cache"),
-        py::arg("block_table"), py::arg("context_lens"), py::arg("scale"), py::arg("out"));
+        py::arg("block_table"), py::arg("context_lens"), py::arg("scale"), py::arg("out"),
+        py::arg("device") = "cpu");
+#ifdef AIGC_WITH_CUDA
+  m.def("attention_prefill_cuda_seconds", &attention_prefill_cuda_seconds, py::arg("q"), py::arg("k"), py::arg("v"),
+        py::arg("cu_seqlens"), py::arg("scale"), py::arg("out"), py::arg("repeats"));
+  m.def("attention_decode_cuda_seconds", &attention_decode_cuda_seconds, py::arg("q"), py::arg("k_cache"),
+        py::arg("v_cache"), py::arg("block_table"), py::arg("context_lens"), py::arg("scale"), py::arg("out"),
+        py::arg("repeats"));
+#endif
 }

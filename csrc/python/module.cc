@@ -9,6 +9,7 @@
 #include "aigc/isa.h"
 #include "aigc/latent.h"
 #include "python/array_checks.h"
+#include "python/device.h"
 #include "runtime/thread_pool.h"
 
 namespace py = pybind11;
@@ -16,6 +17,7 @@ namespace py = pybind11;
 void bind_sampling(py::module_& m);  // python/sampling.cc
 void bind_attention(py::module_& m);  // python/attention.cc
 using aigc::python::checked_data;
+using aigc::python::on_cuda;
 
 namespace aigc::python {
 void bind_gelu(py::module_& m);    // python/gelu.cc
@@ -27,17 +29,6 @@ void bind_generation(py::module_& m);  // python/generation.cc
 }  // namespace aigc::python
 
 namespace {
-
-bool on_cuda(const std::string& device) {
-  if (device == "cpu") return false;
-  if (device != "cuda") throw py::value_error("device: expected 'cpu' or 'cuda', got '" + device + "'");
-#ifdef AIGC_WITH_CUDA
-  if (aigc::cuda_device_count() == 0) throw py::value_error("device='cuda': no CUDA device is visible");
-  return true;
-#else
-  throw py::value_error("device='cuda': this build of aigc_engine has no CUDA support");
-#endif
-}
 
 void sample_latent(py::array out, uint64_t seed, uint64_t first_index, double truncation,
                    const std::string& device) {
