@@ -143,7 +143,7 @@ def test_the_cuda_bindings_without_a_gpu_name_the_device():
 
 @no_gpu
 def test_generate_on_cuda_without_a_gpu_says_why(models):
-    result = subprocess.run(["aigc", "generate", str(models["tiny"]), "def", "--device", "cuda"],
+    result = subprocess.run(["aigc", "generate", str(models["tiny"]), "-p", "def", "--device", "cuda"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 1, result.stderr
     assert f"device='cuda': the native GPT decoder {WHY}" in result.stderr and "Traceback" not in result.stderr
