@@ -142,11 +142,18 @@ def test_the_cuda_bindings_without_a_gpu_name_the_device():
 
 
 @no_gpu
-def test_generate_on_cuda_without_a_gpu_says_why(models):
-    result = subprocess.run(["aigc", "generate", str(models["tiny"]), "-p", "def", "--device", "cuda"],
+@pytest.mark.parametrize("command", [["generate", "-p", "def"], ["serve", "--port", "0"]], ids=["generate", "serve"])
+def test_the_cli_on_cuda_without_a_gpu_says_why(models, command):
+    result = subprocess.run(["aigc", command[0], str(models["tiny"]), *command[1:], "--device", "cuda"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 1, result.stderr
     assert f"device='cuda': the native GPT decoder {WHY}" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_on_cuda_over_ray_is_refused(models):
+    result = subprocess.run(["aigc", "serve", str(models["tiny"]), "--ray", "--device", "cuda"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "--device cuda works without --ray only" in result.stderr, result.stderr
 
 
 def test_native_lstm_on_cuda_is_refused_by_name(models):
