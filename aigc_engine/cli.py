@@ -189,7 +189,8 @@ def _cmd_generate(args: argparse.Namespace) -> None:
     first_seed = args.seed if args.seed is not None else fresh_seed()
     params = [_sampling_params(args, sample_seed(first_seed, i)) for i in range(args.n)]
     prompts = [sys.stdin.read() if p == "-" else p for p in args.prompt]
-    generator = TextGenerator.load(args.model, backend=args.backend, dtype=args.dtype, kv_dtype=args.kv_dtype)
+    generator = TextGenerator.load(args.model, backend=args.backend, device=args.device, dtype=args.dtype,
+                                   kv_dtype=args.kv_dtype)
     jobs = [(prompt, p) for prompt in prompts for p in params]
     if len(jobs) == 1 and not args.json:  # one sample: streamed as it is produced
         prompt, p = jobs[0]
@@ -223,8 +224,8 @@ def _cmd_chat(args: argparse.Namespace) -> None:
     from .ops import fresh_seed, sample_seed
     from .text.generator import TextGenerator
 
-    generator = TextGenerator.load(args.model, backend=args.backend, dtype=args.dtype, kv_dtype=args.kv_dtype,
-                                   chat_template=args.chat_template)
+    generator = TextGenerator.load(args.model, backend=args.backend, device=args.device, dtype=args.dtype,
+                                   kv_dtype=args.kv_dtype, chat_template=args.chat_template)
     first_seed = args.seed if args.seed is not None else fresh_seed()
     interactive = sys.stdin.isatty()
     print(f"[seed {first_seed}]" + ("  (one message a line; /exit or Ctrl-D ends)" if interactive else ""),
@@ -316,8 +317,11 @@ def _cmd_import_hf(args: argparse.Namespace) -> None:
 
 def _engine_options(args: argparse.Namespace) -> dict:
     """The text engines' options that `serve` and `batch` both take, those given."""
-    return {k: v for k, v in (("backend", args.backend), ("dtype", args.dtype), ("kv_cache_mb", args.kv_cache_mb),
-                              ("kv_dtype", args.kv_dtype), ("max_batch_size", args.max_batch_size))
+    if args.device == "cuda" and args.ray:
+        raise AigcError("--device cuda works without --ray only (Ray replicas are not given GPUs yet)")
+    return {k: v for k, v in (("backend", args.backend), ("device", args.device), ("dtype", args.dtype),
+                              ("kv_cache_mb", args.kv_cache_mb), ("kv_dtype", args.kv_dtype),
+                              ("max_batch_size", args.max_batch_size))
             if v is not None}
 
 
@@ -473,6 +477,8 @@ def _text_flags() -> argparse.ArgumentParser:
                    help="how the native decoder stores the weights (default float32)")
     p.add_argument("--kv-dtype", default="float32", choices=KV_DTYPES,
                    help="how the native decoder's KV cache stores keys and values (default float32)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="cuda: the native GPT decoder (or onnxruntime's CUDA provider) on the GPU (default cpu)")
     return p
 
 
@@ -616,6 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="native decoder weights (default float32)")
     p.add_argument("--kv-dtype", default=None, choices=KV_DTYPES,
                    help="native KV cache keys and values: bfloat16 holds twice the tokens (default float32)")
+    p.add_argument("--device", default=None, choices=("cpu", "cuda"),
+                   help="cuda: the text models' decoders and the image models on the GPU (default cpu)")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20,
                    help="larger request bodies get 413 (default 1 MiB); see the README's Limits for the others")
     p.add_argument("--stream-interval", type=float, default=None,
@@ -654,6 +662,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kv-cache-mb", type=float, default=None, help="native KV cache budget (default 512)")
     p.add_argument("--dtype", default=None, choices=WEIGHT_DTYPES, help="native decoder weights (default float32)")
     p.add_argument("--kv-dtype", default=None, choices=KV_DTYPES, help="native KV cache dtype (default float32)")
+    p.add_argument("--device", default=None, choices=("cpu", "cuda"),
+                   help="cuda: the text models' decoders and the image models on the GPU (default cpu)")
     p.add_argument("--chat-template", default=None, metavar="FILE",
                    help="a Jinja chat template for /v1/chat/completions lines, instead of each model's own or the "
                         "default one")

@@ -120,6 +120,15 @@ def cuda_available() -> bool:
     return bool(_C.cuda_compiled) and _C.cuda_device_count() > 0
 
 
+def require_cuda(what: str) -> None:
+    """AigcError naming `what` and why it cannot run on CUDA here (the build, or no device)."""
+    if not _C.cuda_compiled:
+        raise AigcError(f"device='cuda': {what} needs CUDA, and this build of aigc_engine has no CUDA support "
+                        "(build it where nvcc is found, or with AIGC_CUDA=ON)")
+    if _C.cuda_device_count() == 0:
+        raise AigcError(f"device='cuda': {what} needs a CUDA device, and none is visible")
+
+
 class SampleResult(NamedTuple):
     """What ops.sample returns, one entry per row."""
 

@@ -20,6 +20,11 @@ _C.Sampler.sample — over the whole call), and the part of it spent in Request.
 It runs on any build, so that builds can be compared by alternating runs:
 PYTHONPATH=BUILD python benchmarks/text.py --step.
 
+Where a CUDA device is visible (and this build has CUDA), a last table: decode tokens/s
+of the native decoder on the GPU (float32, bf16) against onnxruntime-gpu's
+CUDAExecutionProvider on the same graph (where installed), batch 1 and 32, ratios over
+onnxruntime-gpu.
+
 --lstm measures only the shipped pycode-lstm: aigc_engine's native LSTM (float32, bf16,
 int8) against its onnxruntime backend (prompt 32, 128 new tokens, greedy, batch 1, 8 and
 32), ratios over the onnxruntime backend.
@@ -190,6 +195,33 @@ def lstm_native_vs_onnxruntime(args, records: Records) -> None:
                   f"{rate / rates['aigc-onnxruntime']:>6.2f}x", flush=True)
 
 
+def gpu_rows(args, records: Records, models: dict) -> None:
+    """The CUDA decoder against onnxruntime-gpu, where a GPU is visible."""
+    from aigc_engine import ops
+    if not ops.cuda_available():
+        print("\n  GPU rows: skipped (no CUDA device, or a CPU-only build)")
+        return
+    batches, new_tokens, repeats = ((1, 32), 16, 1) if args.quick else ((1, 32), NEW_TOKENS, 3)
+    header = f"{'model':<11} {'batch':>5} {'system':<26} {'tok/s':>9} {'vs ort-gpu':>10}"
+    for name, (_, onnx_path) in models.items():
+        print(f"\n{header}\n{'-' * len(header)}", flush=True)
+        found = {f"aigc-native-cuda-{dtype}": peers.aigc_engine(onnx_path, "native", dtype, max(batches), "cuda")
+                 for dtype in ("float32", "bfloat16")}
+        ort_gpu = peers.onnxruntime_plain(onnx_path, args.threads, "cuda")
+        if ort_gpu is not None:
+            found["onnxruntime-gpu"] = ort_gpu
+        tokenizer = found["aigc-native-cuda-float32"].generator.tokenizer
+        for batch in batches:
+            rates = {system: batch * new_tokens / seconds
+                     for system, seconds in seconds_of(found, prompts_for(batch, tokenizer), new_tokens,
+                                                       repeats).items()}
+            for system, rate in rates.items():
+                records.add("text-gpu", system, {"model": name, "batch": batch, "prompt": PROMPT_TOKENS,
+                                                 "new_tokens": new_tokens}, rate, "tokens/s")
+                ratio = f"{rate / rates['onnxruntime-gpu']:.2f}x" if "onnxruntime-gpu" in rates else "-"
+                print(f"{name:<11} {batch:>5} {system:<26} {rate:>9.1f} {ratio:>10}", flush=True)
+
+
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "aigc-bench"),
@@ -236,6 +268,7 @@ def main() -> None:
                     weight_bytes = found[system].generator._model.model.weight_bytes
                     roofline = f"{100 * rate * weight_bytes / bandwidth:.0f}%"
                 print(f"{name:<11} {batch:>5} {system:<20} {rate:>9.1f} {ratio:>7} {roofline:>9}", flush=True)
+    gpu_rows(args, records, models)
     records.save(args)
 
 

@@ -90,13 +90,20 @@ def hugging_face(hf_dir: Path, threads: int):
     return run
 
 
-def onnxruntime_plain(onnx_path: Path, threads: int):
-    """Stock onnxruntime on the exported graph and its KV cache: the loop a user writes."""
+def onnxruntime_plain(onnx_path: Path, threads: int, device: str = "cpu"):
+    """Stock onnxruntime on the exported graph and its KV cache: the loop a user writes
+    (numpy in and out at every step; device "cuda": the CUDA provider, None where absent)."""
     import onnxruntime as ort
 
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            print("  onnxruntime-gpu: skipped (this onnxruntime has no CUDAExecutionProvider)")
+            return None
+        providers.insert(0, "CUDAExecutionProvider")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(onnx_path), options, providers=providers)
     past_inputs = [i for i in session.get_inputs() if i.name.startswith("past.")]
     heads, head_dim = past_inputs[0].shape[1], past_inputs[0].shape[3]
     outputs = ["logits"] + [i.name.replace("past.", "present.") for i in past_inputs]
@@ -146,11 +153,12 @@ def ctranslate2_generator(hf_dir: Path, cache: Path, compute_type: str, threads:
     return run
 
 
-def aigc_engine(onnx_path: Path, backend: str, dtype: str, max_batch: int):
+def aigc_engine(onnx_path: Path, backend: str, dtype: str, max_batch: int, device: str = "cpu"):
     from aigc_engine import SamplingParams, TextGenerator
 
     options = {"dtype": dtype} if backend == "native" else {}
-    generator = TextGenerator.load(str(onnx_path), backend=backend, max_batch_size=max_batch, **options)
+    generator = TextGenerator.load(str(onnx_path), backend=backend, max_batch_size=max_batch, device=device,
+                                   **options)
 
     def run(prompts: list[list[int]], new_tokens: int) -> None:
         params = SamplingParams(max_new_tokens=new_tokens, temperature=0.0, ignore_eos=True)

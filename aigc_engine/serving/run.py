@@ -51,7 +51,7 @@ def load_models(names: list[str], max_queued: int, served_names: list[str] | Non
             if artifact.family in TEXT_FAMILIES:
                 text[model_id] = Engine.load(str(path), max_queued=max_queued, **text_options)
             elif artifact.family in IMAGE_FAMILIES:
-                images[model_id] = ImageGenerator.load(str(path))
+                images[model_id] = ImageGenerator.load(str(path), device=text_options.get("device", "cpu"))
             else:
                 raise AigcError(f"model '{model_id}': a {artifact.family} model cannot be served")
     except BaseException:

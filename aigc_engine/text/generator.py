@@ -3,7 +3,7 @@
 Each prompt is a request with its own SamplingParams. Two backends, each driven by its
 scheduler through the same add / cancel / step face:
 - "native" (the GPT's default; the LSTM's on request): the C++ decoder with a paged KV
-  cache (GPT), or the C++ LSTM with a state slot per sequence (native_lstm.py), and
+  cache (GPT; on the CPU, or on a GPU with device="cuda"), or the C++ LSTM with a state slot per sequence (native_lstm.py), and
   continuous batching (scheduler.py): requests join and leave at every step, and a step
   — forward pass and sampling — is one call into C++;
 - "onnxruntime" (GPT and LSTM; the LSTM's default): the exported graph in static batches
@@ -68,10 +68,11 @@ class TextGenerator:
         if artifact.family == "lstm" and kv_dtype != "float32":
             raise AigcError(f"kv_dtype: an LSTM has no KV cache to store in {kv_dtype!r} (kv_dtype is the native "
                             "GPT decoder's)")
-        if backend == "native" and device != "cpu":
-            raise AigcError(f"device: the native decoder runs on the CPU, got {device!r}")
         if device not in ops.DEVICES:
             raise AigcError(f"device: expected 'cpu' or 'cuda', got {device!r}")
+        if backend == "native" and artifact.family == "lstm" and device != "cpu":
+            raise AigcError(f"device: the native LSTM runs on the CPU only, got {device!r} (its onnxruntime "
+                            "backend runs on CUDA)")
         if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
             raise AigcError(f"max_batch_size: expected an integer >= 1, got {max_batch_size!r}")
         self.artifact = artifact
@@ -88,7 +89,7 @@ class TextGenerator:
         # garbage collector cancels its request from the same thread.
         self._lock = threading.RLock()
         if backend == "native":
-            self._model = (NativeGpt(artifact, dtype, kv_cache_mb, kv_dtype) if artifact.family == "gpt"
+            self._model = (NativeGpt(artifact, dtype, kv_cache_mb, kv_dtype, device) if artifact.family == "gpt"
                            else NativeLstm(artifact, dtype, max_batch_size))
             self.scheduler = ContinuousScheduler(self._model, max_batch_size)
         else:
@@ -101,7 +102,8 @@ class TextGenerator:
              dtype: str = "float32", kv_cache_mb: float = DEFAULT_KV_CACHE_MB,
              kv_dtype: str = "float32", chat_template: str | Path | None = None) -> "TextGenerator":
         """An embedded model by name (`aigc models`) or a path to an exported .onnx file.
-        backend: "native" (the default; GPT and LSTM) or "onnxruntime"; dtype: how the
+        backend: "native" (the default; GPT and LSTM) or "onnxruntime"; device: "cpu" or
+        "cuda" (the native GPT decoder on the GPU, or onnxruntime's CUDA provider); dtype: how the
         native backend stores the weights (float32, bfloat16, int8); kv_cache_mb: the GPT's KV
         cache budget (requests wait, or are preempted and recomputed, when it is full);
         kv_dtype: how that cache stores keys and values (float32, or bfloat16: twice the

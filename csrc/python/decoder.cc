@@ -67,9 +67,8 @@ StepBatch step_batch(const py::array& tokens, const py::array& positions, const 
   return b;
 }
 
-namespace {
-
-std::unique_ptr<GptModel> make_model(const py::dict& config, const py::dict& weights, const std::string& dtype) {
+// The GPT's sizes from its config dict (shared with python/cuda_decoder.cc).
+GptConfig gpt_config(const py::dict& config) {
   GptConfig c{};
   c.vocab_size = config_int(config, "vocab_size");
   c.n_positions = config_int(config, "n_positions");
@@ -84,13 +83,19 @@ std::unique_ptr<GptModel> make_model(const py::dict& config, const py::dict& wei
     }
     c.eps = eps.cast<float>();
   }
-  return std::make_unique<GptModel>(c, weight_lookup(weights), parse_weight_dtype(dtype));
+  return c;
 }
 
 KvDtype parse_kv_dtype(const std::string& name) {
   if (name == "float32") return KvDtype::kFloat32;
   if (name == "bfloat16") return KvDtype::kBFloat16;
   throw py::value_error("kv_dtype: expected 'float32' or 'bfloat16', got '" + name + "'");
+}
+
+namespace {
+
+std::unique_ptr<GptModel> make_model(const py::dict& config, const py::dict& weights, const std::string& dtype) {
+  return std::make_unique<GptModel>(gpt_config(config), weight_lookup(weights), parse_weight_dtype(dtype));
 }
 
 std::unique_ptr<KvCache> make_cache(int64_t n_layer, int64_t n_head, int64_t head_dim, int64_t block_size,

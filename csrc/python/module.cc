@@ -26,6 +26,9 @@ void bind_norm(py::module_& m);    // python/norm.cc
 void bind_decoder(py::module_& m);
 void bind_lstm(py::module_& m);        // python/lstm.cc
 void bind_generation(py::module_& m);  // python/generation.cc
+#ifdef AIGC_WITH_CUDA
+void bind_cuda_decoder(py::module_& m);  // python/cuda_decoder.cc
+#endif
 }  // namespace aigc::python
 
 namespace {
@@ -112,6 +115,9 @@ PYBIND11_MODULE(_C, m) {
   aigc::python::bind_decoder(m);
   aigc::python::bind_lstm(m);
   aigc::python::bind_generation(m);
+#ifdef AIGC_WITH_CUDA
+  aigc::python::bind_cuda_decoder(m);  // after Generation: adds its CUDA constructor
+#endif
   m.def("sample_latent", &sample_latent, py::arg("out"), py::arg("seed"), py::arg("first_index"),
         py::arg("truncation"), py::arg("device") = "cpu");
   m.def("slerp", &slerp, py::arg("a"), py::arg("b"), py::arg("t"), py::arg("out"));

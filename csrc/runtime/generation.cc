@@ -70,21 +70,6 @@ void check_request(const GenerationRequest& r, int64_t vocab, int64_t context) {
   check_bias(s.first_bias_ids, s.first_bias_values, "first_bias", vocab);
 }
 
-// A model and its own kind of pool under the one face Generation drives.
-template <typename Model, typename Pool>
-class ModelOn final : public BatchModel {
- public:
-  ModelOn(Model& model, Pool& pool) : model_(model), pool_(pool) { model.check_cache(pool); }
-  int64_t vocab_size() const override { return model_.vocab_size(); }
-  int64_t context() const override { return model_.context(); }
-  BlockPool& pool() override { return pool_; }
-  void forward(const StepBatch& batch, float* logits) override { model_.forward(batch, pool_, logits); }
-
- private:
-  Model& model_;
-  Pool& pool_;
-};
-
 }  // namespace
 
 class Generation::Turn {

@@ -59,10 +59,28 @@ class BatchModel {
   virtual void forward(const StepBatch& batch, float* logits) = 0;  // logits (num_seqs, vocab)
 };
 
+// A model and its own kind of pool under the one face Generation drives: GptModel over
+// KvCache, LstmModel over LstmState, the CUDA decoder over its device cache (cuda/gpt.h).
+template <typename Model, typename Pool>
+class ModelOn final : public BatchModel {
+ public:
+  ModelOn(Model& model, Pool& pool) : model_(model), pool_(pool) { model.check_cache(pool); }
+  int64_t vocab_size() const override { return model_.vocab_size(); }
+  int64_t context() const override { return model_.context(); }
+  BlockPool& pool() override { return pool_; }
+  void forward(const StepBatch& batch, float* logits) override { model_.forward(batch, pool_, logits); }
+
+ private:
+  Model& model_;
+  Pool& pool_;
+};
+
 class Generation {
  public:
   Generation(GptModel& model, KvCache& cache, int64_t max_batch_size, int64_t max_step_tokens);
   Generation(LstmModel& model, LstmState& state, int64_t max_batch_size, int64_t max_step_tokens);
+  // Any other model: the CUDA decoder (python/cuda_decoder.cc), its logits copied to the host.
+  Generation(std::unique_ptr<BatchModel> model, int64_t max_batch_size, int64_t max_step_tokens);
 
   // Queues a request (std::invalid_argument: a live id again, or one that could never
   // run: more tokens than the context, more blocks than the whole cache).
@@ -101,7 +119,6 @@ class Generation {
   using Owned = std::unique_ptr<Sequence>;
 
   class Turn;  // the busy flag, held for one call; publishes the counts at its end
-  Generation(std::unique_ptr<BatchModel> model, int64_t max_batch_size, int64_t max_step_tokens);
   int64_t blocks_for(int64_t tokens) const { return cache_.blocks_for(tokens); }
   void make_room();
   void preempt(Sequence* seq);

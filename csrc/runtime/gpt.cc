@@ -31,18 +31,35 @@ Linear linear_weight(const WeightLookup& weight, const std::string& prefix, int6
 
 }  // namespace
 
-GptModel::GptModel(const GptConfig& config, const WeightLookup& weight, WeightDtype dtype)
-    : config_(config), dtype_(dtype) {
+void check_gpt_config(const GptConfig& config) {
   const int64_t c = config.n_embd;
   if (config.n_layer < 1 || config.n_head < 1 || c < 1 || c % config.n_head || config.vocab_size < 1 ||
       config.n_positions < 1 || !(config.eps > 0.0f)) {
     throw std::invalid_argument("GPT config: sizes must be >= 1, n_embd divisible by n_head, eps > 0");
   }
-  // Every buffer and weight size below is a product of these: none may wrap (a wrapped
+  // Every buffer and weight size is a product of these: none may wrap (a wrapped
   // 3 * n_embd would reach the weight lookup as a negative size, which matches any).
   checked_product({config.vocab_size, c}, "GPT config: vocab_size * n_embd");
   checked_product({config.n_positions, c}, "GPT config: n_positions * n_embd");
   checked_product({4, c, c}, "GPT config: 4 * n_embd * n_embd");
+}
+
+void check_cache_geometry(const GptConfig& config, int64_t n_layer, int64_t n_head, int64_t head_dim) {
+  // Every layer writes and reads its own part of the cache: a cache of fewer layers was
+  // written past its end.
+  const int64_t model_head_dim = config.n_embd / config.n_head;
+  if (n_layer != config.n_layer || n_head != config.n_head || head_dim != model_head_dim) {
+    throw std::invalid_argument("cache: made for n_layer " + std::to_string(n_layer) + ", n_head " +
+                                std::to_string(n_head) + ", head_dim " + std::to_string(head_dim) +
+                                "; the model has " + std::to_string(config.n_layer) + ", " +
+                                std::to_string(config.n_head) + ", " + std::to_string(model_head_dim));
+  }
+}
+
+GptModel::GptModel(const GptConfig& config, const WeightLookup& weight, WeightDtype dtype)
+    : config_(config), dtype_(dtype) {
+  const int64_t c = config.n_embd;
+  check_gpt_config(config);
   wte_ = copy_weight(weight, "transformer.wte.weight", {config.vocab_size, c});
   wpe_ = copy_weight(weight, "transformer.wpe.weight", {config.n_positions, c});
   ln_f_weight_ = copy_weight(weight, "transformer.ln_f.weight", {c});
@@ -74,15 +91,7 @@ int64_t GptModel::weight_bytes() const {
 }
 
 void GptModel::check_cache(const KvCache& cache) const {
-  // Every layer writes and reads its own part of the cache: a cache of fewer layers was
-  // written past its end.
-  if (cache.n_layer() != config_.n_layer || cache.n_head() != config_.n_head ||
-      cache.head_dim() != config_.n_embd / config_.n_head) {
-    throw std::invalid_argument(
-        "cache: made for n_layer " + std::to_string(cache.n_layer()) + ", n_head " + std::to_string(cache.n_head()) +
-        ", head_dim " + std::to_string(cache.head_dim()) + "; the model has " + std::to_string(config_.n_layer) +
-        ", " + std::to_string(config_.n_head) + ", " + std::to_string(config_.n_embd / config_.n_head));
-  }
+  check_cache_geometry(config_, cache.n_layer(), cache.n_head(), cache.head_dim());
 }
 
 void GptModel::check(const StepBatch& b, const KvCache& cache) const {

@@ -24,6 +24,12 @@ struct GptConfig {
   float eps;
 };
 
+// std::invalid_argument unless every size is >= 1, n_embd divides by n_head, eps > 0 and
+// no weight or buffer size wraps (shared by the CPU and the CUDA decoder).
+void check_gpt_config(const GptConfig& config);
+// std::invalid_argument unless a cache of these sizes fits a model of `config`.
+void check_cache_geometry(const GptConfig& config, int64_t n_layer, int64_t n_head, int64_t head_dim);
+
 class GptModel {
  public:
   GptModel(const GptConfig& config, const WeightLookup& weight, WeightDtype dtype);

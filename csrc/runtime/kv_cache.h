@@ -17,6 +17,11 @@ namespace aigc {
 // decode attention streams; keys and values rounded to nearest even (float_to_bf16).
 enum class KvDtype { kFloat32, kBFloat16 };
 
+// The element count of a cache of these sizes (keys and values, every layer), or
+// std::invalid_argument: a size < 1, more blocks than int32 ids, a count that wraps.
+// Shared with the device cache (cuda/kv_cache.h).
+int64_t kv_cache_elements(int64_t n_layer, int64_t n_head, int64_t head_dim, int64_t block_size, int64_t num_blocks);
+
 class KvCache : public BlockPool {
  public:
   KvCache(int64_t n_layer, int64_t n_head, int64_t head_dim, int64_t block_size, int64_t num_blocks,
