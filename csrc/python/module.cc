@@ -8,6 +8,7 @@
 
 #include "aigc/isa.h"
 #include "aigc/latent.h"
+#include "aigc/sampling.h"
 #include "python/array_checks.h"
 #include "runtime/thread_pool.h"
 
@@ -24,11 +25,12 @@ void bind_norm(py::module_& m);    // python/norm.cc
 void bind_decoder(py::module_& m);
 void bind_lstm(py::module_& m);        // python/lstm.cc
 void bind_generation(py::module_& m);  // python/generation.cc
+// False for "cpu", true for "cuda" where a CUDA device is visible; otherwise ValueError.
+bool on_cuda(const std::string& device);
 }  // namespace aigc::python
 
-namespace {
-
-bool on_cuda(const std::string& device) {
+// Shared by the bindings that take a device (python/sampling.cc).
+bool aigc::python::on_cuda(const std::string& device) {
   if (device == "cpu") return false;
   if (device != "cuda") throw py::value_error("device: expected 'cpu' or 'cuda', got '" + device + "'");
 #ifdef AIGC_WITH_CUDA
@@ -38,6 +40,9 @@ bool on_cuda(const std::string& device) {
   throw py::value_error("device='cuda': this build of aigc_engine has no CUDA support");
 #endif
 }
+
+namespace {
+using aigc::python::on_cuda;
 
 void sample_latent(py::array out, uint64_t seed, uint64_t first_index, double truncation,
                    const std::string& device) {
@@ -99,6 +104,13 @@ int cuda_device_count() {
 #endif
 }
 
+// Waits for every kernel launched so far (nothing to wait for in a CPU-only build).
+void cuda_synchronize() {
+#ifdef AIGC_WITH_CUDA
+  if (aigc::cuda_device_count() > 0) aigc::cuda_synchronize();
+#endif
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -110,6 +122,7 @@ PYBIND11_MODULE(_C, m) {
 #endif
   m.attr("max_resample_rounds") = aigc::kMaxResampleRounds;
   m.def("cuda_device_count", &cuda_device_count);
+  m.def("cuda_synchronize", &cuda_synchronize, py::call_guard<py::gil_scoped_release>());
   m.def("cpu_isa", [] { return std::string(aigc::isa_name(aigc::cpu_isa())); });
   m.def("active_isa", [] { return std::string(aigc::isa_name(aigc::active_isa())); });
   m.def("cpu_has_avx512_bf16", &aigc::cpu_has_avx512_bf16);
