@@ -319,8 +319,8 @@ __device__ inline RowStatus edit_row(const DeviceSampleParams& p, int64_t r, flo
 
 // cpu/sampling.cc's draw_sorted (thread 0): at most kSortBelow candidates, `total` the
 // sum of their probabilities.
-__device__ inline int32_t draw_sorted(const float* probs, const int32_t* ids, int64_t m, double total, float top_p,
-                               float min_p, double u) {
+__device__ inline int32_t draw_sorted(const float* probs, const int32_t* ids, int64_t m, double total,
+                                      float top_p, float min_p, double u) {
   Cand cand[kSortBelow];
   for (int64_t i = 0; i < m; ++i) {
     const Cand c{probs[i], ids[i]};
