@@ -1,10 +1,10 @@
 // The batched sampler on CUDA (cuda/sampling.h): per row, one block of kBlock threads.
 // prepare_rows checks the raw logits (NaN, +inf, all -inf), applies bias and penalties to a
 // copy in the CPU's order (thread 0: they are few), takes the raw log-sum-exp and the
-// greedy token; rows with top_k on are sorted once (CUB's stable segmented radix sort:
-// descending logits, ties in id order, as the CPU's sampling order); draw_rows then draws
-// with the CPU's arithmetic (cuda/sampling_arith.cuh) and writes the outputs. logits and
-// every work array: (batch, vocab), row r at r * vocab.
+// greedy token; rows with top_k on are sorted once (CUB's segmented radix sort, stable,
+// -0 equal to +0: descending logits, ties in id order, the CPU's sampling order); draw_rows
+// then draws with the CPU's arithmetic (cuda/sampling_arith.cuh) and writes the outputs.
+// logits and every work array: (batch, vocab), row r at r * vocab.
 #include <cub/device/device_segmented_radix_sort.cuh>
 
 #include <algorithm>
@@ -31,7 +31,7 @@ struct RowState {
 
 // Per-row work arrays, each (batch, vocab).
 struct Work {
-  float* edited;  // the logits after bias and penalties, -0 as +0 (the sort's keys)
+  float* edited;  // the logits after bias and penalties (the sort's keys)
   float* sorted;  // rows with top_k on: edited, descending
   int32_t* sorted_ids;
   int32_t* ids;   // 0 .. vocab - 1 per row (the sort's values)
@@ -84,11 +84,7 @@ __global__ void __launch_bounds__(kBlock) prepare_rows(DeviceSampleParams p, Wor
     log_total = max + log(block_reduce(sum, SumOp(), s.reduce_d));
   }
   if (ok) {
-    for (int64_t i = threadIdx.x; i < vocab; i += kBlock) {
-      const float v = x[i];
-      if (v == 0.0f) x[i] = 0.0f;  // -0 sorts as +0: the CPU's order has them equal
-      edited_max = v > edited_max ? v : edited_max;
-    }
+    for (int64_t i = threadIdx.x; i < vocab; i += kBlock) edited_max = x[i] > edited_max ? x[i] : edited_max;
     edited_max = block_reduce(edited_max, MaxOp(), s.reduce_f);
     int64_t first = vocab;
     if (p.temperature[r] == 0.0f) {
