@@ -166,7 +166,8 @@ class Sampler:
     returned ``logprobs`` NaN and saves the log-sum-exp over each row's raw logits (unless
     ``num_logprobs`` > 0); ``overwrite_logits=True`` hands every call's logits over as
     scratch (they must be writable): with no log-probabilities asked for, bias and
-    penalties then edit them in place rather than in copies.
+    penalties then edit them in place rather than in copies. ``device="cuda"`` samples on the
+    GPU (see `sample`).
 
     A row that cannot be sampled (NaN or +inf logits, also +inf made by a penalty; every
     token at -inf) fails alone: the call returns the others' tokens, token -1 for it and
@@ -181,7 +182,7 @@ class Sampler:
                  history: np.ndarray | None = None, history_offsets: np.ndarray | None = None,
                  prompt_lens: np.ndarray | None = None,
                  logit_bias: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, num_logprobs: int = 0,
-                 logprobs: bool = True, overwrite_logits: bool = False):
+                 logprobs: bool = True, overwrite_logits: bool = False, device: str = "cpu"):
         if isinstance(num_logprobs, bool) or not isinstance(num_logprobs, (int, np.integer)):
             raise AigcError(f"num_logprobs: expected an integer 0..{_C.max_logprobs}, got {num_logprobs!r}")
         for name, flag in (("logprobs", logprobs), ("overwrite_logits", overwrite_logits)):
@@ -199,7 +200,7 @@ class Sampler:
             _per_row("repetition_penalty", repetition_penalty, batch, np.float32),
             _per_row("presence_penalty", presence_penalty, batch, np.float32),
             _per_row("frequency_penalty", frequency_penalty, batch, np.float32), history, history_offsets, prompt_lens, bias_ids,
-            bias_values, bias_offsets, int(num_logprobs), logprobs, overwrite_logits)
+            bias_values, bias_offsets, int(num_logprobs), logprobs, overwrite_logits, device)
         self._result = SampleResult(*self._native.outputs)
 
     def __call__(self, logits: np.ndarray) -> SampleResult:
@@ -215,7 +216,7 @@ def sample(logits: np.ndarray, *, seeds: np.ndarray, steps: np.ndarray, temperat
            history: np.ndarray | None = None, history_offsets: np.ndarray | None = None,
            prompt_lens: np.ndarray | None = None,
            logit_bias: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-           num_logprobs: int = 0) -> SampleResult:
+           num_logprobs: int = 0, device: str = "cpu") -> SampleResult:
     """The next token of every row of ``logits``, float32 (batch, vocab) C-contiguous (not modified).
 
     Per-row parameters, each an array of length batch (a Python number is broadcast):
@@ -243,6 +244,11 @@ def sample(logits: np.ndarray, *, seeds: np.ndarray, steps: np.ndarray, temperat
     at the chosen token; ``top_ids`` / ``top_logprobs`` the ``num_logprobs`` (0..20) largest.
     NaN or +inf logits, or a row of all -inf, raise ValueError naming the row (the first
     that failed; `Sampler` returns every row's instead).
+
+    ``device="cuda"`` runs the same sampler on the GPU (a CUDA build with a visible device;
+    otherwise ValueError saying which is missing): the same tokens, errors and top ids as
+    the CPU build this process would use (AIGC_FORCE_ISA included), whose float arithmetic
+    it reproduces; log-probabilities within a few float32 ulp of the CPU's.
     """
     if getattr(logits, "ndim", None) != 2:
         shown = np.asarray(logits)
@@ -251,7 +257,7 @@ def sample(logits: np.ndarray, *, seeds: np.ndarray, steps: np.ndarray, temperat
     sampler = Sampler(batch, vocab, seeds=seeds, steps=steps, temperature=temperature, top_k=top_k, top_p=top_p,
                       min_p=min_p, repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
                       frequency_penalty=frequency_penalty, history=history, history_offsets=history_offsets,
-                      prompt_lens=prompt_lens, logit_bias=logit_bias, num_logprobs=num_logprobs)
+                      prompt_lens=prompt_lens, logit_bias=logit_bias, num_logprobs=num_logprobs, device=device)
     result = sampler(logits)
     if result.errors:
         raise AigcError(result.errors[min(result.errors)])

@@ -340,6 +340,7 @@ def main() -> None:
     block_rows(ops, torch, records, bandwidth, repeats, min_seconds)
     sampler_share_rows(records, args.quick)
     cuda_attention_rows(ops, records, repeats, min_seconds)
+    cuda_sampler_rows(ops, records, repeats, min_seconds)
     records.save(args)
 
 
@@ -421,6 +422,64 @@ def cuda_attention_rows(ops, records, repeats, min_seconds):
         records.add("cuda_attention_decode", system, dict(c), seconds * 1e3, "ms")
         ratio = f"{times['torch gather + SDPA fp32'][0] / seconds:.2f}x" if torch is not None else "-"
         row(bench, system, seconds, f"{kv_bytes / seconds / 1e9:7.1f} GB/s of K/V", ratio)
+
+
+def cuda_sampler_rows(ops, records, repeats, min_seconds):
+    """The sampler on the GPU (only where one is visible) at SAMPLER's (batch, vocab), top-k
+    then top-p, against FlashInfer's top_k_top_p_sampling_from_logits and torch (top-k, then
+    top-p over the survivors, then multinomial), each where importable. Ours takes host
+    arrays and returns host arrays (the copies of the logits in and of the tokens out are in
+    its time); the peers start and end on the device. Every timed call synchronises."""
+    if not ops.cuda_available():
+        print("  CUDA sampler: skipped (no CUDA device, or a CPU-only build)")
+        return
+    from aigc_engine import _C
+
+    c = SAMPLER
+    b, vocab = c["batch"], c["vocab"]
+    logits = (np.random.default_rng(3).standard_normal((b, vocab)) * 3).astype(np.float32)
+    sampler = ops.Sampler(b, vocab, seeds=np.arange(b, dtype=np.uint64), temperature=c["temperature"],
+                          top_k=c["top_k"], top_p=c["top_p"], min_p=0.0, repetition_penalty=1.0,
+                          presence_penalty=0.0, frequency_penalty=0.0, logprobs=False, device="cuda")
+
+    def ours():
+        sampler(logits)
+        _C.cuda_synchronize()
+    times = {"aigc sample, CUDA (host arrays)": median_seconds(ours, repeats, min_seconds)}
+    try:
+        import torch
+        cuda_torch = torch.cuda.is_available()
+    except ImportError:
+        torch, cuda_torch = None, False
+    if not cuda_torch:
+        print("  torch on CUDA: skipped (torch not installed, or without CUDA)")
+    else:
+        tl = torch.from_numpy(logits).cuda() / c["temperature"]
+
+        def torch_topk_topp():
+            values, index = torch.topk(tl, c["top_k"])
+            probs = values.softmax(-1)
+            probs = probs.masked_fill(probs.cumsum(-1) - probs > c["top_p"], 0)
+            token = index.gather(1, torch.multinomial(probs, 1))
+            torch.cuda.synchronize()
+            return token
+        with torch.inference_mode():
+            times["torch CUDA top-k + top-p + multinomial"] = median_seconds(torch_topk_topp, repeats, min_seconds)
+        try:
+            import flashinfer
+
+            def flashinfer_sample():
+                token = flashinfer.sampling.top_k_top_p_sampling_from_logits(tl, c["top_k"], c["top_p"])
+                torch.cuda.synchronize()
+                return token
+            times["FlashInfer top_k_top_p_sampling_from_logits"] = median_seconds(flashinfer_sample, repeats,
+                                                                                  min_seconds)
+        except Exception as error:  # not installed, or an API this call does not match
+            print(f"  FlashInfer: skipped ({type(error).__name__}: {error})")
+    ours_seconds = times["aigc sample, CUDA (host arrays)"]
+    for system, seconds in times.items():
+        records.add("sample_cuda", system, dict(c, repetition_penalty=1.0, history=0), seconds * 1e3, "ms")
+        row(f"sample CUDA ({b}, {vocab})", system, seconds, "", f"{seconds / ours_seconds:.2f}x")
 
 
 if __name__ == "__main__":

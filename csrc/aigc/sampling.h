@@ -86,6 +86,14 @@ struct SampleParams {
 // logits, a row of all -inf, or a row whose every token a bias of -inf bans set that
 // row's status and leave the others sampled.
 void sample_cpu(const SampleParams& p);
+#ifdef AIGC_WITH_CUDA
+// The same on the GPU (cuda/sampling.cu), from and to host arrays (std::runtime_error on a
+// CUDA error): the same tokens, statuses and top ids, in the arithmetic of the CPU build
+// that active_isa() names.
+void sample_cuda(const SampleParams& p);
+// Waits for the device (cudaDeviceSynchronize): benchmarks time whole calls.
+void cuda_synchronize();
+#endif
 
 }  // namespace aigc
 

@@ -280,6 +280,10 @@ int64_t draw(const SampleParams& p, int64_t r, const RowView& row, Workspace& ws
     top_k_select(row, top_k, ws.scratch, ws.stream, ws.cand);
     m = static_cast<int64_t>(ws.cand.size());
     if (__builtin_expect(m == 0, 0)) return -1;
+    // The probability sums below depend on the candidates' order: the sampling order, also
+    // where the stream left them as nth_element does (over kRankBelow of them; that order is
+    // the standard library's), so that one order is defined, the CUDA sampler's too.
+    if (!std::is_sorted(ws.cand.begin(), ws.cand.end(), ahead)) std::sort(ws.cand.begin(), ws.cand.end(), ahead);
     float max = -kInf;
     for (const Candidate& c : ws.cand) max = std::max(max, c.value);
     ws.values.resize(m);

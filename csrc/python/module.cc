@@ -8,6 +8,7 @@
 
 #include "aigc/isa.h"
 #include "aigc/latent.h"
+#include "aigc/sampling.h"
 #include "python/array_checks.h"
 #include "python/device.h"
 #include "runtime/thread_pool.h"
@@ -93,6 +94,13 @@ int cuda_device_count() {
 #endif
 }
 
+// Waits for every kernel launched so far (nothing to wait for in a CPU-only build).
+void cuda_synchronize() {
+#ifdef AIGC_WITH_CUDA
+  if (aigc::cuda_device_count() > 0) aigc::cuda_synchronize();
+#endif
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -104,6 +112,7 @@ PYBIND11_MODULE(_C, m) {
 #endif
   m.attr("max_resample_rounds") = aigc::kMaxResampleRounds;
   m.def("cuda_device_count", &cuda_device_count);
+  m.def("cuda_synchronize", &cuda_synchronize, py::call_guard<py::gil_scoped_release>());
   m.def("cpu_isa", [] { return std::string(aigc::isa_name(aigc::cpu_isa())); });
   m.def("active_isa", [] { return std::string(aigc::isa_name(aigc::active_isa())); });
   m.def("cpu_has_avx512_bf16", &aigc::cpu_has_avx512_bf16);

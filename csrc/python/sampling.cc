@@ -18,6 +18,7 @@
 
 #include "aigc/sampling.h"
 #include "python/array_checks.h"
+#include "python/device.h"
 #include "runtime/sampler.h"
 
 namespace py = pybind11;
@@ -71,8 +72,9 @@ class Sampler {
           py::array top_p, py::array min_p, py::array repetition_penalty, py::array presence_penalty,
           py::array frequency_penalty, py::object history, py::object history_offsets, py::object prompt_lens,
           py::object bias_ids, py::object bias_values, py::object bias_offsets, int num_logprobs, bool logprobs,
-          bool overwrite_logits)
+          bool overwrite_logits, const std::string& device)
       : batch_(batch), vocab_(vocab), overwrite_logits_(overwrite_logits) {
+    const bool cuda = aigc::python::on_cuda(device);
     if (batch < 0) throw py::value_error("batch: expected >= 0, got " + std::to_string(batch));
     if (vocab < 1 || vocab > INT32_MAX) {
       throw py::value_error("logits: expected a vocab of 1 .. 2**31 - 1 tokens, got " + std::to_string(vocab));
@@ -122,7 +124,7 @@ class Sampler {
     {
       py::gil_scoped_release release;  // the histories are counted over the thread pool
       sampler_ = std::make_unique<aigc::FixedBatchSampler>(vocab, std::move(rows), num_logprobs, logprobs,
-                                                           history_ids, offsets, prompt);
+                                                           history_ids, offsets, prompt, cuda);
     }
     tokens_ = py::array_t<int64_t>(b);
     logprobs_ = py::array_t<float>(b);
@@ -238,13 +240,13 @@ void bind_sampling(py::module_& m) {
   py::class_<Sampler>(m, "Sampler")
       .def(py::init<int64_t, int64_t, py::array, py::array, py::array, py::array, py::array, py::array, py::array,
                     py::array, py::array, py::object, py::object, py::object, py::object, py::object, py::object, int,
-                    bool, bool>(),
+                    bool, bool, const std::string&>(),
            py::arg("batch"), py::arg("vocab"), py::arg("seeds"), py::arg("steps"), py::arg("temperature"),
            py::arg("top_k"),
            py::arg("top_p"), py::arg("min_p"), py::arg("repetition_penalty"), py::arg("presence_penalty"),
            py::arg("frequency_penalty"), py::arg("history"), py::arg("history_offsets"), py::arg("prompt_lens"),
            py::arg("bias_ids"), py::arg("bias_values"), py::arg("bias_offsets"), py::arg("num_logprobs"),
-           py::arg("logprobs"), py::arg("overwrite_logits"))
+           py::arg("logprobs"), py::arg("overwrite_logits"), py::arg("device") = "cpu")
       .def_property_readonly("outputs", &Sampler::outputs)
       .def("sample", &Sampler::sample, py::arg("logits"));
 }

@@ -89,7 +89,15 @@ bool Sampler::sample(float* logits, bool scratch, SamplingRow* const* rows, int6
   p.top_logprobs = out.top_logprobs;
   p.status = out.status;
   try {
+#ifdef AIGC_WITH_CUDA
+    if (cuda_) {
+      sample_cuda(p);
+    } else {
+      sample_cpu(p);
+    }
+#else
     sample_cpu(p);
+#endif
   } catch (...) {
     for (int64_t r = 0; r < n; ++r) std::swap(histories_[r], rows[r]->history);
     throw;
@@ -109,8 +117,9 @@ bool Sampler::sample(float* logits, bool scratch, SamplingRow* const* rows, int6
 }
 
 FixedBatchSampler::FixedBatchSampler(int64_t vocab, std::vector<SamplingRow> rows, int num_logprobs, bool logprobs,
-                                     const int64_t* history, const int64_t* offsets, const int64_t* prompt_lens)
-    : rows_(std::move(rows)), num_logprobs_(num_logprobs), logprobs_(logprobs), sampler_(vocab) {
+                                     const int64_t* history, const int64_t* offsets, const int64_t* prompt_lens,
+                                     bool cuda)
+    : rows_(std::move(rows)), num_logprobs_(num_logprobs), logprobs_(logprobs), sampler_(vocab, cuda) {
   const int64_t b = batch();
   if (history != nullptr) {
     parallel_for(b, [&](int64_t first, int64_t last) {

@@ -52,7 +52,8 @@ std::string row_message(int64_t row, const RowStatus& status);
 
 class Sampler {
  public:
-  explicit Sampler(int64_t vocab) : vocab_(vocab) {}
+  // cuda: the kernel runs on the GPU (sample_cuda, CUDA builds only), else on the CPU.
+  explicit Sampler(int64_t vocab, bool cuda = false) : vocab_(vocab), cuda_(cuda) {}
   int64_t vocab() const { return vocab_; }
   // Samples rows[i] from logits row i: logits (n, vocab), edited in place when `scratch`.
   // True when every row sampled. One call at a time (std::runtime_error otherwise): the
@@ -62,6 +63,7 @@ class Sampler {
 
  private:
   int64_t vocab_;
+  bool cuda_;
   // Gathered per call; the histories are moved in and back out (no copy).
   std::vector<uint64_t> seeds_, steps_;
   std::vector<float> temperature_, top_p_, min_p_, repetition_, presence_, frequency_;
@@ -76,9 +78,10 @@ class Sampler {
 class FixedBatchSampler {
  public:
   // rows' histories, when given: ids (total,), CSR offsets (batch + 1,), prompt_lens
-  // (batch,) or null (every token generated); counted over the thread pool.
+  // (batch,) or null (every token generated); counted over the thread pool. cuda: as Sampler.
   FixedBatchSampler(int64_t vocab, std::vector<SamplingRow> rows, int num_logprobs, bool logprobs,
-                    const int64_t* history, const int64_t* history_offsets, const int64_t* prompt_lens);
+                    const int64_t* history, const int64_t* history_offsets, const int64_t* prompt_lens,
+                    bool cuda = false);
   int64_t batch() const { return static_cast<int64_t>(rows_.size()); }
   bool logprobs() const { return logprobs_; }
   int num_logprobs() const { return num_logprobs_; }
