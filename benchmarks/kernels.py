@@ -76,9 +76,9 @@ def prefill_rows(ops, torch, records, peak, repeats, min_seconds):
             row(bench, system, seconds, f"{flops / seconds / 1e9:7.1f} GFLOP/s  {share:>6} peak", ratio)
 
 
-def decode_rows(ops, torch, records, bandwidth, repeats, min_seconds):
+def decode_inputs(rng):
+    """DECODE's query, paged K/V cache (float32, blocks in a shuffled order), block table and lengths."""
     c = DECODE
-    rng = np.random.default_rng(1)
     blocks_per_seq = c["context"] // c["block_size"]
     num_blocks = c["batch"] * blocks_per_seq
     shape = (num_blocks, c["block_size"], c["heads"], c["head_dim"])
@@ -86,6 +86,13 @@ def decode_rows(ops, torch, records, bandwidth, repeats, min_seconds):
     table = rng.permutation(num_blocks).astype(np.int32).reshape(c["batch"], blocks_per_seq)
     lens = np.full(c["batch"], c["context"], np.int32)
     q = rng.standard_normal((c["batch"], c["heads"], c["head_dim"]), dtype=np.float32)
+    return q, k_cache, v_cache, table, lens
+
+
+def decode_rows(ops, torch, records, bandwidth, repeats, min_seconds):
+    c = DECODE
+    rng = np.random.default_rng(1)
+    q, k_cache, v_cache, table, lens = decode_inputs(rng)
     out = np.empty_like(q)
     bench = "decode (32 x 1024, 12 heads, 64)"
     times = {}
@@ -396,13 +403,7 @@ def cuda_attention_rows(ops, records, repeats, min_seconds):
             row(bench, system, seconds, f"{flops / seconds / 1e9:8.1f} GFLOP/s", ratio)
 
     c = DECODE
-    blocks_per_seq = c["context"] // c["block_size"]
-    num_blocks = c["batch"] * blocks_per_seq
-    shape = (num_blocks, c["block_size"], c["heads"], c["head_dim"])
-    k_cache, v_cache = (rng.standard_normal(shape, dtype=np.float32) for _ in range(2))
-    table = rng.permutation(num_blocks).astype(np.int32).reshape(c["batch"], blocks_per_seq)
-    lens = np.full(c["batch"], c["context"], np.int32)
-    q = rng.standard_normal((c["batch"], c["heads"], c["head_dim"]), dtype=np.float32)
+    q, k_cache, v_cache, table, lens = decode_inputs(rng)
     out = np.empty_like(q)
     bench = f"CUDA decode ({c['batch']} x {c['context']}, {c['heads']} heads, {c['head_dim']})"
     times = {}
