@@ -1,5 +1,5 @@
 """The GPT decoder on CUDA (_C.CudaGptModel, TextGenerator(device="cuda")) against the CPU
-decoder on the same exported models — a tiny GPT and a GPT-2 imported from transformers:
+decoder on the same models — a tiny GPT, a GPT-2 imported from transformers, pycode-gpt:
 logits of the same packed steps (prompts and decode rows), greedy tokens, and seeded tokens
 that do not depend on what shares the batch. These skip without a GPU. Everywhere else,
 device="cuda" fails at once, naming why (a CPU-only build, or no visible device)."""
@@ -15,6 +15,7 @@ pytest.importorskip("transformers")
 
 import aigc_export  # noqa: E402
 from aigc_engine import SamplingParams, TextGenerator, _C, ops  # noqa: E402
+from aigc_engine.artifacts.registry import resolve  # noqa: E402
 from aigc_engine.errors import AigcError  # noqa: E402
 
 from hf_fixtures import save_gpt2  # noqa: E402
@@ -33,7 +34,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
     save_gpt2(folder / "hf", n_layer=2, n_head=4, n_embd=64, n_positions=128, seed=3)
     gpt2 = aigc_export.import_hf(folder / "hf", folder / "gpt2.onnx")
     _, lstm = export_tiny(folder, "lstm")
-    return {"tiny": tiny, "gpt2": gpt2, "lstm": lstm}
+    return {"tiny": tiny, "gpt2": gpt2, "lstm": lstm, "pycode-gpt": Path(resolve("pycode-gpt"))}
 
 
 class Sequences:
@@ -81,7 +82,7 @@ TOLERANCE = {("float32", "float32"): 1e-3, ("bfloat16", "float32"): 2e-3, ("floa
 
 
 @needs_gpu
-@pytest.mark.parametrize("model", ["tiny", "gpt2"])
+@pytest.mark.parametrize("model", ["tiny", "gpt2", "pycode-gpt"])
 @pytest.mark.parametrize("dtype, kv_dtype", list(TOLERANCE))
 def test_logits_of_packed_steps_match_the_cpu_decoder(models, model, dtype, kv_dtype):
     cpu, cuda = (Sequences(backend_of(models[model], device, dtype, kv_dtype)) for device in ("cpu", "cuda"))
@@ -106,7 +107,7 @@ PROMPTS = ["def add(a, b):", "class Point:\n", "héllo", "x"]
 
 
 @needs_gpu
-@pytest.mark.parametrize("model", ["tiny", "gpt2"])
+@pytest.mark.parametrize("model", ["tiny", "gpt2", "pycode-gpt"])
 def test_greedy_tokens_equal_the_cpu_decoder(models, model):
     params = SamplingParams(max_new_tokens=40, temperature=0.0, ignore_eos=True)
     cpu = TextGenerator.load(str(models[model]), backend="native").generate(PROMPTS, params)
@@ -116,7 +117,7 @@ def test_greedy_tokens_equal_the_cpu_decoder(models, model):
 
 
 @needs_gpu
-@pytest.mark.parametrize("model", ["tiny", "gpt2"])
+@pytest.mark.parametrize("model", ["tiny", "gpt2", "pycode-gpt"])
 def test_seeded_tokens_do_not_depend_on_the_batch(models, model):
     generator = TextGenerator.load(str(models[model]), backend="native", device="cuda")
     seeded = SamplingParams(max_new_tokens=32, temperature=1.0, top_p=0.95, seed=1234, ignore_eos=True)
