@@ -199,8 +199,8 @@ class Sampler:
             _per_row("top_p", top_p, batch, np.float32), _per_row("min_p", min_p, batch, np.float32),
             _per_row("repetition_penalty", repetition_penalty, batch, np.float32),
             _per_row("presence_penalty", presence_penalty, batch, np.float32),
-            _per_row("frequency_penalty", frequency_penalty, batch, np.float32), history, history_offsets, prompt_lens, bias_ids,
-            bias_values, bias_offsets, int(num_logprobs), logprobs, overwrite_logits, device)
+            _per_row("frequency_penalty", frequency_penalty, batch, np.float32), history, history_offsets,
+            prompt_lens, bias_ids, bias_values, bias_offsets, int(num_logprobs), logprobs, overwrite_logits, device)
         self._result = SampleResult(*self._native.outputs)
 
     def __call__(self, logits: np.ndarray) -> SampleResult:

@@ -8,7 +8,6 @@ on a GPU does. Skipped without a C++20 g++.
 """
 
 import ctypes
-import os
 import shutil
 import subprocess
 from pathlib import Path

@@ -3,8 +3,8 @@
 Each prompt is a request with its own SamplingParams. Two backends, each driven by its
 scheduler through the same add / cancel / step face:
 - "native" (the GPT's default; the LSTM's on request): the C++ decoder with a paged KV
-  cache (GPT; on the CPU, or on a GPU with device="cuda"), or the C++ LSTM with a state slot per sequence (native_lstm.py), and
-  continuous batching (scheduler.py): requests join and leave at every step, and a step
+  cache (GPT; on the CPU, or on a GPU with device="cuda"), or the C++ LSTM with a state
+  slot per sequence (native_lstm.py), and continuous batching (scheduler.py): requests join and leave at every step, and a step
   — forward pass and sampling — is one call into C++;
 - "onnxruntime" (GPT and LSTM; the LSTM's default): the exported graph in static batches
   of up to max_batch_size (static.py): one prefill, then one decode step at a time,

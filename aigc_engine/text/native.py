@@ -144,8 +144,8 @@ class NativeGpt:
             return
         config = self.config
         blocks = self.blocks_for(count)
-        cache = self._cache_class(config["n_layer"], config["n_head"], config["n_embd"] // config["n_head"], BLOCK_SIZE,
-                           blocks, self.kv_dtype)
+        cache = self._cache_class(config["n_layer"], config["n_head"], config["n_embd"] // config["n_head"],
+                                  BLOCK_SIZE, blocks, self.kv_dtype)
         table = np.array(cache.allocate(blocks), np.int32)
         tokens = np.array(ids[:count], np.int64)
         for start in range(0, count, chunk):
