@@ -36,7 +36,6 @@ from serve import MAX_BATCH, PROMPT_TOKENS, bench_model, in_process, load_test, 
 from serve import workload as serve_workload
 
 from aigc_engine import TextGenerator
-from aigc_engine.artifacts.registry import resolve
 
 THREADS = 2  # the machine's share: one server of 2 threads, or 2 replicas / actors of 1
 START_SECONDS = 180  # Ray, its Serve controller and proxy, two replicas: bounded
@@ -200,8 +199,7 @@ def main() -> None:
         print(f"{error.name} is not installed (pip install '.[serve,ray]'): skipped")
         return
     cache = Path(args.cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    found = (str(resolve(args.model)), args.model) if args.model else bench_model(cache)
+    found = bench_model(cache, args.model)
     if found is None:
         return
     path, description = found

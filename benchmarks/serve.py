@@ -43,8 +43,12 @@ MAX_BATCH = 64
 BENCH_CONFIG = {"vocab_size": 512, "n_positions": 256, "n_embd": 384, "n_layer": 6, "n_head": 6}
 
 
-def bench_model(cache: Path) -> tuple[str, str] | None:
-    """(path, description): pycode-gpt if shipped, else a random-weight GPT built once into cache."""
+def bench_model(cache: Path, model: str | None = None) -> tuple[str, str] | None:
+    """(path, description): `model` (a name or .onnx path) when given; else pycode-gpt if
+    shipped, else a random-weight GPT built once into cache (made if missing)."""
+    cache.mkdir(parents=True, exist_ok=True)  # the callers keep their other files there too
+    if model:
+        return str(resolve(model)), model
     if (MODELS_DIR / "pycode-gpt.onnx").is_file():
         return str(MODELS_DIR / "pycode-gpt.onnx"), "pycode-gpt (shipped)"
     name = "gpt-{n_layer}x{n_embd}-v{vocab_size}".format(**BENCH_CONFIG)
@@ -226,8 +230,7 @@ def main() -> None:
         print("httptools is not installed (pip install '.[serve]'): skipped")
         return
     cache = Path(args.cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    found = (str(resolve(args.model)), args.model) if args.model else bench_model(cache)
+    found = bench_model(cache, args.model)
     if found is None:
         return
     path, description = found
