@@ -25,7 +25,6 @@ class CudaKvCache : public BlockPool {
   bool bf16() const { return dtype_ == KvDtype::kBFloat16; }
   int64_t block_elements() const { return block_size() * n_head_ * head_dim_; }
   int64_t element_bytes() const { return bf16() ? 2 : 4; }
-  int64_t nbytes() const { return storage_.size(); }
 
   // One layer's keys (values) in device memory: float* or uint16_t* (bf16 bits) by dtype().
   void* keys(int64_t layer) { return element(2 * layer * num_blocks() * block_elements()); }

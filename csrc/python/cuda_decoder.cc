@@ -15,20 +15,12 @@
 #include "cuda/device.h"
 #include "cuda/gpt.h"
 #include "cuda/kv_cache.h"
-#include "python/array_checks.h"
+#include "python/decoder_bindings.h"
 #include "runtime/generation.h"
 
 namespace py = pybind11;
 
 namespace aigc::python {
-
-// python/decoder.cc and python/linear.cc.
-WeightDtype parse_weight_dtype(const std::string& name);
-GptConfig gpt_config(const py::dict& config);
-KvDtype parse_kv_dtype(const std::string& name);
-WeightLookup weight_lookup(const py::dict& weights);
-StepBatch step_batch(const py::array& tokens, const py::array& positions, const py::array& cu_seqlens,
-                     const py::array& context_lens, const py::array& is_prompt, const py::array& block_table);
 
 namespace {
 
@@ -69,34 +61,8 @@ std::pair<int64_t, int64_t> mem_info() {
 void bind_cuda_decoder(py::module_& m) {
   m.def("cuda_mem_info", &mem_info);
 
-  py::class_<CudaKvCache>(m, "CudaKvCache")
-      .def(py::init(&make_cache), py::arg("n_layer"), py::arg("n_head"), py::arg("head_dim"), py::arg("block_size"),
-           py::arg("num_blocks"), py::arg("dtype") = "float32")
-      .def_property_readonly("dtype",
-                             [](const CudaKvCache& cache) { return cache.bf16() ? "bfloat16" : "float32"; })
-      .def_property_readonly("nbytes", &CudaKvCache::nbytes)
-      .def_property_readonly("block_size", &CudaKvCache::block_size)
-      .def_property_readonly("num_blocks", &CudaKvCache::num_blocks)
-      .def_property_readonly("free_blocks", &CudaKvCache::free_blocks)
-      .def("allocate", &CudaKvCache::allocate, py::arg("count"))
-      .def("release", &CudaKvCache::release, py::arg("blocks"));
-
-  py::class_<CudaGptModel, std::unique_ptr<CudaGptModel>>(m, "CudaGptModel")
-      .def(py::init(&make_model), py::arg("config"), py::arg("weights"), py::arg("dtype") = "float32")
-      .def_property_readonly("weight_bytes", &CudaGptModel::weight_bytes)
-      .def("forward",
-           [](CudaGptModel& model, py::array tokens, py::array positions, py::array cu_seqlens,
-              py::array context_lens, py::array is_prompt, py::array block_table, CudaKvCache* cache,
-              py::array logits) {
-             if (cache == nullptr) throw py::type_error("cache: expected a CudaKvCache, got None");
-             const StepBatch b = step_batch(tokens, positions, cu_seqlens, context_lens, is_prompt, block_table);
-             float* out = checked_data<float>(logits, "logits", "float32", {"num_seqs", "vocab"},
-                                              {b.num_seqs, model.config().vocab_size}, true);
-             py::gil_scoped_release release;
-             model.forward(b, *cache, out);
-           },
-           py::arg("tokens"), py::arg("positions"), py::arg("cu_seqlens"), py::arg("context_lens"),
-           py::arg("is_prompt"), py::arg("block_table"), py::arg("cache"), py::arg("logits"));
+  bind_kv_cache<CudaKvCache>(m, "CudaKvCache", &make_cache);
+  bind_gpt_model<CudaGptModel, CudaKvCache>(m, "CudaGptModel", "CudaKvCache", &make_model);
 
   auto generation = py::reinterpret_borrow<py::class_<Generation>>(m.attr("Generation"));
   generation.def(py::init([](CudaGptModel& model, CudaKvCache& cache, int64_t max_batch_size,

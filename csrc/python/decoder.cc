@@ -10,14 +10,13 @@
 #include <string>
 
 #include "python/array_checks.h"
+#include "python/decoder_bindings.h"
 #include "runtime/gpt.h"
 #include "runtime/kv_cache.h"
 
 namespace py = pybind11;
 
 namespace aigc::python {
-
-WeightDtype parse_weight_dtype(const std::string& name);
 
 // Shared with python/lstm.cc: the config's integers, the weights by name, the step's arrays.
 
@@ -106,36 +105,8 @@ std::unique_ptr<KvCache> make_cache(int64_t n_layer, int64_t n_head, int64_t hea
 }  // namespace
 
 void bind_decoder(py::module_& m) {
-  py::class_<KvCache>(m, "KvCache")
-      .def(py::init(&make_cache), py::arg("n_layer"), py::arg("n_head"), py::arg("head_dim"), py::arg("block_size"),
-           py::arg("num_blocks"), py::arg("dtype") = "float32")
-      .def_property_readonly("dtype",
-                             [](const KvCache& cache) { return cache.bf16() ? "bfloat16" : "float32"; })
-      .def_property_readonly("nbytes", [](const KvCache& cache) {
-        return 2 * cache.n_layer() * cache.num_blocks() * cache.block_elements() * cache.element_bytes();
-      })
-      .def_property_readonly("block_size", &KvCache::block_size)
-      .def_property_readonly("num_blocks", &KvCache::num_blocks)
-      .def_property_readonly("free_blocks", &KvCache::free_blocks)
-      .def("allocate", &KvCache::allocate, py::arg("count"))
-      .def("release", &KvCache::release, py::arg("blocks"));
-
-  py::class_<GptModel, std::unique_ptr<GptModel>>(m, "GptModel")
-      .def(py::init(&make_model), py::arg("config"), py::arg("weights"), py::arg("dtype") = "float32")
-      .def_property_readonly("weight_bytes", &GptModel::weight_bytes)
-      .def("forward",
-           [](GptModel& model, py::array tokens, py::array positions, py::array cu_seqlens, py::array context_lens,
-              py::array is_prompt, py::array block_table, KvCache* cache, py::array logits) {
-             // A pointer: None reaches here as null (a reference would be pybind's RuntimeError).
-             if (cache == nullptr) throw py::type_error("cache: expected a KvCache, got None");
-             const StepBatch b = step_batch(tokens, positions, cu_seqlens, context_lens, is_prompt, block_table);
-             float* out = checked_data<float>(logits, "logits", "float32", {"num_seqs", "vocab"},
-                                              {b.num_seqs, model.config().vocab_size}, true);
-             py::gil_scoped_release release;
-             model.forward(b, *cache, out);
-           },
-           py::arg("tokens"), py::arg("positions"), py::arg("cu_seqlens"), py::arg("context_lens"),
-           py::arg("is_prompt"), py::arg("block_table"), py::arg("cache"), py::arg("logits"));
+  bind_kv_cache<KvCache>(m, "KvCache", &make_cache);
+  bind_gpt_model<GptModel, KvCache>(m, "GptModel", "KvCache", &make_model);
 }
 
 }  // namespace aigc::python
