@@ -294,6 +294,8 @@ def test_requests_that_can_never_run_are_refused_at_add(gpt):
         add(gen, 0, request(1, 20, max_new=20))
     with pytest.raises(ValueError, match="exceed the model's context of 64"):
         add(gen, 0, request(1, 60, max_new=10))
+    with pytest.raises(ValueError, match="max_new_tokens 9223372036854775807 exceed the model's context of 64"):
+        add(gen, 0, request(1, 3, max_new=2**63 - 1))  # prompt + max_new would overflow int64
     add(gen, 0, request(1, 5))
     with pytest.raises(ValueError, match="id: 0 is already queued"):
         add(gen, 0, request(1, 5))

@@ -40,7 +40,8 @@ void check_request(const GenerationRequest& r, int64_t vocab, int64_t context) {
     if (token < 0 || token >= vocab) fail("prompt: token " + std::to_string(token) + " is outside the vocabulary");
   }
   if (r.max_new_tokens < 1) fail("max_new_tokens: expected >= 1, got " + std::to_string(r.max_new_tokens));
-  if (static_cast<int64_t>(r.prompt.size()) + r.max_new_tokens > context) {
+  // Subtracted, not added: max_new_tokens may be near INT64_MAX (a sum would overflow).
+  if (r.max_new_tokens > context - static_cast<int64_t>(r.prompt.size())) {
     fail("prompt: " + std::to_string(r.prompt.size()) + " tokens + max_new_tokens " +
          std::to_string(r.max_new_tokens) + " exceed the model's context of " + std::to_string(context) + " tokens");
   }
