@@ -1,6 +1,7 @@
 # `aigc export`: re-export a model from its training checkpoint, by family — the image
 # side (images/export.py, scored by the quality probe) or the text side (text/export.py,
-# whose quality was measured on held-out text during training and is in the checkpoint).
+# whose held-out quality was measured during training and is in the checkpoint; the parse
+# rate is measured on the exported file).
 from __future__ import annotations
 
 import os
@@ -14,16 +15,18 @@ from .text.export import export_trained_text
 
 
 def export_checkpoint(
-    checkpoint_path: str | os.PathLike, out_path: str | os.PathLike, *, quality_n: int = 1000
+    checkpoint_path: str | os.PathLike, out_path: str | os.PathLike, *, quality_n: int = 1000,
+    parse_samples: int | None = None,
 ) -> dict:
     """Re-export a model from a training checkpoint (a file, or the folder holding one).
 
     Image families: when quality_n > 0 and the runtime's quality measure is available, the
     exported file is scored on quality_n samples and the result lands in provenance["quality"].
-    Text families keep the quality stored at the end of training (quality_n is not used).
+    Text families keep the held-out quality stored at the end of training, and add the parse
+    rate of parse_samples samples (None: 100 for a model of Python source, else none).
     Returns the provenance written into the file.
     """
     state = load_checkpoint(checkpoint_path)
     if state["family"] in TEXT_FAMILIES:
-        return read_provenance(export_trained_text(state, out_path))
+        return read_provenance(export_trained_text(state, out_path, parse_samples=parse_samples))
     return export_trained_image(state, out_path, quality_n=quality_n)

@@ -59,6 +59,22 @@ def test_few_steps_lower_the_loss_and_export(family, tmp_path):
     assert tokenizer.decode(tokenizer.encode("import json\n").ids) == "import json\n"
 
 
+def test_the_parse_rate_is_stamped_as_the_runtime_measures_it(tmp_path):
+    from aigc_engine import TextGenerator
+    from aigc_engine.text.quality import parse_rate
+
+    config = {**TINY["gpt"], "n_positions": 256}  # the parse rate's samples are 192 tokens long
+    summary = _train("gpt", tmp_path / "gpt.onnx", steps=4, parse_samples=6, config=config)
+    quality = summary["quality"]
+    assert quality["parse_samples"] == 6 and "bits_per_byte" in quality  # added to the held-out figures
+    complete, parsing = parse_rate(TextGenerator.load(summary["out"]), 6)
+    assert (quality["parse_complete"], quality["parse_rate"]) == (complete, parsing / 6)
+    meta = {p.key: p.value for p in onnx.load(summary["out"]).metadata_props}
+    assert json.loads(meta["aigc.provenance"])["quality"] == quality
+    # Trained on other text than the default corpus (these globs), the default is no parse rate
+    assert "parse_rate" not in _train("gpt", tmp_path / "plain.onnx", steps=2)["quality"]
+
+
 def test_resume_after_interruption_is_exact(tmp_path, monkeypatch):
     straight = _train("gpt", tmp_path / "straight" / "m.onnx", steps=12, eval_every=4)
     real_windows = text_data.random_windows

@@ -74,20 +74,53 @@ def test_same_seed_same_weights(tmp_path):
     assert not all(np.array_equal(a[k], c[k]) for k in a)
 
 
-def test_resume_continues_exactly(tmp_path):
-    straight = _train("vae", tmp_path / "straight", steps=6)
-    first = _train("vae", tmp_path / "resumed", steps=4, checkpoint_every=2)
-    assert first["checkpoint"].endswith("vae.ckpt/checkpoint.pt")
-    resumed = _train("vae", tmp_path / "resumed", steps=6, resume=True)
+@pytest.mark.parametrize("family", ["vae", "dcgan"])  # a GAN's checkpoint also holds its generator's average
+def test_resume_continues_exactly(tmp_path, family):
+    straight = _train(family, tmp_path / "straight", steps=6)
+    first = _train(family, tmp_path / "resumed", steps=4, checkpoint_every=2)
+    assert first["checkpoint"].endswith(f"{family}.ckpt/checkpoint.pt")
+    resumed = _train(family, tmp_path / "resumed", steps=6, resume=True)
     assert resumed["resumed_from"] == 4 and resumed["steps"] == 6
     a, b = _weights(straight["out"]), _weights(resumed["out"])
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert resumed["final_losses"] == straight["final_losses"]
 
-    again = aigc_export.export_checkpoint(tmp_path / "resumed" / "vae.ckpt", tmp_path / "again.onnx", quality_n=0)
+    checkpoint = tmp_path / "resumed" / f"{family}.ckpt"
+    again = aigc_export.export_checkpoint(checkpoint, tmp_path / "again.onnx", quality_n=0)
     assert again["steps"] == 6
     with pytest.raises(ValueError, match="cannot resume.*seed"):
-        _train("vae", tmp_path / "resumed", steps=8, resume=True, seed=3)
+        _train(family, tmp_path / "resumed", steps=8, resume=True, seed=3)
+
+
+@pytest.mark.parametrize("family", ["gan", "dcgan"])
+def test_a_gan_ships_the_average_of_its_generator(tmp_path, family):
+    from aigc_export.images.train import GENERATOR_AVERAGE
+
+    summary = _train(family, tmp_path, steps=1)
+    state = aigc_export.load_checkpoint(summary["checkpoint"])
+    torch.manual_seed(0)  # the run's seed: the weights it started from
+    initial = aigc_export.build_model(family, state["config"]).generator.state_dict()
+    live = {k[len("generator."):]: v for k, v in state["model"].items() if k.startswith("generator.")}
+    decay = GENERATOR_AVERAGE[family]
+    parameters = [name for name, _ in aigc_export.build_model(family, state["config"]).generator.named_parameters()]
+    for name in parameters:  # one step: average = d·w0 + (1 − d)·w1
+        expected = decay * initial[name] + (1 - decay) * live[name]
+        torch.testing.assert_close(state["generator_average"][name], expected, rtol=1e-6, atol=1e-6)
+        assert not torch.equal(live[name], initial[name])
+
+    # The file holds the average with BatchNorm statistics measured for it, not the live weights.
+    model = aigc_export.build_model(family, state["config"])
+    model.generator.load_state_dict(state["generator_average"])
+    image_export.standing_statistics(model.generator, state["config"]["latent_dim"], seed=0)
+    z = np.random.default_rng(1).standard_normal((5, state["config"]["latent_dim"])).astype(np.float32)
+    with torch.no_grad():
+        expected = model.generator(torch.from_numpy(z)).numpy()
+    (images,) = ort.InferenceSession(summary["out"], providers=["CPUExecutionProvider"]).run(["images"], {"z": z})
+    np.testing.assert_allclose(images, expected, atol=1e-5)
+    model.load_state_dict(state["model"])
+    with torch.no_grad():
+        live_images = model.generator.eval()(torch.from_numpy(z)).numpy()
+    assert np.abs(images - live_images).max() > 1e-3
 
 
 def test_quality_lands_in_provenance(tmp_path, monkeypatch):

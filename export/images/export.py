@@ -101,6 +101,9 @@ def export_trained_image(state: dict, out_path: str | os.PathLike, *, quality_n:
     """
     model = build_model(state["family"], state["config"])
     model.load_state_dict(state["model"])
+    if "generator_average" in state:  # a GAN ships its generator's weight average
+        model.generator.load_state_dict(state["generator_average"])
+        standing_statistics(model.generator, model.config["latent_dim"], seed=state["seed"])
     module = model.export_module.eval()
     encoder = model.export_encoder.eval() if state["family"] == "vae" else None
     provenance = {"dataset": state["dataset"], "steps": state["step"], "seed": state["seed"],
@@ -111,6 +114,28 @@ def export_trained_image(state: dict, out_path: str | os.PathLike, *, quality_n:
     if quality is not None:
         set_quality(out, quality)
     return read_provenance(out)
+
+
+@torch.no_grad()
+def standing_statistics(generator: nn.Module, latent_dim: int, seed: int, batches: int = 20,
+                        batch_size: int = 256) -> None:
+    """Measure the running statistics of `generator`'s BatchNorm layers afresh, in place: the
+    plain average over `batches` batches of random latents (seeded) in training mode, for
+    weights (an average over training steps) that never ran with the statistics they carry."""
+    norms = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # None: a cumulative average, every batch weighted alike
+    generator.train()
+    rng = torch.Generator().manual_seed(seed)
+    for _ in range(batches):
+        generator(torch.randn(batch_size, latent_dim, generator=rng))
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    generator.eval()
 
 
 def describe(family: str, config: dict, provenance: dict, encoder: bool = False) -> str:

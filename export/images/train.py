@@ -5,6 +5,7 @@
 # arguments give the same weights on the same machine and thread count.
 from __future__ import annotations
 
+import copy
 import io
 import json
 import math
@@ -37,6 +38,13 @@ from .export import export_classifier, export_trained_image
 #   vae    latent 8: 1.5k 242, 3k 201, 4.5k 183 (latent 16 at 4.5k: 229)
 DEFAULT_STEPS = {"gan": 12000, "dcgan": 2000, "vae": 6000, "classifier": 3000}
 DEFAULT_LR = {"gan": 2e-4, "dcgan": 4e-4, "vae": 1e-3, "classifier": 1e-3}
+
+
+# A GAN ships the exponential moving average of its generator's weights (Karras et al.'s
+# "EMA generator"), not the last step's: the average smooths out the oscillation of the
+# adversarial game. Its BatchNorm statistics are measured afresh for the averaged weights
+# at export (standing statistics), as the live generator's running ones belong to other weights.
+GENERATOR_AVERAGE = {"gan": 0.999, "dcgan": 0.999}
 
 
 def train_image_model(
@@ -97,14 +105,17 @@ def train_image_model(
     run = {"family": family, "config": model.config, "dataset": train.name, "seed": seed,
            "batch_size": batch_size, "lr": lr}
 
+    average_decay = GENERATOR_AVERAGE.get(family)
+    averaged = copy.deepcopy(model.generator).requires_grad_(False) if average_decay is not None else None
     found = find_checkpoint(checkpoint_dir) if resume else None
-    start, ema = _restore(found, run, model, optimizers) if found is not None else (0, {})
+    start, ema = _restore(found, run, model, optimizers, averaged) if found is not None else (0, {})
     resumed_from = start if found is not None else None
 
     def checkpoint(step: int) -> Path:
         return save_checkpoint({
             **run, "model": model.state_dict(), "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
             "step": step, "losses": ema, "rng": torch.get_rng_state(),
+            **({"generator_average": averaged.state_dict()} if averaged is not None else {}),
         }, checkpoint_dir)
 
     images = torch.from_numpy(train.images)
@@ -117,6 +128,8 @@ def train_image_model(
                disable=not (progress and main))
     for step in bar:
         losses = train_step(model, nets, optimizers, images[batch_indices(len(images), batch_size, seed, step)])
+        if averaged is not None:
+            _update_average(averaged, model.generator, average_decay)
         ema = {k: v if k not in ema else EMA * ema[k] + (1 - EMA) * v for k, v in losses.items()}
         if step % 10 == 0:
             bar.set_postfix({k: f"{v:.3f}" for k, v in ema.items()}, refresh=False)
@@ -133,17 +146,30 @@ def train_image_model(
             "quality": provenance["quality"], "resumed_from": resumed_from}
 
 
-def _restore(found: Path, run: dict, model, optimizers: dict) -> tuple[int, dict]:
-    # Load model, optimizers and RNG from the checkpoint; returns (step, loss averages).
+def _restore(found: Path, run: dict, model, optimizers: dict, averaged) -> tuple[int, dict]:
+    # Load model, optimizers, the generator's average and RNG from the checkpoint;
+    # returns (step, loss averages).
     state = load_checkpoint(found)
     mismatched = sorted(key for key, value in run.items() if state[key] != value)
     if mismatched:
         raise ValueError(f"cannot resume from {found}: {', '.join(mismatched)} differ from this run's")
+    if (averaged is not None) != ("generator_average" in state):
+        raise ValueError(f"cannot resume from {found}: written by a version that did not average the generator")
     model.load_state_dict(state["model"])
+    if averaged is not None:
+        averaged.load_state_dict(state["generator_average"])
     for name, optimizer in optimizers.items():
         optimizer.load_state_dict(state["optimizers"][name])
     torch.set_rng_state(state["rng"])
     return state["step"], state["losses"]
+
+
+@torch.no_grad()
+def _update_average(averaged: torch.nn.Module, live: torch.nn.Module, decay: float) -> None:
+    # averaged ← decay · averaged + (1 − decay) · live, parameter by parameter; BatchNorm's
+    # buffers are not averaged (export measures them afresh: standing_statistics)
+    for mine, theirs in zip(averaged.parameters(), live.parameters()):
+        mine.lerp_(theirs, 1.0 - decay)
 
 
 def _image_optimizers(model, family: str, lr: float) -> dict:

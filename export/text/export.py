@@ -23,8 +23,9 @@ from aigc_engine.artifacts.schema import (GPT_INPUTS, LOGITS, LSTM_INPUTS, LSTM_
 from ..common.checkpoint import load_checkpoint
 from ..common.fileio import atomic_write
 from ..common.onnx_export import (ExportVerificationError, checked_blob, compare_outputs, metadata_props, session,
-                                  stamp, trace_to_onnx)
+                                  set_quality, stamp, trace_to_onnx)
 from ..models import build_model
+from .quality_probe import default_parse_samples, measure_parse_rate
 
 VERIFY_STEPS = 20  # incremental decode steps checked after the prefill
 VERIFY_PROMPTS = (7, 4)  # a batch of two prompts, the shorter one left-padded
@@ -56,20 +57,31 @@ def export_text_model(model: nn.Module, family: str, tokenizer_json: str, proven
     return atomic_write(out_path, lambda f: f.write(blob))
 
 
-def export_text_checkpoint(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
+def export_text_checkpoint(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike, *,
+                           parse_samples: int | None = None) -> Path:
     """Export a text model's training checkpoint (file or folder) to `out_path`, verified."""
-    return export_trained_text(load_checkpoint(checkpoint_path), out_path)
+    return export_trained_text(load_checkpoint(checkpoint_path), out_path, parse_samples=parse_samples)
 
 
-def export_trained_text(state: dict, out_path: str | os.PathLike) -> Path:
-    """Export a text model from its training checkpoint `state` (as load_checkpoint gives it)."""
+def export_trained_text(state: dict, out_path: str | os.PathLike, *, parse_samples: int | None = None) -> Path:
+    """Export a text model from its training checkpoint `state` (as load_checkpoint gives it).
+
+    Its quality is the held-out figures the training loop measured; parse_samples > 0 adds
+    the parse rate of that many samples of the exported file (quality_probe; None: the
+    default for the checkpoint's dataset, 100 for Python source, else none).
+    """
     model = build_model(state["family"], state["config"])
     model.load_state_dict(state["model"])
     provenance = {"dataset": state["dataset"], "steps": state["step"], "seed": state["seed"],
                   "batch_size": state["batch_size"], "seq_len": state["seq_len"], "lr": state["lr"],
                   "warmup": state["warmup"], "final_loss": None if state["loss"] is None else round(state["loss"], 4),
                   "corpus": state["corpus"], "quality": state["quality"]}
-    return export_text_model(model, state["family"], state["tokenizer"], provenance, out_path)
+    out = export_text_model(model, state["family"], state["tokenizer"], provenance, out_path)
+    parse_samples = default_parse_samples(state["dataset"]) if parse_samples is None else parse_samples
+    parsing = measure_parse_rate(out, parse_samples) if parse_samples > 0 else None
+    if parsing is not None:
+        set_quality(out, {**(state["quality"] or {}), **parsing})
+    return out
 
 
 def describe(family: str, config: dict, provenance: dict) -> str:

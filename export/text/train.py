@@ -17,6 +17,7 @@ from tqdm import tqdm
 from aigc_engine.artifacts.schema import TEXT_FAMILIES
 
 from ..common.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from ..common.onnx_export import read_provenance
 from ..common.distributed import (barrier, broadcast_from_main, check_batch_divisible, mean_over_ranks,
                                   periodic_checkpoint, shard, world, wrap)
 from ..common.training import EMA, set_threads_from_env
@@ -61,6 +62,7 @@ def train_text_model(
     eval_every: int | None = None,
     eval_windows: int = 16,
     final_eval_windows: int = 256,
+    parse_samples: int | None = None,
     progress: bool = True,
 ) -> dict:
     """Train `family` ("gpt" or "lstm") on `data` and export it, verified, to `out`.
@@ -71,7 +73,9 @@ def train_text_model(
     eos_token_id come from the tokenizer). lr defaults to DEFAULT_TEXT_LR[family];
     warmup to steps // 10 (at most 200); eval_every to steps // 10. Held-out loss is
     measured on eval_windows windows of seq_len tokens during training and on up to
-    final_eval_windows at the end (the number stamped into the file).
+    final_eval_windows at the end (the number stamped into the file), and the exported file's
+    parse rate on parse_samples samples of `def` (None: 100 on the default corpus, Python
+    source, and none on other data; text/quality_probe.py).
     Checkpoints: checkpoint_dir/checkpoint.pt (default: `out` with suffix .ckpt) every
     checkpoint_every steps and at the end; resume=True continues from it exactly (same
     family, config, corpus, seed, sizes, lr and steps, else ValueError).
@@ -174,7 +178,8 @@ def train_text_model(
     quality = {"heldout_loss": round(final_loss, 4), "perplexity": round(math.exp(final_loss), 3),
                "bits_per_byte": round(corpus.bits_per_byte(final_loss), 4)}
     final = checkpoint(steps, quality)
-    export_text_checkpoint(final, out)
+    export_text_checkpoint(final, out, parse_samples=parse_samples)
+    quality = read_provenance(out)["quality"]
     return {"family": family, "config": model.config, "steps": steps, "out": str(out), "checkpoint": str(final),
             "seconds": round(seconds, 2), "final_loss": None if ema is None else round(ema, 4), "quality": quality,
             "heldout_history": [(s, round(v, 4)) for s, v in history], "resumed_from": start if state else None,
