@@ -274,7 +274,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
         if args.data is not None and len(args.data) > 1:
             raise AigcError(f"--data: an image model trains on one source, got {len(args.data)}")
         options = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
-                                     ("latent_dim", args.latent_dim)) if v is not None}
+                                     ("latent_dim", args.latent_dim), ("augment", args.augment or None),
+                                     ("average_generator", args.average_generator)) if v is not None}
         summary = aigc_export.launch(
             args.nproc, aigc_export.train_image_model, family=args.family,
             data=args.data[0] if args.data else "mnist", out=args.out, seed=args.seed,
@@ -572,6 +573,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--latent-dim", type=int, default=None)
+    p.add_argument("--augment", action="store_true",
+                   help="gan/dcgan: the discriminator sees real and generated images through the same random "
+                        "translation and cutout")
+    p.add_argument("--average-generator", type=float, default=None, metavar="DECAY",
+                   help="gan/dcgan: ship the moving average of the generator's weights (e.g. 0.999)")
     p.add_argument("--image-size", type=int, default=28)
     p.add_argument("--channels", type=int, default=1, choices=(1, 3))
     p.add_argument("--vocab-size", type=int, default=None, help="gpt/lstm: BPE vocabulary size (default 4096)")

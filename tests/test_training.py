@@ -74,12 +74,15 @@ def test_same_seed_same_weights(tmp_path):
     assert not all(np.array_equal(a[k], c[k]) for k in a)
 
 
-@pytest.mark.parametrize("family", ["vae", "dcgan"])  # a GAN's checkpoint also holds its generator's average
-def test_resume_continues_exactly(tmp_path, family):
-    straight = _train(family, tmp_path / "straight", steps=6)
-    first = _train(family, tmp_path / "resumed", steps=4, checkpoint_every=2)
+@pytest.mark.parametrize("family, options", [
+    ("vae", {}),
+    ("dcgan", {"augment": True, "average_generator": 0.9}),  # the average is in the checkpoint too
+])
+def test_resume_continues_exactly(tmp_path, family, options):
+    straight = _train(family, tmp_path / "straight", steps=6, **options)
+    first = _train(family, tmp_path / "resumed", steps=4, checkpoint_every=2, **options)
     assert first["checkpoint"].endswith(f"{family}.ckpt/checkpoint.pt")
-    resumed = _train(family, tmp_path / "resumed", steps=6, resume=True)
+    resumed = _train(family, tmp_path / "resumed", steps=6, resume=True, **options)
     assert resumed["resumed_from"] == 4 and resumed["steps"] == 6
     a, b = _weights(straight["out"]), _weights(resumed["out"])
     assert all(np.array_equal(a[k], b[k]) for k in a)
@@ -89,19 +92,17 @@ def test_resume_continues_exactly(tmp_path, family):
     again = aigc_export.export_checkpoint(checkpoint, tmp_path / "again.onnx", quality_n=0)
     assert again["steps"] == 6
     with pytest.raises(ValueError, match="cannot resume.*seed"):
-        _train(family, tmp_path / "resumed", steps=8, resume=True, seed=3)
+        _train(family, tmp_path / "resumed", steps=8, resume=True, seed=3, **options)
 
 
 @pytest.mark.parametrize("family", ["gan", "dcgan"])
 def test_a_gan_ships_the_average_of_its_generator(tmp_path, family):
-    from aigc_export.images.train import GENERATOR_AVERAGE
-
-    summary = _train(family, tmp_path, steps=1)
+    decay = 0.999
+    summary = _train(family, tmp_path, steps=1, average_generator=decay)
     state = aigc_export.load_checkpoint(summary["checkpoint"])
     torch.manual_seed(0)  # the run's seed: the weights it started from
     initial = aigc_export.build_model(family, state["config"]).generator.state_dict()
     live = {k[len("generator."):]: v for k, v in state["model"].items() if k.startswith("generator.")}
-    decay = GENERATOR_AVERAGE[family]
     parameters = [name for name, _ in aigc_export.build_model(family, state["config"]).generator.named_parameters()]
     for name in parameters:  # one step: average = d·w0 + (1 − d)·w1
         expected = decay * initial[name] + (1 - decay) * live[name]
@@ -121,6 +122,17 @@ def test_a_gan_ships_the_average_of_its_generator(tmp_path, family):
     with torch.no_grad():
         live_images = model.generator.eval()(torch.from_numpy(z)).numpy()
     assert np.abs(images - live_images).max() > 1e-3
+
+
+def test_gan_options_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="options of the GANs .*not of a vae"):
+        _train("vae", tmp_path, augment=True)
+    with pytest.raises(ValueError, match=r"average_generator: expected a decay in \(0, 1\).*got 1.5"):
+        _train("gan", tmp_path, average_generator=1.5)
+    summary = _train("gan", tmp_path, steps=1)  # off by default: the last step's generator ships
+    provenance = json.loads({p.key: p.value for p in onnx.load(summary["out"]).metadata_props}["aigc.provenance"])
+    assert (provenance["augment"], provenance["generator"]) == (False, "last step")
+    assert "generator_average" not in aigc_export.load_checkpoint(summary["checkpoint"])
 
 
 def test_quality_lands_in_provenance(tmp_path, monkeypatch):

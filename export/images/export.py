@@ -109,6 +109,9 @@ def export_trained_image(state: dict, out_path: str | os.PathLike, *, quality_n:
     provenance = {"dataset": state["dataset"], "steps": state["step"], "seed": state["seed"],
                   "batch_size": state["batch_size"], "lr": state["lr"],
                   "final_losses": {k: round(v, 4) for k, v in state["losses"].items()}}
+    if state["family"] != "vae":  # how the GAN trained: whether D saw augmented batches, what G ships
+        provenance.update(augment=state.get("augment", False),
+                          generator="weight average" if "generator_average" in state else "last step")
     out = export_image_model(module, state["family"], model.config, provenance, out_path, encoder=encoder)
     quality = measure_quality(out, n=quality_n) if quality_n > 0 else None
     if quality is not None:
