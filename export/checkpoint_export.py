@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import os
 
-from aigc_engine.artifacts.schema import TEXT_FAMILIES
+from aigc_engine.artifacts.schema import META_FAMILY, TEXT_FAMILIES
 
 from .common.checkpoint import load_checkpoint
-from .common.onnx_export import read_provenance
+from .common.onnx_export import read_metadata, read_provenance, set_quality
 from .images.export import export_trained_image
+from .images.quality_probe import measure_quality
 from .text.export import export_trained_text
+from .text.quality_probe import stamp_parse_rate
 
 
 def export_checkpoint(
@@ -30,3 +32,19 @@ def export_checkpoint(
     if state["family"] in TEXT_FAMILIES:
         return read_provenance(export_trained_text(state, out_path, parse_samples=parse_samples))
     return export_trained_image(state, out_path, quality_n=quality_n)
+
+
+def stamp_quality(path: str | os.PathLike, *, quality_n: int = 1000, parse_samples: int | None = None) -> dict:
+    """Measure the quality of an exported file again, as its export would, and stamp it into
+    the file's provenance (for a file exported before a figure was stamped, or whose
+    checkpoint is gone). Image families: quality_n samples (quality_probe). Text families:
+    the held-out figures training measured stay; the parse rate of parse_samples samples is
+    added (None: 100 for a model of Python source). Returns the provenance written."""
+    provenance = read_provenance(path)
+    if read_metadata(path)[META_FAMILY] in TEXT_FAMILIES:
+        stamp_parse_rate(path, provenance.get("quality"), provenance["dataset"], parse_samples)
+    else:
+        quality = measure_quality(path, n=quality_n)
+        if quality is not None:  # None: no classifier to measure with, or not digit-shaped images
+            set_quality(path, quality)
+    return read_provenance(path)

@@ -191,3 +191,12 @@ def test_train_classifier_writes_model_and_reference(tmp_path):
     meta = {p.key: p.value for p in onnx.load(summary["classifier"]).metadata_props}
     assert meta["aigc.family"] == "classifier"
     assert json.loads(meta["aigc.config"])["heldout_accuracy"] == round(summary["heldout_accuracy"], 4)
+
+
+def test_stamp_quality_measures_a_file_as_its_export_would(tmp_path, monkeypatch):
+    summary = _train("gan", tmp_path, steps=2)  # exported without a quality (quality_n=0)
+    assert json.loads({p.key: p.value for p in onnx.load(summary["out"]).metadata_props}
+                      ["aigc.provenance"])["quality"] is None
+    provenance = aigc_export.stamp_quality(summary["out"], quality_n=150)
+    assert provenance["quality"] == aigc_export.measure_quality(summary["out"], n=150)
+    assert provenance["quality"]["n"] == 150 and provenance["steps"] == 2

@@ -23,9 +23,9 @@ from aigc_engine.artifacts.schema import (GPT_INPUTS, LOGITS, LSTM_INPUTS, LSTM_
 from ..common.checkpoint import load_checkpoint
 from ..common.fileio import atomic_write
 from ..common.onnx_export import (ExportVerificationError, checked_blob, compare_outputs, metadata_props, session,
-                                  set_quality, stamp, trace_to_onnx)
+                                  stamp, trace_to_onnx)
 from ..models import build_model
-from .quality_probe import default_parse_samples, measure_parse_rate
+from .quality_probe import stamp_parse_rate
 
 VERIFY_STEPS = 20  # incremental decode steps checked after the prefill
 VERIFY_PROMPTS = (7, 4)  # a batch of two prompts, the shorter one left-padded
@@ -77,10 +77,7 @@ def export_trained_text(state: dict, out_path: str | os.PathLike, *, parse_sampl
                   "warmup": state["warmup"], "final_loss": None if state["loss"] is None else round(state["loss"], 4),
                   "corpus": state["corpus"], "quality": state["quality"]}
     out = export_text_model(model, state["family"], state["tokenizer"], provenance, out_path)
-    parse_samples = default_parse_samples(state["dataset"]) if parse_samples is None else parse_samples
-    parsing = measure_parse_rate(out, parse_samples) if parse_samples > 0 else None
-    if parsing is not None:
-        set_quality(out, {**(state["quality"] or {}), **parsing})
+    stamp_parse_rate(out, state["quality"], state["dataset"], parse_samples)
     return out
 
 

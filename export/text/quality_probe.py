@@ -9,6 +9,8 @@ import os
 
 from aigc_engine.text.corpus import STDLIB
 
+from ..common.onnx_export import set_quality
+
 DEFAULT_PARSE_SAMPLES = 100
 
 
@@ -27,3 +29,12 @@ def measure_parse_rate(onnx_path: str | os.PathLike, n: int, seed: int = 0) -> d
         return None
     complete, parsing = parse_rate(TextGenerator.load(str(onnx_path)), n, seed)
     return {"parse_samples": n, "parse_complete": complete, "parse_rate": parsing / n}
+
+
+def stamp_parse_rate(path: str | os.PathLike, quality: dict | None, dataset: str, parse_samples: int | None) -> None:
+    """Add the parse rate of parse_samples samples (None: default_parse_samples(dataset)) to
+    `quality`, the held-out figures, in the provenance of the file at path."""
+    n = default_parse_samples(dataset) if parse_samples is None else parse_samples
+    parsing = measure_parse_rate(path, n) if n > 0 else None
+    if parsing is not None:
+        set_quality(path, {**(quality or {}), **parsing})
