@@ -34,8 +34,9 @@ def test_image_figures_are_reproduced_and_within_sampling_error(name):
 
     other = evaluate_model(generator, n, seed=1)
     # FD of n = 1000 samples varies by about ±10 % from seed to seed (measured on the shipped
-    # files: digits-gan 108-126, digits-vae 262-281): 20 % is about three times that.
-    assert other["frechet_distance"] == pytest.approx(stamped["frechet_distance"], rel=0.2)
+    # files: digits-gan 108-126, digits-vae 262-281): 20 % is about three times that. Near 0
+    # the noise is absolute instead (real held-out digits: 4.95 from the sample size alone).
+    assert other["frechet_distance"] == pytest.approx(stamped["frechet_distance"], rel=0.2, abs=3)
     assert other["classes_present"] == stamped["classes_present"] == 10
     # A mean of n values in [0, 1] with mean p has a standard error of at most sqrt(p (1 − p) / n)
     p = stamped["mean_confidence"]
