@@ -9,9 +9,9 @@ import os
 from aigc_engine.artifacts.schema import META_FAMILY, TEXT_FAMILIES
 
 from .common.checkpoint import load_checkpoint
-from .common.onnx_export import read_metadata, read_provenance, set_quality
+from .common.onnx_export import read_metadata, read_provenance
 from .images.export import export_trained_image
-from .images.quality_probe import measure_quality
+from .images.quality_probe import stamp_image_quality
 from .text.export import export_trained_text
 from .text.quality_probe import stamp_parse_rate
 
@@ -44,7 +44,5 @@ def stamp_quality(path: str | os.PathLike, *, quality_n: int = 1000, parse_sampl
     if read_metadata(path)[META_FAMILY] in TEXT_FAMILIES:
         stamp_parse_rate(path, provenance.get("quality"), provenance["dataset"], parse_samples)
     else:
-        quality = measure_quality(path, n=quality_n)
-        if quality is not None:  # None: no classifier to measure with, or not digit-shaped images
-            set_quality(path, quality)
+        stamp_image_quality(path, n=quality_n)
     return read_provenance(path)

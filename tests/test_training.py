@@ -15,6 +15,7 @@ from PIL import Image  # noqa: E402
 
 import aigc_export  # noqa: E402
 from aigc_export.images import export as image_export  # noqa: E402
+from aigc_export.images import quality_probe as image_quality_probe  # noqa: E402
 
 
 @pytest.fixture
@@ -136,7 +137,7 @@ def test_gan_options_are_checked(tmp_path):
 
 
 def test_quality_lands_in_provenance(tmp_path, monkeypatch):
-    monkeypatch.setattr(image_export, "measure_quality", lambda path, n: {"fid": 3.5, "n": n})
+    monkeypatch.setattr(image_quality_probe, "measure_quality", lambda path, n: {"fid": 3.5, "n": n})
     summary = _train("gan", tmp_path, steps=2, quality_n=50)
     assert summary["quality"] == {"fid": 3.5, "n": 50}
     meta = {p.key: p.value for p in onnx.load(summary["out"]).metadata_props}

@@ -22,9 +22,9 @@ from aigc_engine.artifacts.schema import (CLASSIFIER, CLASSIFIER_INPUT, CLASSIFI
 
 from ..common.fileio import atomic_write
 from ..common.onnx_export import (checked_blob, compare_outputs, metadata_props, read_provenance, run_onnx,
-                                  set_quality, stamp, trace_to_onnx)
+                                  stamp, trace_to_onnx)
 from ..models import build_model
-from .quality_probe import measure_quality
+from .quality_probe import stamp_image_quality
 
 VERIFY_BATCHES = (1, 7)
 _TITLES = {"gan": "MLP GAN", "dcgan": "DCGAN", "vae": "Convolutional VAE"}
@@ -113,9 +113,7 @@ def export_trained_image(state: dict, out_path: str | os.PathLike, *, quality_n:
         provenance.update(augment=state.get("augment", False),
                           generator="weight average" if "generator_average" in state else "last step")
     out = export_image_model(module, state["family"], model.config, provenance, out_path, encoder=encoder)
-    quality = measure_quality(out, n=quality_n) if quality_n > 0 else None
-    if quality is not None:
-        set_quality(out, quality)
+    stamp_image_quality(out, n=quality_n)
     return read_provenance(out)
 
 

@@ -10,7 +10,7 @@ import os
 
 from aigc_engine.artifacts.schema import META_CONFIG
 
-from ..common.onnx_export import read_metadata
+from ..common.onnx_export import read_metadata, set_quality
 
 
 def measure_quality(onnx_path: str | os.PathLike, n: int = 1000, seed: int = 0) -> dict | None:
@@ -28,3 +28,11 @@ def measure_quality(onnx_path: str | os.PathLike, n: int = 1000, seed: int = 0) 
         return None
     # numpy scalars and arrays → floats and lists, so the dict goes into JSON metadata as is
     return json.loads(json.dumps(metrics, default=lambda value: value.tolist()))
+
+
+def stamp_image_quality(onnx_path: str | os.PathLike, n: int = 1000) -> None:
+    """Measure `n` samples (measure_quality) and stamp the result into the file's provenance;
+    nothing when n is 0 or there is nothing to measure with."""
+    quality = measure_quality(onnx_path, n=n) if n > 0 else None
+    if quality is not None:
+        set_quality(onnx_path, quality)
