@@ -266,6 +266,18 @@ def test_unknown_models_are_refused_before_ray_starts(tmp_path):
     assert run.returncode == 1 and "unknown model 'no-such-model'" in run.stderr
 
 
+def test_a_proxy_that_does_not_start_is_a_clear_error(gpt_path, tmp_path):
+    # Serve gives up on a proxy not ready within RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S; a local
+    # instance defaults it to a minute (ray_cluster.PROXY_READY_SECONDS), a user's value stands
+    slow_start = dict(env(), RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S="0.001")
+    run = subprocess.run([sys.executable, "-m", "aigc_engine.cli", "serve", str(gpt_path), "--ray",
+                          "--port", str(free_port())], capture_output=True, text=True, env=slow_start, cwd=tmp_path,
+                         timeout=3 * WAIT)
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert "--ray: Ray Serve's proxy or controller did not start (ActorDiedError" in run.stderr
+    assert "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S=120" in run.stderr
+
+
 def test_autoscaling_bounds_become_serves_autoscaling_config():
     from aigc_engine import AigcError
     from aigc_engine.serving.ray_serve import AigcReplica

@@ -13,6 +13,13 @@ import os
 
 from ..errors import AigcError
 
+# Serve's controller gives its HTTP proxy 5 s to report ready, then kills it and retries;
+# on a machine whose cores are busy (training, other servers) the proxy starts slower than
+# that and `serve.start` fails. A local instance this starts waits up to a minute instead.
+# Ray's processes inherit the environment of the process that starts them; a cluster that
+# is joined keeps its own setting.
+PROXY_READY_SECONDS = "60"
+
 # A replica's or actor's threads: AIGC_NUM_THREADS of the command's environment, else one
 # (replicas, not threads, are how a Ray deployment uses more cores).
 DEFAULT_THREADS = 1
@@ -55,6 +62,7 @@ def connect(address: str | None, cpus_needed: int) -> bool:
         except (ConnectionError, ValueError, RuntimeError) as error:
             raise AigcError(f"--address {address}: cannot join the Ray cluster ({error})") from None
         return False
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", PROXY_READY_SECONDS)
     ray.init(num_cpus=max(os.cpu_count() or 1, cpus_needed), include_dashboard=False, logging_level="WARNING")
     return True
 
