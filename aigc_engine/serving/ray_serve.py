@@ -146,12 +146,7 @@ def serve_on_ray(application, address: str | None, host: str, port: int, cpus_ne
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     deployed = False
     try:
-        try:
-            serve.start(http_options=HTTPOptions(host=host, port=port))
-        except ray.exceptions.ActorDiedError as error:  # the proxy or the controller
-            raise AigcError(f"--ray: Ray Serve's proxy or controller did not start ({type(error).__name__}: "
-                            f"{str(error).splitlines()[0]}); on a busy machine give the proxy longer to "
-                            f"start: RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S=120") from None
+        serve.start(http_options=HTTPOptions(host=host, port=port))
         try:
             serve.run(application, name=APP_NAME, route_prefix="/",
                       logging_config=LoggingConfig(log_level=log_level.upper(), enable_access_log=False))
