@@ -16,7 +16,7 @@ from aigc_engine.text import quality as text_quality
 IMAGE_MODELS = embedded_names(("gan", "dcgan", "vae"))
 TEXT_MODELS = embedded_names(("gpt", "lstm"))
 OTHER_SEEDS = 6
-T_999 = {5: 6.869}  # Student's t, two-sided 99.9 %, by degrees of freedom
+T_999 = 6.869  # Student's t for a two-sided 99.9 % interval, OTHER_SEEDS − 1 = 5 degrees of freedom
 
 
 def _stamped(generator) -> dict:
@@ -36,12 +36,12 @@ def test_image_figures_are_reproduced_and_within_sampling_error(name):
 
     # FD of n = 1000 samples varies by about ±10 from seed to seed (measured over 10 seeds on the
     # shipped files: sd 7 to 13; digits-gan 54-82), so the stamped figure (seed 0) is one draw.
-    # It must fall within the 99.9 % prediction interval of SEEDS other draws: their mean ± t ·
-    # s · √(1 + 1/k), with Student's t for k − 1 degrees of freedom.
+    # It must fall within the 99.9 % prediction interval of k = OTHER_SEEDS other draws: their
+    # mean ± t · s · √(1 + 1/k), with Student's t for k − 1 degrees of freedom.
     classifier = DigitClassifier()
     others = [classifier.report(generator.sample(n, seed)) for seed in range(1, OTHER_SEEDS + 1)]
     distances = np.array([other.frechet_distance for other in others])
-    spread = T_999[OTHER_SEEDS - 1] * distances.std(ddof=1) * math.sqrt(1 + 1 / OTHER_SEEDS)
+    spread = T_999 * distances.std(ddof=1) * math.sqrt(1 + 1 / OTHER_SEEDS)
     assert abs(stamped["frechet_distance"] - distances.mean()) <= spread, (stamped["frechet_distance"], distances)
     assert all(other.classes_present == stamped["classes_present"] == 10 for other in others)
     # A mean of n values in [0, 1] with mean p has a standard error of at most sqrt(p (1 − p) / n)

@@ -13,9 +13,9 @@ import os
 
 from ..errors import AigcError
 
-# Serve's controller gives its HTTP proxy 5 s to report ready, then kills it and retries;
-# on a machine whose cores are busy (training, other servers) the proxy starts slower than
-# that and `serve.start` fails. A local instance this starts waits up to a minute instead.
+# Serve's controller gives its HTTP proxy 5 s to report ready, then kills it and starts
+# another; on a 2-core machine busy training, the proxy started slower than that and
+# `aigc serve --ray` failed (ActorDiedError). A local instance this starts waits a minute.
 # Ray's processes inherit the environment of the process that starts them; a cluster that
 # is joined keeps its own setting.
 PROXY_READY_SECONDS = "60"
