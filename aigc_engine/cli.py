@@ -367,9 +367,12 @@ def _cmd_serve(args: argparse.Namespace) -> None:
 
 def _serve_on_ray(args: argparse.Namespace, options: dict, server_options: dict) -> None:
     from .serving.ray_cluster import check_replicas, threads_per_replica
-    from .serving.ray_serve import build_app, deployment_options, serve_on_ray
+    from .serving.ray_serve import DEFAULT_START_TIMEOUT_SECONDS, build_app, deployment_options, serve_on_ray
 
     check_replicas(args.replicas)
+    start_timeout = DEFAULT_START_TIMEOUT_SECONDS if args.start_timeout is None else args.start_timeout
+    if not 0 < start_timeout < float("inf"):
+        raise AigcError(f"--start-timeout: expected seconds > 0, got {args.start_timeout}")
     if args.port == 0:
         raise AigcError("--port: Ray Serve's proxy needs a fixed port with --ray, got 0")
     threads = threads_per_replica()
@@ -377,7 +380,7 @@ def _serve_on_ray(args: argparse.Namespace, options: dict, server_options: dict)
                                     args.max_batch_size)
     application = build_app(args.model, args.served_model_name, args.max_queued, options, server_options, deployment)
     most = deployment.get("autoscaling_config", {}).get("max_replicas", args.replicas)
-    serve_on_ray(application, args.address, args.host, args.port, most * threads, args.log_level)
+    serve_on_ray(application, args.address, args.host, args.port, most * threads, args.log_level, start_timeout)
 
 
 def _check_ray_flags(args: argparse.Namespace) -> None:
@@ -385,7 +388,8 @@ def _check_ray_flags(args: argparse.Namespace) -> None:
         return
     for flag, value, default in (("--address", args.address, None), ("--replicas", args.replicas, 1),
                                  ("--min-replicas", getattr(args, "min_replicas", None), None),
-                                 ("--max-replicas", getattr(args, "max_replicas", None), None)):
+                                 ("--max-replicas", getattr(args, "max_replicas", None), None),
+                                 ("--start-timeout", getattr(args, "start_timeout", None), None)):
         if value != default:
             raise AigcError(f"{flag} works with --ray only")
 
@@ -653,6 +657,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-replicas", type=int, default=None,
                    help="with --ray: autoscale between --min-replicas and --max-replicas on requests in flight")
     p.add_argument("--max-replicas", type=int, default=None, help="with --ray: see --min-replicas")
+    p.add_argument("--start-timeout", type=float, default=None, metavar="SECONDS",
+                   help="with --ray: give up (and clean up) when Serve's proxy and every replica are not ready "
+                        "after this long (default 600)")
     p.set_defaults(run=_cmd_serve)
 
     p = commands.add_parser("batch", help="run an OpenAI batch file (JSONL) through the models, in-process or "

@@ -260,6 +260,28 @@ def test_ray_flags_without_ray_are_refused(gpt_path, tmp_path):
     assert run.returncode == 1 and "--replicas works with --ray only" in run.stderr
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--start-timeout", "30"], "--start-timeout works with --ray only"),
+    (["--ray", "--start-timeout", "0"], "--start-timeout: expected seconds > 0, got 0.0"),
+    (["--ray", "--start-timeout", "nan"], "--start-timeout: expected seconds > 0, got nan")])
+def test_a_nonsense_start_timeout_is_refused_before_ray_starts(flags, message, gpt_path, tmp_path):
+    run = subprocess.run([sys.executable, "-m", "aigc_engine.cli", "serve", str(gpt_path), *flags],
+                         capture_output=True, text=True, env=env(), cwd=tmp_path, timeout=WAIT)
+    assert run.returncode == 1 and message in run.stderr, run.stderr[-2000:]
+
+
+def test_a_proxy_that_never_gets_ready_ends_the_command_at_its_start_timeout(gpt_path, tmp_path):
+    # Serve restarts a proxy that is not ready in time forever; serve.run would wait for ever
+    child = {**env(), "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "0.001"}
+    started = time.monotonic()
+    run = subprocess.run([sys.executable, "-m", "aigc_engine.cli", "serve", str(gpt_path), "--ray", "--port",
+                          str(free_port()), "--start-timeout", "15"],
+                         capture_output=True, text=True, env=child, cwd=tmp_path, timeout=WAIT + 60)
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert "--ray: not ready after --start-timeout 15 s: waiting for the HTTP proxy on node" in run.stderr
+    assert time.monotonic() - started < WAIT + 30  # the start-up, the 15 s and the shutdown of the local instance
+
+
 def test_unknown_models_are_refused_before_ray_starts(tmp_path):
     run = subprocess.run([sys.executable, "-m", "aigc_engine.cli", "serve", "no-such-model", "--ray"],
                          capture_output=True, text=True, env=env(), cwd=tmp_path, timeout=WAIT)

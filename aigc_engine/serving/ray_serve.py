@@ -11,9 +11,11 @@ replica for its report through the deployment handle's broadcast and returns the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 import threading
+import time
 
 from ..errors import AigcError
 from .ray_cluster import connect, import_ray, portable_model_names, replica_options
@@ -24,6 +26,10 @@ HEALTH_TIMEOUT_SECONDS = 5.0
 # A replica takes what its engines queue and batch; Serve's own default (5 in flight) would
 # starve the continuous batch. Autoscaling aims at a full batch per replica.
 DEFAULT_MAX_BATCH_SIZE = 32
+# How long `aigc serve --ray` waits for Serve's proxy and every replica (--start-timeout):
+# enough for a cluster to place replicas and load big models; a bound, so that a proxy
+# Serve keeps restarting ends the command with an error instead of a silent wait.
+DEFAULT_START_TIMEOUT_SECONDS = 600.0
 
 
 class AigcReplica:
@@ -132,27 +138,73 @@ def why_not_deployed(fallback: str) -> str:
     return lines[-1] if lines else fallback
 
 
-def serve_on_ray(application, address: str | None, host: str, port: int, cpus_needed: int,
-                 log_level: str = "warning") -> None:
-    """Deploy `application` behind Serve's proxy on host:port; wait for SIGINT/SIGTERM; then
-    delete it (and stop the local Ray instance this started)."""
-    ray = import_ray()
+def not_ready() -> str:
+    """What Serve is still waiting for: proxies not yet healthy, replicas not yet running."""
+    from ray import serve
+
+    def name(state) -> str:  # Serve's status enums, by value ("HEALTHY", "RUNNING")
+        return str(getattr(state, "value", state))
+
+    status = serve.status()
+    waiting = [f"the HTTP proxy on node {node[:8]} ({name(state)})"
+               for node, state in status.proxies.items() if name(state) != "HEALTHY"]
+    application = status.applications.get(APP_NAME)
+    deployment = application.deployments.get(DEPLOYMENT_NAME) if application else None
+    if deployment is None:
+        waiting.append("the application, not deployed yet")
+    elif {name(state) for state in deployment.replica_states} != {"RUNNING"}:
+        counts = sorted((name(state), count) for state, count in deployment.replica_states.items())
+        waiting.append("the replicas (" + ", ".join(f"{count} {state}" for state, count in counts) + ")")
+    return "; ".join(waiting) or "nothing more (it was about to be ready)"
+
+
+def deploy(application, host: str, port: int, log_level: str, start_timeout: float, stop: threading.Event) -> None:
+    """serve.start + serve.run, which wait without a bound (a proxy that never gets ready is
+    restarted forever) and cannot be interrupted: run in a thread, waited on here until it
+    finishes, `stop` is set (SIGINT/SIGTERM: KeyboardInterrupt) or start_timeout seconds pass
+    (AigcError saying what was not ready)."""
     from ray import serve
     from ray.serve.config import HTTPOptions
     from ray.serve.schema import LoggingConfig
 
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            serve.start(http_options=HTTPOptions(host=host, port=port))
+            serve.run(application, name=APP_NAME, route_prefix="/",
+                      logging_config=LoggingConfig(log_level=log_level.upper(), enable_access_log=False))
+        except BaseException as error:  # handed to the waiting thread
+            failed.append(error)
+
+    worker = threading.Thread(target=run, name="aigc-ray-deploy", daemon=True)
+    worker.start()
+    deadline = time.monotonic() + start_timeout
+    while worker.is_alive():
+        if stop.wait(0.25):
+            raise KeyboardInterrupt
+        if time.monotonic() > deadline:
+            raise AigcError(f"--ray: not ready after --start-timeout {start_timeout:g} s: waiting for {not_ready()} "
+                            "(a proxy that Ray keeps restarting: see RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S)")
+    if failed and isinstance(failed[0], RuntimeError):  # a replica that could not start
+        raise AigcError(f"--ray: the replicas did not start: {why_not_deployed(str(failed[0]))}") from None
+    if failed:
+        raise failed[0]
+
+
+def serve_on_ray(application, address: str | None, host: str, port: int, cpus_needed: int,
+                 log_level: str = "warning", start_timeout: float = DEFAULT_START_TIMEOUT_SECONDS) -> None:
+    """Deploy `application` behind Serve's proxy on host:port (see `deploy` for the wait);
+    wait for SIGINT/SIGTERM; then delete it (and stop the local Ray instance this started)."""
+    ray = import_ray()
+    from ray import serve
+    from ray.serve.exceptions import RayServeException
+
     started = connect(address, cpus_needed)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    deployed = False
     try:
-        serve.start(http_options=HTTPOptions(host=host, port=port))
-        try:
-            serve.run(application, name=APP_NAME, route_prefix="/",
-                      logging_config=LoggingConfig(log_level=log_level.upper(), enable_access_log=False))
-        except RuntimeError as error:  # a replica that could not start
-            raise AigcError(f"--ray: the replicas did not start: {why_not_deployed(str(error))}") from None
-        deployed = True
+        deploy(application, host, port, log_level, start_timeout, stop)
         status = serve.status().applications[APP_NAME].deployments[DEPLOYMENT_NAME]
         print(f"aigc serve: http://{host}:{port} — Ray Serve, {status.replica_states.get('RUNNING', 0)} replicas "
               f"running ({'cluster ' + address if address else 'local Ray instance'})", file=sys.stderr, flush=True)
@@ -163,5 +215,6 @@ def serve_on_ray(application, address: str | None, host: str, port: int, cpus_ne
         if started:
             serve.shutdown()
             ray.shutdown()
-        elif deployed:  # a cluster this joined keeps running, without this application
-            serve.delete(APP_NAME)
+        else:  # a cluster this joined keeps running, without this application
+            with contextlib.suppress(RayServeException):  # Serve never started there
+                serve.delete(APP_NAME)
