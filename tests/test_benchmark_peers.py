@@ -1,7 +1,11 @@
 """benchmarks/ort_int8_graph.py on a tiny exported GPT: the edited graph's logits are the
 original's last position, through a prompt and a cached decode step, and after
-`quantize_dynamic` its head is an integer MatMul (the tied head of the export stays float)."""
+`quantize_dynamic` its head is an integer MatMul (the tied head of the export stays float).
+benchmarks/text_workers.py: a worker times calls in its own process, reports the native
+model's weight bytes, and fails loudly where loading imported torch."""
 
+import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +22,8 @@ from text_fixtures import export_tiny  # noqa: E402
 BENCHMARKS = str(Path(__file__).resolve().parent.parent / "benchmarks")
 sys.path.insert(0, BENCHMARKS)
 import ort_int8_graph  # noqa: E402
+import text_peers  # noqa: E402
+import text_workers  # noqa: E402
 
 # benchmarks/kernels.py would shadow the PyPI `kernels` (see test_benchmark_reports.py).
 sys.path[:] = [entry for entry in sys.path if entry != BENCHMARKS]
@@ -73,3 +79,17 @@ def test_quantize_dynamic_quantizes_the_head(tiny_gpt, tmp_path):
     logits = ort_int8_graph.producer(onnx.load(str(stock)).graph, "logits")
     assert logits.op_type == "MatMul"
 
+
+def test_a_worker_times_its_calls_and_keeps_torch_out(tiny_gpt, monkeypatch):
+    monkeypatch.syspath_prepend(BENCHMARKS)  # the spawned workers import their factories from there
+    specs = {"aigc-native-float32": (text_peers.aigc_engine, (tiny_gpt, "native", "float32", 2), False),
+             "absent": (print, ("  absent: skipped (a factory that returns None)",), False)}
+    with text_workers.workers(specs, threads=1) as found:
+        assert list(found) == ["aigc-native-float32"]
+        worker = found["aigc-native-float32"]
+        assert worker.loaded["weight_bytes"] > 0 and worker.process.pid != os.getpid()
+        assert 0 < worker.seconds([[1, 2, 3], [4, 5, 6]], 3) < 60
+    assert not worker.process.is_alive()
+    with pytest.raises(RuntimeError, match="imported torch"):
+        with text_workers.workers({"importer": (importlib.import_module, ("torch",), False)}, threads=1):
+            pass
