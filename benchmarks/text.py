@@ -11,6 +11,15 @@ from `aigc import-hf`). At batch 1 the last column is the share of the memory-ba
 roofline: tokens/s × weight bytes read per token / the read bandwidth measured here.
 Ratios are over Hugging Face.
 
+Every system runs in a spawned worker process of its own (text_workers.py), loaded once
+per model; the parent sends each call and gets back its wall time, measured in the worker.
+Only the Hugging Face worker imports torch (the others check that they have not: in one
+process with it, CTranslate2 float32 ran about a third slower), and model files are built
+beforehand in a process of their own (text_models.py: the Hugging Face copy, CTranslate2's
+conversion). The onnxruntime int8 peer runs the graph a careful user quantizes
+(ort_int8_graph.py): logits of the last position only, and the tied LM head as an
+initializer of its own, which `quantize_dynamic` quantizes (as exported it stays float32).
+
     python benchmarks/text.py [--quick] [--json results.json] [--cache DIR]
 
 --step measures only aigc_engine's native backend on pycode-gpt (batch 1 and 32, greedy,
@@ -27,11 +36,12 @@ onnxruntime-gpu.
 
 --lstm measures only the shipped pycode-lstm: aigc_engine's native LSTM (float32, bf16,
 int8) against its onnxruntime backend (prompt 32, 128 new tokens, greedy, batch 1, 8 and
-32), ratios over the onnxruntime backend.
+32), ratios over the onnxruntime backend; each again in a worker of its own.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import sysconfig
@@ -42,74 +52,74 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import Records, machine, parser, read_bandwidth  # noqa: E402
+import text_models as models  # noqa: E402
 import text_peers as peers  # noqa: E402
+import text_workers  # noqa: E402
 
 PROMPT_TOKENS = 32
 NEW_TOKENS = 128
 BATCHES = (1, 8, 32)
+SETTLE_SECONDS = 0.2  # the pause before each system's turn (seconds_of)
 
 
-def gpt2_small(cache: Path, tokenizer_json: str) -> tuple[Path, Path] | None:
-    """(HF directory, ONNX file) of the random GPT-2-small, built once into the cache."""
-    hf_dir, onnx_path = cache / "gpt2-small-random", cache / "gpt2-small-random.onnx"
-    try:
-        if not hf_dir.is_dir():
-            peers.random_gpt2_small(hf_dir, tokenizer_json)
-        if not onnx_path.is_file():
-            from aigc_engine.artifacts.hf_import import import_hf
-            print("  importing gpt2-small (once)...", flush=True)
-            import_hf(hf_dir, onnx_path)
-    except ImportError as error:
-        peers.skipped("gpt2-small", error)
-        return None
-    return hf_dir, onnx_path
-
-
-def shipped(cache: Path) -> tuple[Path, Path] | None:
-    from aigc_engine.artifacts.registry import MODELS_DIR
-    onnx_path = MODELS_DIR / "pycode-gpt.onnx"
-    hf_dir = cache / "pycode-gpt-hf"
-    try:
-        if not hf_dir.is_dir() or hf_dir.stat().st_mtime < onnx_path.stat().st_mtime:
-            peers.hf_directory_from_onnx(onnx_path, hf_dir)
-    except ImportError as error:
-        peers.skipped("the Hugging Face copy of pycode-gpt", error)
-        hf_dir = None
-    return hf_dir, onnx_path
-
-
-def systems(hf_dir, onnx_path, cache: Path, threads: int, max_batch: int) -> dict:
-    found = {
-        "hf-generate": peers.hugging_face(hf_dir, threads) if hf_dir else None,
-        "onnxruntime-fp32": peers.onnxruntime_plain(onnx_path, threads),
-        "onnxruntime-int8": peers.onnxruntime_int8(onnx_path, cache, threads),
-        "ctranslate2-fp32": peers.ctranslate2_generator(hf_dir, cache, "float32", threads) if hf_dir else None,
-        "ctranslate2-int8": peers.ctranslate2_generator(hf_dir, cache, "int8", threads) if hf_dir else None,
-        "aigc-onnxruntime": peers.aigc_engine(onnx_path, "onnxruntime", "float32", max_batch),
-    }
+def aigc_specs(onnx_path: Path, max_batch: int, device: str = "cpu") -> dict:
+    """Worker specs {system: (factory, args, torch_allowed)} of aigc_engine: on the CPU its
+    onnxruntime backend and the native one in float32, bf16 and int8; on CUDA the native one
+    in float32 and bf16."""
+    if device == "cuda":
+        return {f"aigc-native-cuda-{dtype}": (peers.aigc_engine, (onnx_path, "native", dtype, max_batch, "cuda"), False)
+                for dtype in ("float32", "bfloat16")}
+    specs = {"aigc-onnxruntime": (peers.aigc_engine, (onnx_path, "onnxruntime", "float32", max_batch), False)}
     for dtype in ("float32", "bfloat16", "int8"):
-        found[f"aigc-native-{dtype}"] = peers.aigc_engine(onnx_path, "native", dtype, max_batch)
-    return {name: run for name, run in found.items() if run is not None}
+        specs[f"aigc-native-{dtype}"] = (peers.aigc_engine, (onnx_path, "native", dtype, max_batch), False)
+    return specs
 
 
-def prompts_for(batch: int, tokenizer) -> list[list[int]]:
+def system_specs(files: models.ModelFiles, threads: int, max_batch: int) -> dict:
+    """Worker specs of every system on one model's files, in the order of the table."""
+    specs = {}
+    if files.hf:
+        specs["hf-generate"] = (peers.hugging_face, (files.hf, threads), True)
+    specs["onnxruntime-fp32"] = (peers.onnxruntime_plain, (files.onnx, threads), False)
+    if files.ort_int8:
+        specs["onnxruntime-int8"] = (peers.onnxruntime_plain, (files.ort_int8, threads), False)
+    for compute_type, folder in files.ct2.items():
+        specs[f"ctranslate2-{compute_type}"] = (peers.ctranslate2_generator, (folder, compute_type, threads), False)
+    return specs | aigc_specs(files.onnx, max_batch)
+
+
+@functools.cache
+def prompt_ids(onnx_path: Path) -> list[int]:
+    """argparse.py's source encoded by the tokenizer in onnx_path (no special tokens, as
+    aigc_engine encodes a prompt)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_str(models.config_and_tokenizer(onnx_path)[1])
     text = Path(sysconfig.get_paths()["stdlib"], "argparse.py").read_text()
-    ids = tokenizer.encode(text)
+    return tokenizer.encode(text, add_special_tokens=False).ids
+
+
+def prompts_for(batch: int, onnx_path: Path) -> list[list[int]]:
+    """batch prompts of PROMPT_TOKENS tokens, consecutive stretches of argparse.py. For
+    gpt2-small, pycode-gpt's file: gpt2-small carries the same tokenizer, padded with filler
+    tokens that encoding never produces."""
+    ids = prompt_ids(onnx_path)
     return [ids[i * PROMPT_TOKENS:(i + 1) * PROMPT_TOKENS] for i in range(batch)]
 
 
-def seconds_of(found: dict, prompts, new_tokens: int, repeats: int) -> dict[str, float]:
-    """Median wall time of each system's call. The systems take turns, one call each per
-    round, so that a slow spell of the machine (a shared VM's bandwidth drifts by 10-30 %
-    over minutes) weighs on all of them rather than on whichever ran then."""
-    for run in found.values():
-        run(prompts, 4)  # warm-up: sessions, caches, thread pools
-    times = {system: [] for system in found}
+def seconds_of(workers: dict, prompts, new_tokens: int, repeats: int) -> dict[str, float]:
+    """Median wall time of each system's call, timed in its worker. The systems take turns,
+    one call each per round, so that a slow spell of the machine (a shared VM's bandwidth
+    drifts by 10-30 % over minutes) weighs on all of them rather than on whichever ran then.
+    Before each turn a pause lets the last system's thread pool go to sleep: Intel's OpenMP
+    runtime keeps its threads spinning for KMP_BLOCKTIME, 200 ms by default, after a call."""
+    for worker in workers.values():
+        worker.seconds(prompts, 4)  # warm-up: sessions, caches, thread pools
+    times = {system: [] for system in workers}
     for _ in range(repeats):
-        for system, run in found.items():
-            started = time.perf_counter()
-            run(prompts, new_tokens)
-            times[system].append(time.perf_counter() - started)
+        for system, worker in workers.items():
+            time.sleep(SETTLE_SECONDS)
+            times[system].append(worker.seconds(prompts, new_tokens))
     return {system: sorted(t)[len(t) // 2] for system, t in times.items()}
 
 
@@ -150,12 +160,13 @@ def timed_accept() -> list[float]:
 
 def step_share(args, records: Records) -> None:
     from aigc_engine import SamplingParams, TextGenerator
+    from aigc_engine.artifacts.registry import MODELS_DIR
     spent, accepting = timed_native_calls(), timed_accept()
     generator = TextGenerator.load("pycode-gpt", max_batch_size=32)
     new_tokens, repeats = (16, 3) if args.quick else (NEW_TOKENS, 5)
     print(f"{'batch':>5} {'tok/s':>9} {'ms/step':>8} {'python share':>13} {'of it accept':>13}")
     for batch in (1, 32):
-        prompts = prompts_for(batch, generator.tokenizer)
+        prompts = prompts_for(batch, MODELS_DIR / "pycode-gpt.onnx")
         params = SamplingParams(max_new_tokens=new_tokens, temperature=0.0, ignore_eos=True)
         generator.generate(prompts, params)  # warm-up
         runs = []
@@ -179,23 +190,21 @@ def lstm_native_vs_onnxruntime(args, records: Records) -> None:
     from aigc_engine.artifacts.registry import MODELS_DIR
     onnx_path = MODELS_DIR / "pycode-lstm.onnx"
     batches, new_tokens, repeats = ((1, 8), 16, 1) if args.quick else (BATCHES, NEW_TOKENS, 3)
-    found = {"aigc-onnxruntime": peers.aigc_engine(onnx_path, "onnxruntime", "float32", max(batches))}
-    for dtype in ("float32", "bfloat16", "int8"):
-        found[f"aigc-native-{dtype}"] = peers.aigc_engine(onnx_path, "native", dtype, max(batches))
     header = f"{'model':<11} {'batch':>5} {'system':<20} {'tok/s':>9} {'vs ort':>7}"
-    print(f"{header}\n{'-' * len(header)}", flush=True)
-    for batch in batches:
-        prompts = prompts_for(batch, found["aigc-onnxruntime"].generator.tokenizer)
-        rates = {system: batch * new_tokens / seconds
-                 for system, seconds in seconds_of(found, prompts, new_tokens, repeats).items()}
-        for system, rate in rates.items():
-            records.add("text", system, {"model": "pycode-lstm", "batch": batch, "prompt": PROMPT_TOKENS,
-                                         "new_tokens": new_tokens, "threads": args.threads}, rate, "tokens/s")
-            print(f"{'pycode-lstm':<11} {batch:>5} {system:<20} {rate:>9.1f} "
-                  f"{rate / rates['aigc-onnxruntime']:>6.2f}x", flush=True)
+    with text_workers.workers(aigc_specs(onnx_path, max(batches)), args.threads) as found:
+        print(f"{header}\n{'-' * len(header)}", flush=True)
+        for batch in batches:
+            rates = {system: batch * new_tokens / seconds
+                     for system, seconds in seconds_of(found, prompts_for(batch, onnx_path), new_tokens,
+                                                       repeats).items()}
+            for system, rate in rates.items():
+                records.add("text", system, {"model": "pycode-lstm", "batch": batch, "prompt": PROMPT_TOKENS,
+                                             "new_tokens": new_tokens, "threads": args.threads}, rate, "tokens/s")
+                print(f"{'pycode-lstm':<11} {batch:>5} {system:<20} {rate:>9.1f} "
+                      f"{rate / rates['aigc-onnxruntime']:>6.2f}x", flush=True)
 
 
-def gpu_rows(args, records: Records, models: dict) -> None:
+def gpu_rows(args, records: Records, files: dict) -> None:
     """The CUDA decoder against onnxruntime-gpu, where a GPU is visible."""
     from aigc_engine import ops
     if not ops.cuda_available():
@@ -203,23 +212,41 @@ def gpu_rows(args, records: Records, models: dict) -> None:
         return
     batches, new_tokens, repeats = ((1, 32), 16, 1) if args.quick else ((1, 32), NEW_TOKENS, 3)
     header = f"{'model':<11} {'batch':>5} {'system':<26} {'tok/s':>9} {'vs ort-gpu':>10}"
-    for name, (_, onnx_path) in models.items():
+    for name, model in files.items():
         print(f"\n{header}\n{'-' * len(header)}", flush=True)
-        found = {f"aigc-native-cuda-{dtype}": peers.aigc_engine(onnx_path, "native", dtype, max(batches), "cuda")
-                 for dtype in ("float32", "bfloat16")}
-        ort_gpu = peers.onnxruntime_plain(onnx_path, args.threads, "cuda")
-        if ort_gpu is not None:
-            found["onnxruntime-gpu"] = ort_gpu
-        tokenizer = found["aigc-native-cuda-float32"].generator.tokenizer
-        for batch in batches:
-            rates = {system: batch * new_tokens / seconds
-                     for system, seconds in seconds_of(found, prompts_for(batch, tokenizer), new_tokens,
-                                                       repeats).items()}
-            for system, rate in rates.items():
-                records.add("text-gpu", system, {"model": name, "batch": batch, "prompt": PROMPT_TOKENS,
-                                                 "new_tokens": new_tokens}, rate, "tokens/s")
-                ratio = f"{rate / rates['onnxruntime-gpu']:.2f}x" if "onnxruntime-gpu" in rates else "-"
-                print(f"{name:<11} {batch:>5} {system:<26} {rate:>9.1f} {ratio:>10}", flush=True)
+        specs = aigc_specs(model.onnx, max(batches), "cuda")
+        specs["onnxruntime-gpu"] = (peers.onnxruntime_plain, (model.onnx, args.threads, "cuda"), False)
+        with text_workers.workers(specs, args.threads) as found:
+            for batch in batches:
+                rates = {system: batch * new_tokens / seconds
+                         for system, seconds in seconds_of(found, prompts_for(batch, files["pycode-gpt"].onnx), new_tokens,
+                                                           repeats).items()}
+                for system, rate in rates.items():
+                    records.add("text-gpu", system, {"model": name, "batch": batch, "prompt": PROMPT_TOKENS,
+                                                     "new_tokens": new_tokens}, rate, "tokens/s")
+                    ratio = f"{rate / rates['onnxruntime-gpu']:.2f}x" if "onnxruntime-gpu" in rates else "-"
+                    print(f"{name:<11} {batch:>5} {system:<26} {rate:>9.1f} {ratio:>10}", flush=True)
+
+
+def cpu_rows(args, records: Records, files: dict, bandwidth: float) -> None:
+    """Every system on every model, each in its worker; the workers of one model are stopped
+    before the next model's start."""
+    batches, new_tokens, repeats = ((1, 8), 16, 1) if args.quick else (BATCHES, NEW_TOKENS, 3)
+    header = f"{'model':<11} {'batch':>5} {'system':<20} {'tok/s':>9} {'vs HF':>7} {'roofline':>9}"
+    for name, model in files.items():
+        print(f"\n{header}\n{'-' * len(header)}", flush=True)
+        with text_workers.workers(system_specs(model, args.threads, max(batches)), args.threads) as found:
+            for batch in batches:
+                rates = {system: batch * new_tokens / seconds
+                         for system, seconds in seconds_of(found, prompts_for(batch, files["pycode-gpt"].onnx), new_tokens,
+                                                           repeats).items()}
+                for system, rate in rates.items():
+                    records.add("text", system, {"model": name, "batch": batch, "prompt": PROMPT_TOKENS,
+                                                 "new_tokens": new_tokens, "threads": args.threads}, rate, "tokens/s")
+                    ratio = f"{rate / rates['hf-generate']:.2f}x" if "hf-generate" in rates else "-"
+                    weight_bytes = found[system].loaded["weight_bytes"]
+                    roofline = f"{100 * rate * weight_bytes / bandwidth:.0f}%" if batch == 1 and weight_bytes else "-"
+                    print(f"{name:<11} {batch:>5} {system:<20} {rate:>9.1f} {ratio:>7} {roofline:>9}", flush=True)
 
 
 def main() -> None:
@@ -229,46 +256,22 @@ def main() -> None:
     p.add_argument("--step", action="store_true", help="only the native step: tokens/s and Python's share")
     p.add_argument("--lstm", action="store_true", help="only pycode-lstm: the native LSTM against onnxruntime")
     args = p.parse_args()
-    os.environ["AIGC_NUM_THREADS"] = str(args.threads)
+    os.environ["AIGC_NUM_THREADS"] = str(args.threads)  # --step's process, and inherited by the workers
+    records = Records(machine(args.threads))
     if args.step or args.lstm:
-        records = Records(machine(args.threads))
         (step_share if args.step else lstm_native_vs_onnxruntime)(args, records)
         return records.save(args)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    records = Records(machine(args.threads))
     bandwidth = read_bandwidth(args.threads)
     records.machine["read_bandwidth_gbs"] = bandwidth / 1e9
     print(f"read bandwidth ({args.threads} threads): {bandwidth / 1e9:.1f} GB/s")
-    batches, new_tokens, repeats = ((1, 8), 16, 1) if args.quick else (BATCHES, NEW_TOKENS, 3)
-    models = {"pycode-gpt": shipped(cache)}
-    if not args.quick or (cache / "gpt2-small-random.onnx").is_file():
-        tokenizer_json = peers.aigc_engine(models["pycode-gpt"][1], "onnxruntime", "float32", 1).generator.artifact.tokenizer_json
-        found = gpt2_small(cache, tokenizer_json)
-        if found:
-            models["gpt2-small"] = found
-    else:
+    with_gpt2_small = not args.quick or (cache / "gpt2-small-random.onnx").is_file()
+    if not with_gpt2_small:
         print("  gpt2-small: skipped in --quick until a full run has built it")
-    header = f"{'model':<11} {'batch':>5} {'system':<20} {'tok/s':>9} {'vs HF':>7} {'roofline':>9}"
-    for name, (hf_dir, onnx_path) in models.items():
-        print(f"\n{header}\n{'-' * len(header)}", flush=True)
-        found = systems(hf_dir, onnx_path, cache, args.threads, max(batches))
-        aigc = found["aigc-native-float32"].generator
-        for batch in batches:
-            prompts = prompts_for(batch, aigc.tokenizer)
-            rates = {system: batch * new_tokens / seconds
-                     for system, seconds in seconds_of(found, prompts, new_tokens, repeats).items()}
-            for system in found:
-                records.add("text", system, {"model": name, "batch": batch, "prompt": PROMPT_TOKENS,
-                                             "new_tokens": new_tokens, "threads": args.threads}, rates[system], "tokens/s")
-            for system, rate in rates.items():
-                ratio = f"{rate / rates['hf-generate']:.2f}x" if "hf-generate" in rates else "-"
-                roofline = "-"
-                if batch == 1 and system.startswith("aigc-native"):
-                    weight_bytes = found[system].generator._model.model.weight_bytes
-                    roofline = f"{100 * rate * weight_bytes / bandwidth:.0f}%"
-                print(f"{name:<11} {batch:>5} {system:<20} {rate:>9.1f} {ratio:>7} {roofline:>9}", flush=True)
-    gpu_rows(args, records, models)
+    files = text_workers.in_fresh_process(models.prepare, cache, with_gpt2_small)
+    cpu_rows(args, records, files, bandwidth)
+    gpu_rows(args, records, files)
     records.save(args)
 
 
