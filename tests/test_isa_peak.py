@@ -1,0 +1,76 @@
+"""_C.isa_peak, the roofline of benchmarks/linear.py: a figure for the FMA the float32
+projections use, None for an instruction no kernel of the active ISA uses here (rather
+than an error: the benchmark asks for each dtype's instruction and prints what it gets),
+ValueError for a name it does not know, and a peak not below what the projection itself
+reaches (a mis-counted peak would be). No speed is asserted otherwise."""
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+import isa
+from aigc_engine import _C
+
+NAMES = ("vfmadd231ps", "vpmaddwd", "vpdpbusd")
+needs_fma = pytest.mark.skipif(_C.active_isa() == "generic", reason="the generic build has no FMA kernels")
+
+
+@needs_fma
+def test_fma_peak_is_a_positive_finite_rate():
+    assert "vfmadd231ps" in _C.isa_peak_instructions()
+    peak = _C.isa_peak("vfmadd231ps", 0.05)
+    assert math.isfinite(peak) and peak > 0
+
+
+def test_instructions_follow_the_projections():
+    available = _C.isa_peak_instructions()
+    used = {_C.linear_instruction(dtype) for dtype in ("float32", "bfloat16", "int8")} - {None}
+    assert set(available) == used
+    if _C.active_isa() != "generic":
+        assert _C.linear_instruction("bfloat16") == "vfmadd231ps"  # bf16 widened to float32, then FMA
+
+
+def test_an_instruction_not_used_here_gives_none():
+    # vpmaddwd (avx2) and vpdpbusd (AVX-512 VNNI) never both serve the int8 kernel.
+    missing = [name for name in NAMES if name not in _C.isa_peak_instructions()]
+    assert missing
+    for name in missing:
+        assert _C.isa_peak(name, 0.01) is None
+
+
+def test_the_generic_build_has_no_peaks():
+    with isa.forced("generic"):
+        assert _C.isa_peak_instructions() == []
+        assert all(_C.isa_peak(name, 0.01) is None for name in NAMES)
+        assert _C.linear_instruction("float32") is None
+
+
+def test_unknown_names_and_durations_raise():
+    with pytest.raises(ValueError, match="vfmadd231ps.*vpmaddwd.*vpdpbusd.*got 'vfmadd'"):
+        _C.isa_peak("vfmadd")
+    with pytest.raises(ValueError, match="seconds"):
+        _C.isa_peak("vfmadd231ps", 0.0)
+    with pytest.raises(ValueError, match="dtype"):
+        _C.linear_instruction("float16")
+
+
+@needs_fma
+def test_the_projection_does_not_outrun_the_peak():
+    # float32 at m = 32 is FMA-bound: its rate (2·m·k·n) above the probe's (2 per FMA lane)
+    # means one of them is mis-counted. The best call against the best peak of three (the
+    # machine may be shared), with 30 % of slack for the noise that remains.
+    k, n, m = 768, 1024, 32
+    rng = np.random.default_rng(0)
+    layer = _C.Linear(rng.standard_normal((k, n)).astype(np.float32), None, "float32")
+    x, out = rng.standard_normal((m, k)).astype(np.float32), np.empty((m, n), np.float32)
+    peaks, best = [], math.inf
+    for _ in range(3):
+        peaks.append(_C.isa_peak("vfmadd231ps", 0.05))
+        for _ in range(30):
+            started = time.perf_counter()
+            layer.forward(x, out)
+            best = min(best, time.perf_counter() - started)
+    rate = 2 * m * k * n / best
+    assert rate <= 1.3 * max(peaks), (rate / 1e9, [p / 1e9 for p in peaks])
