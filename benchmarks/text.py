@@ -9,7 +9,9 @@ models: the shipped pycode-gpt, and a GPT-2-small-shaped model (124M, random ini
 in Hugging Face format (every system loads the same weights; aigc_engine's file comes
 from `aigc import-hf`). At batch 1 the last column is the share of the memory-bandwidth
 roofline: tokens/s × weight bytes read per token / the read bandwidth measured here.
-Ratios are over Hugging Face.
+Ratios are over Hugging Face. On GPT-2-small, llama.cpp too where it is built (GGUF f32,
+bf16, Q8_0 of the same folder, timed by its llama-batched-bench; --llama-dir or
+AIGC_LLAMA_DIR, see benchmarks/llama_cpp_peer.py), else a line saying it was skipped.
 
     python benchmarks/text.py [--quick] [--json results.json] [--cache DIR]
 
@@ -42,6 +44,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import Records, machine, parser, read_bandwidth  # noqa: E402
+import llama_cpp_peer  # noqa: E402
 import text_peers as peers  # noqa: E402
 
 PROMPT_TOKENS = 32
@@ -228,6 +231,8 @@ def main() -> None:
                    help="where converted models live between runs")
     p.add_argument("--step", action="store_true", help="only the native step: tokens/s and Python's share")
     p.add_argument("--lstm", action="store_true", help="only pycode-lstm: the native LSTM against onnxruntime")
+    p.add_argument("--llama-dir", help="the llama.cpp peer's folder (benchmarks/llama/build_llama.sh's "
+                   "LLAMA_DIR; default: $AIGC_LLAMA_DIR)")
     args = p.parse_args()
     os.environ["AIGC_NUM_THREADS"] = str(args.threads)
     if args.step or args.lstm:
@@ -268,6 +273,9 @@ def main() -> None:
                     weight_bytes = found[system].generator._model.model.weight_bytes
                     roofline = f"{100 * rate * weight_bytes / bandwidth:.0f}%"
                 print(f"{name:<11} {batch:>5} {system:<20} {rate:>9.1f} {ratio:>7} {roofline:>9}", flush=True)
+        if name == "gpt2-small":
+            llama_cpp_peer.add_rows(records, name, llama_cpp_peer.llama_dir(args.llama_dir), args.threads,
+                                    PROMPT_TOKENS, new_tokens, batches, repeats)
     gpu_rows(args, records, models)
     records.save(args)
 
