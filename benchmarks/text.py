@@ -9,7 +9,9 @@ models: the shipped pycode-gpt, and a GPT-2-small-shaped model (124M, random ini
 in Hugging Face format (every system loads the same weights; aigc_engine's file comes
 from `aigc import-hf`). At batch 1 the last column is the share of the memory-bandwidth
 roofline: tokens/s × weight bytes read per token / the read bandwidth measured here.
-Ratios are over Hugging Face.
+Ratios are over Hugging Face. On GPT-2-small, llama.cpp too where it is built (GGUF f32,
+bf16, Q8_0 of the same folder, timed by its llama-batched-bench; --llama-dir or
+AIGC_LLAMA_DIR, see benchmarks/llama_cpp_peer.py), else a line saying it was skipped.
 
 Every system runs in a spawned worker process of its own (text_workers.py), loaded once
 per model; the parent sends each call and gets back its wall time, measured in the worker.
@@ -52,6 +54,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import Records, machine, parser, read_bandwidth  # noqa: E402
+import llama_cpp_peer  # noqa: E402
 import text_models as models  # noqa: E402
 import text_peers as peers  # noqa: E402
 import text_workers  # noqa: E402
@@ -247,6 +250,9 @@ def cpu_rows(args, records: Records, files: dict, bandwidth: float) -> None:
                     weight_bytes = found[system].loaded["weight_bytes"]
                     roofline = f"{100 * rate * weight_bytes / bandwidth:.0f}%" if batch == 1 and weight_bytes else "-"
                     print(f"{name:<11} {batch:>5} {system:<20} {rate:>9.1f} {ratio:>7} {roofline:>9}", flush=True)
+        if name == "gpt2-small":  # its own process, once the workers have stopped
+            llama_cpp_peer.add_rows(records, name, llama_cpp_peer.llama_dir(args.llama_dir), args.threads,
+                                    PROMPT_TOKENS, new_tokens, batches, repeats)
 
 
 def main() -> None:
@@ -255,6 +261,8 @@ def main() -> None:
                    help="where converted models live between runs")
     p.add_argument("--step", action="store_true", help="only the native step: tokens/s and Python's share")
     p.add_argument("--lstm", action="store_true", help="only pycode-lstm: the native LSTM against onnxruntime")
+    p.add_argument("--llama-dir", help="the llama.cpp peer's folder (benchmarks/llama/build_llama.sh's "
+                   "LLAMA_DIR; default: $AIGC_LLAMA_DIR)")
     args = p.parse_args()
     os.environ["AIGC_NUM_THREADS"] = str(args.threads)  # --step's process, and inherited by the workers
     records = Records(machine(args.threads))
