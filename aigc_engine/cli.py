@@ -477,7 +477,7 @@ def _text_flags() -> argparse.ArgumentParser:
     p.add_argument("--no-token-healing", action="store_true",
                    help="run a prompt that ends in whitespace as it is (default: its last token is re-chosen)")
     p.add_argument("--backend", default=None, choices=("native", "onnxruntime"),
-                   help="default: native for GPT models, onnxruntime for LSTM models")
+                   help="default: native (an LSTM with --device cuda: onnxruntime)")
     p.add_argument("--dtype", default="float32", choices=WEIGHT_DTYPES,
                    help="how the native decoder stores the weights (default float32)")
     p.add_argument("--kv-dtype", default="float32", choices=KV_DTYPES,
@@ -626,7 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="requests that may wait per text model; past it: 429 with Retry-After (default 256)")
     p.add_argument("--max-batch-size", type=int, default=None, help="requests decoded together (default 32)")
     p.add_argument("--backend", default=None, choices=("native", "onnxruntime"),
-                   help="text backend (default: native for GPT, onnxruntime for LSTM)")
+                   help="text backend (default: native; an LSTM with --device cuda: onnxruntime)")
     p.add_argument("--kv-cache-mb", type=float, default=None, help="native KV cache budget (default 512)")
     p.add_argument("--dtype", default=None, choices=WEIGHT_DTYPES,
                    help="native decoder weights (default float32)")
@@ -671,7 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=64, help="requests in flight at once (default 64)")
     p.add_argument("--max-batch-size", type=int, default=None, help="requests decoded together (default 32)")
     p.add_argument("--backend", default=None, choices=("native", "onnxruntime"),
-                   help="text backend (default: native for GPT, onnxruntime for LSTM)")
+                   help="text backend (default: native; an LSTM with --device cuda: onnxruntime)")
     p.add_argument("--kv-cache-mb", type=float, default=None, help="native KV cache budget (default 512)")
     p.add_argument("--dtype", default=None, choices=WEIGHT_DTYPES, help="native decoder weights (default float32)")
     p.add_argument("--kv-dtype", default=None, choices=KV_DTYPES, help="native KV cache dtype (default float32)")

@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from aigc_engine import AigcError, SamplingParams, TextGenerator  # noqa: E402
+from aigc_engine import AigcError, SamplingParams, TextGenerator, ops  # noqa: E402
 from aigc_engine.artifacts.registry import MODELS_DIR  # noqa: E402
 from text_fixtures import export_tiny, torch_greedy  # noqa: E402
 
@@ -26,8 +26,14 @@ def load(tiny, backend="native", **options) -> TextGenerator:
     return TextGenerator.load(str(tiny[1]), backend=backend, **options)
 
 
-def test_onnxruntime_stays_the_default_for_lstm(tiny):
-    assert load(tiny, None).backend == "onnxruntime"
+def test_native_is_the_default_on_the_cpu_and_onnxruntime_on_cuda(tiny):
+    assert load(tiny, None).backend == "native"
+    if ops.cuda_available():
+        assert load(tiny, None, device="cuda").backend == "onnxruntime"
+    else:  # the graph's CUDA provider is what is missing, not the native LSTM's device
+        with pytest.raises(AigcError, match="no CUDA provider|CUDA") as failure:
+            load(tiny, None, device="cuda")
+        assert "native LSTM" not in str(failure.value)
 
 
 def test_a_state_too_large_for_memory_fails_clearly(tiny):

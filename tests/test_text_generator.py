@@ -124,7 +124,7 @@ def test_token_id_prompts_and_their_checks(tiny):
 
 
 def test_backend_options_are_checked(tiny):
-    with pytest.raises(AigcError, match="lstm models run on onnxruntime, native, got 'torch'"):
+    with pytest.raises(AigcError, match="lstm models run on native, onnxruntime, got 'torch'"):
         load(tiny, "lstm", "torch")
     with pytest.raises(AigcError, match="kv_dtype: an LSTM has no KV cache"):
         load(tiny, "lstm", "native", kv_dtype="bfloat16")

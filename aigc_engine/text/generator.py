@@ -46,7 +46,7 @@ from .tokenizer import TextTokenizer
 
 # The first is the default. The native LSTM is opt-in: measured slower than onnxruntime in
 # float32 on the AVX2 machine it was built on (README, "The native LSTM").
-BACKENDS = {"gpt": ("native", "onnxruntime"), "lstm": ("onnxruntime", "native")}
+BACKENDS = {"gpt": ("native", "onnxruntime"), "lstm": ("native", "onnxruntime")}
 DEFAULT_MAX_BATCH_SIZE = 32
 
 
@@ -56,7 +56,8 @@ class TextGenerator:
                  dtype: str = "float32", kv_cache_mb: float = DEFAULT_KV_CACHE_MB, kv_dtype: str = "float32",
                  chat_template: str | Path | None = None):
         backends = BACKENDS[artifact.family]
-        backend = backends[0] if backend is None else backend
+        if backend is None:  # the native LSTM runs on the CPU only: on CUDA, onnxruntime runs it
+            backend = "onnxruntime" if artifact.family == "lstm" and device == "cuda" else backends[0]
         if backend not in backends:
             raise AigcError(f"backend: {artifact.family} models run on {', '.join(backends)}, got {backend!r}")
         if backend == "onnxruntime" and dtype != "float32":
