@@ -197,14 +197,18 @@ def lstm_native_vs_onnxruntime(args, records: Records) -> None:
     with text_workers.workers(aigc_specs(onnx_path, max(batches)), args.threads) as found:
         print(f"{header}\n{'-' * len(header)}", flush=True)
         for batch in batches:
-            rates = {system: batch * new_tokens / seconds
-                     for system, seconds in seconds_of(found, prompts_for(batch, onnx_path), new_tokens,
-                                                       repeats).items()}
+            rates = tokens_per_second(found, batch, onnx_path, new_tokens, repeats)
             for system, rate in rates.items():
                 records.add("text", system, {"model": "pycode-lstm", "batch": batch, "prompt": PROMPT_TOKENS,
                                              "new_tokens": new_tokens, "threads": args.threads}, rate, "tokens/s")
                 print(f"{'pycode-lstm':<11} {batch:>5} {system:<20} {rate:>9.1f} "
                       f"{rate / rates['aigc-onnxruntime']:>6.2f}x", flush=True)
+
+
+def tokens_per_second(found: dict, batch: int, onnx_path: Path, new_tokens: int, repeats: int) -> dict:
+    """{system: tokens/s} of each worker's median call on `batch` prompts (prompts_for)."""
+    seconds = seconds_of(found, prompts_for(batch, onnx_path), new_tokens, repeats)
+    return {system: batch * new_tokens / median for system, median in seconds.items()}
 
 
 def gpu_rows(args, records: Records, files: dict) -> None:
@@ -221,9 +225,7 @@ def gpu_rows(args, records: Records, files: dict) -> None:
         specs["onnxruntime-gpu"] = (peers.onnxruntime_plain, (model.onnx, args.threads, "cuda"), False)
         with text_workers.workers(specs, args.threads) as found:
             for batch in batches:
-                rates = {system: batch * new_tokens / seconds
-                         for system, seconds in seconds_of(found, prompts_for(batch, files["pycode-gpt"].onnx), new_tokens,
-                                                           repeats).items()}
+                rates = tokens_per_second(found, batch, files["pycode-gpt"].onnx, new_tokens, repeats)
                 for system, rate in rates.items():
                     records.add("text-gpu", system, {"model": name, "batch": batch, "prompt": PROMPT_TOKENS,
                                                      "new_tokens": new_tokens}, rate, "tokens/s")
@@ -240,9 +242,7 @@ def cpu_rows(args, records: Records, files: dict, bandwidth: float) -> None:
         print(f"\n{header}\n{'-' * len(header)}", flush=True)
         with text_workers.workers(system_specs(model, args.threads, max(batches)), args.threads) as found:
             for batch in batches:
-                rates = {system: batch * new_tokens / seconds
-                         for system, seconds in seconds_of(found, prompts_for(batch, files["pycode-gpt"].onnx), new_tokens,
-                                                           repeats).items()}
+                rates = tokens_per_second(found, batch, files["pycode-gpt"].onnx, new_tokens, repeats)
                 for system, rate in rates.items():
                     records.add("text", system, {"model": name, "batch": batch, "prompt": PROMPT_TOKENS,
                                                  "new_tokens": new_tokens, "threads": args.threads}, rate, "tokens/s")
