@@ -123,6 +123,8 @@ def test_a_gan_ships_the_average_of_its_generator(tmp_path, family):
     with torch.no_grad():
         live_images = model.generator.eval()(torch.from_numpy(z)).numpy()
     assert np.abs(images - live_images).max() > 1e-3
+    provenance = json.loads({p.key: p.value for p in onnx.load(summary["out"]).metadata_props}["aigc.provenance"])
+    assert (provenance["generator"], provenance["average_generator"]) == ("weight average", decay)
 
 
 def test_gan_options_are_checked(tmp_path):
@@ -133,6 +135,7 @@ def test_gan_options_are_checked(tmp_path):
     summary = _train("gan", tmp_path, steps=1)  # off by default: the last step's generator ships
     provenance = json.loads({p.key: p.value for p in onnx.load(summary["out"]).metadata_props}["aigc.provenance"])
     assert (provenance["augment"], provenance["generator"]) == (False, "last step")
+    assert "average_generator" not in provenance
     assert "generator_average" not in aigc_export.load_checkpoint(summary["checkpoint"])
 
 

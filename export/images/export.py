@@ -112,6 +112,8 @@ def export_trained_image(state: dict, out_path: str | os.PathLike, *, quality_n:
     if state["family"] != "vae":  # how the GAN trained: whether D saw augmented batches, what G ships
         provenance.update(augment=state.get("augment", False),
                           generator="weight average" if "generator_average" in state else "last step")
+        if "generator_average" in state:  # its decay: runs that differ only in it train alike
+            provenance["average_generator"] = state["average_generator"]
     out = export_image_model(module, state["family"], model.config, provenance, out_path, encoder=encoder)
     stamp_image_quality(out, n=quality_n)
     return read_provenance(out)
