@@ -44,8 +44,8 @@ from .scheduler import ContinuousScheduler, failure_message
 from .static import StaticScheduler
 from .tokenizer import TextTokenizer
 
-# The first is the default. The native LSTM is opt-in: measured slower than onnxruntime in
-# float32 on the AVX2 machine it was built on (README, "The native LSTM").
+# The first is the default (README, "The native LSTM": native is the faster at every batch),
+# except for an LSTM on CUDA, which only onnxruntime runs.
 BACKENDS = {"gpt": ("native", "onnxruntime"), "lstm": ("native", "onnxruntime")}
 DEFAULT_MAX_BATCH_SIZE = 32
 
