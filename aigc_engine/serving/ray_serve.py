@@ -145,7 +145,10 @@ def not_ready() -> str:
     def name(state) -> str:  # Serve's status enums, by value ("HEALTHY", "RUNNING")
         return str(getattr(state, "value", state))
 
-    status = serve.status()
+    try:
+        status = serve.status()
+    except Exception as error:  # no controller to ask (it died, or never started)
+        return f"Serve's controller ({type(error).__name__})"
     waiting = [f"the HTTP proxy on node {node[:8]} ({name(state)})"
                for node, state in status.proxies.items() if name(state) != "HEALTHY"]
     application = status.applications.get(APP_NAME)
@@ -188,6 +191,10 @@ def deploy(application, host: str, port: int, log_level: str, start_timeout: flo
                             "(a proxy that Ray keeps restarting: see RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S)")
     if failed and isinstance(failed[0], RuntimeError):  # a replica that could not start
         raise AigcError(f"--ray: the replicas did not start: {why_not_deployed(str(failed[0]))}") from None
+    if failed and isinstance(failed[0], Exception):  # e.g. the proxy's actor killed by Serve as not ready in time
+        reason = str(failed[0]).strip().splitlines()[0] if str(failed[0]).strip() else type(failed[0]).__name__
+        raise AigcError(f"--ray: Serve did not start ({reason}); waiting for {not_ready()} "
+                        "(a proxy that Ray keeps restarting: see RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S)") from None
     if failed:
         raise failed[0]
 
@@ -203,8 +210,10 @@ def serve_on_ray(application, address: str | None, host: str, port: int, cpus_ne
     started = connect(address, cpus_needed)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    ready = False
     try:
         deploy(application, host, port, log_level, start_timeout, stop)
+        ready = True
         status = serve.status().applications[APP_NAME].deployments[DEPLOYMENT_NAME]
         print(f"aigc serve: http://{host}:{port} — Ray Serve, {status.replica_states.get('RUNNING', 0)} replicas "
               f"running ({'cluster ' + address if address else 'local Ray instance'})", file=sys.stderr, flush=True)
@@ -212,9 +221,13 @@ def serve_on_ray(application, address: str | None, host: str, port: int, cpus_ne
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        # After a start that failed or was cut short, nothing here waits on Serve: its graceful
+        # shutdown waited on the proxy it kept restarting. Stopping the local instance stops
+        # every process of it anyway.
         if started:
-            serve.shutdown()
+            if ready:
+                serve.shutdown()
             ray.shutdown()
         else:  # a cluster this joined keeps running, without this application
             with contextlib.suppress(RayServeException):  # Serve never started there
-                serve.delete(APP_NAME)
+                serve.delete(APP_NAME, _blocking=ready)
