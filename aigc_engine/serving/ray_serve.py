@@ -23,6 +23,11 @@ from .ray_cluster import connect, import_ray, portable_model_names, replica_opti
 APP_NAME = "aigc"
 DEPLOYMENT_NAME = "AigcReplica"
 HEALTH_TIMEOUT_SECONDS = 5.0
+# How long a failed start waits for Serve's controller to say what it was waiting for: Serve's
+# client asks its controller without a bound, and a controller busy restarting a proxy may
+# never answer (a CI run's command outlived 270 s there).
+STATUS_TIMEOUT_SECONDS = 5.0
+DEPLOY_THREAD, STATUS_THREAD = "aigc-ray-deploy", "aigc-serve-status"
 # A replica takes what its engines queue and batch; Serve's own default (5 in flight) would
 # starve the continuous batch. Autoscaling aims at a full batch per replica.
 DEFAULT_MAX_BATCH_SIZE = 32
@@ -127,12 +132,35 @@ def build_app(models: list[str], served_names: list[str] | None, max_queued: int
     return deployment.bind(portable_model_names(models), served_names, max_queued, text_options, server_options)
 
 
+def serve_status():
+    """serve.status(), asked from a daemon thread: TimeoutError after STATUS_TIMEOUT_SECONDS."""
+    from ray import serve
+
+    answer: list = []
+
+    def ask() -> None:
+        try:
+            answer.append(serve.status())
+        except Exception as error:  # handed to the waiting thread
+            answer.append(error)
+
+    asking = threading.Thread(target=ask, name=STATUS_THREAD, daemon=True)
+    asking.start()
+    asking.join(STATUS_TIMEOUT_SECONDS)
+    if not answer:
+        raise TimeoutError(f"no answer within {STATUS_TIMEOUT_SECONDS:g} s")
+    if isinstance(answer[0], Exception):
+        raise answer[0]
+    return answer[0]
+
+
 def why_not_deployed(fallback: str) -> str:
     """The last line of Serve's message on the failed deployment: a replica constructor's
     exception (an unreadable chat template, too little memory for the KV cache, ...)."""
-    from ray import serve
-
-    application = serve.status().applications.get(APP_NAME)
+    try:
+        application = serve_status().applications.get(APP_NAME)
+    except Exception:  # no controller to ask, or one that does not answer
+        return fallback
     deployment = application.deployments.get(DEPLOYMENT_NAME) if application else None
     lines = [line.strip() for line in (deployment.message if deployment else "").splitlines() if line.strip()]
     return lines[-1] if lines else fallback
@@ -140,17 +168,17 @@ def why_not_deployed(fallback: str) -> str:
 
 def not_ready() -> str:
     """What Serve is still waiting for: proxies not yet healthy, replicas not yet running."""
-    from ray import serve
-
     def name(state) -> str:  # Serve's status enums, by value ("HEALTHY", "RUNNING")
         return str(getattr(state, "value", state))
 
     try:
-        status = serve.status()
+        status = serve_status()
+    except TimeoutError as error:
+        return f"Serve's controller ({error})"
     except Exception as error:  # no controller to ask (it died, or never started)
         return f"Serve's controller ({type(error).__name__})"
-    waiting = [f"the HTTP proxy on node {node[:8]} ({name(state)})"
-               for node, state in status.proxies.items() if name(state) != "HEALTHY"]
+    waiting = [f"the HTTP proxy on node {node[:8]} ({name(state)}; Serve restarts a proxy that is not ready within "
+               "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S)" for node, state in status.proxies.items() if name(state) != "HEALTHY"]
     application = status.applications.get(APP_NAME)
     deployment = application.deployments.get(DEPLOYMENT_NAME) if application else None
     if deployment is None:
@@ -180,23 +208,35 @@ def deploy(application, host: str, port: int, log_level: str, start_timeout: flo
         except BaseException as error:  # handed to the waiting thread
             failed.append(error)
 
-    worker = threading.Thread(target=run, name="aigc-ray-deploy", daemon=True)
+    worker = threading.Thread(target=run, name=DEPLOY_THREAD, daemon=True)
     worker.start()
     deadline = time.monotonic() + start_timeout
     while worker.is_alive():
         if stop.wait(0.25):
             raise KeyboardInterrupt
         if time.monotonic() > deadline:
-            raise AigcError(f"--ray: not ready after --start-timeout {start_timeout:g} s: waiting for {not_ready()} "
-                            "(a proxy that Ray keeps restarting: see RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S)")
+            raise AigcError(f"--ray: not ready after --start-timeout {start_timeout:g} s: waiting for {not_ready()}")
     if failed and isinstance(failed[0], RuntimeError):  # a replica that could not start
         raise AigcError(f"--ray: the replicas did not start: {why_not_deployed(str(failed[0]))}") from None
     if failed and isinstance(failed[0], Exception):  # e.g. the proxy's actor killed by Serve as not ready in time
         reason = str(failed[0]).strip().splitlines()[0] if str(failed[0]).strip() else type(failed[0]).__name__
-        raise AigcError(f"--ray: Serve did not start ({reason}); waiting for {not_ready()} "
-                        "(a proxy that Ray keeps restarting: see RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S)") from None
+        raise AigcError(f"--ray: Serve did not start ({reason}); waiting for {not_ready()}") from None
     if failed:
         raise failed[0]
+
+
+def release_waiters(ray) -> None:
+    """Kill Serve's controller and wait (boundedly) for this module's threads that wait on it:
+    serve.start's and serve.status's calls return with an error then. Left waiting, they meet
+    the core worker torn down under them by ray.shutdown, and Ray ends the process there,
+    before the command can say why its start failed."""
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    with contextlib.suppress(ValueError):  # no controller yet
+        ray.kill(ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE), no_restart=True)
+    deadline = time.monotonic() + STATUS_TIMEOUT_SECONDS
+    for waiter in [t for t in threading.enumerate() if t.name in (DEPLOY_THREAD, STATUS_THREAD)]:
+        waiter.join(max(0.0, deadline - time.monotonic()))
 
 
 def serve_on_ray(application, address: str | None, host: str, port: int, cpus_needed: int,
@@ -227,6 +267,8 @@ def serve_on_ray(application, address: str | None, host: str, port: int, cpus_ne
         if started:
             if ready:
                 serve.shutdown()
+            else:
+                release_waiters(ray)
             ray.shutdown()
         else:  # a cluster this joined keeps running, without this application
             with contextlib.suppress(RayServeException):  # Serve never started there
