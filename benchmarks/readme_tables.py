@@ -1,5 +1,5 @@
 """README's benchmark tables, in markdown, from the JSON files the benchmarks write (--json):
-images.py's, text.py's (one table per model), serve.py's and kernels.py's, in the README's
+images.py's, text.py's (one table per model), serve.py's and native_kernels.py's, in the README's
 layout. Prints them; with --readme FILE, also replaces each table of FILE that sits between
 `<!-- bench-table KEY -->` and `<!-- /bench-table -->` by the one made for KEY (images,
 text MODEL, serve, kernels).

@@ -1,5 +1,5 @@
 """Attention prefill and paged decode against the numpy references of tests/reference.py
-(float64 sums), every ISA; no torch (benchmarks/kernels.py compares with torch's SDPA).
+(float64 sums), every ISA; no torch (benchmarks/native_kernels.py compares with torch's SDPA).
 
 Tolerance, flash-attention's habit: the error of ours against the float64 reference may be at
 most 3x the error of the same attention computed naively in float32 (plus 1e-6 for the

@@ -25,7 +25,7 @@ import ort_int8_graph  # noqa: E402
 import text_peers  # noqa: E402
 import text_workers  # noqa: E402
 
-# benchmarks/kernels.py would shadow the PyPI `kernels` (see test_benchmark_reports.py).
+# Only for the imports above: the folder's scripts would shadow installed modules of the same name.
 sys.path[:] = [entry for entry in sys.path if entry != BENCHMARKS]
 
 INTEGER_MATMULS = {"MatMulInteger", "DynamicQuantizeMatMul"}

@@ -19,9 +19,8 @@ import common  # noqa: E402
 import readme_tables  # noqa: E402
 import report  # noqa: E402
 
-# Only for the imports above (readme_tables adds the folder again): left on the path,
-# benchmarks/kernels.py would shadow the PyPI package `kernels` that transformers imports
-# (tests/test_chat.py) wherever that package is installed.
+# Only for the imports above: left on the path, the folder's scripts (common.py, report.py,
+# text.py, ...) would shadow any installed module of the same name in later tests.
 sys.path[:] = [entry for entry in sys.path if entry != str(BENCHMARKS)]
 
 

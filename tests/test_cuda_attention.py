@@ -163,7 +163,7 @@ def test_bad_arrays_are_refused_before_the_device_is_chosen():
 
 @needs_gpu
 def test_the_benchmarks_timed_runs_compute_the_same_output():
-    # benchmarks/kernels.py times the kernels with these; each run is deterministic (no atomics).
+    # benchmarks/native_kernels.py times the kernels with these; each run is deterministic (no atomics).
     q, k, v, cu = prefill_inputs(10, [100, 3], 4, 2, 64, True)
     out = np.empty_like(q)
     assert _C.attention_prefill_cuda_seconds(q, k, v, cu, np.nan, out, 3) > 0

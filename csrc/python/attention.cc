@@ -158,7 +158,7 @@ void attention_decode(py::array q, py::array k_cache, py::array v_cache, py::arr
 }
 
 #ifdef AIGC_WITH_CUDA
-// For benchmarks/kernels.py: the CUDA kernel run `repeats` times on one copy of the inputs,
+// For benchmarks/native_kernels.py: the CUDA kernel run `repeats` times on one copy of the inputs,
 // the seconds of one run timed by CUDA events (the kernels alone, not the copies).
 int checked_repeats(int repeats) {
   if (repeats < 1) throw py::value_error("repeats: expected >= 1, got " + std::to_string(repeats));

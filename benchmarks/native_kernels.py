@@ -8,7 +8,7 @@ it must read), the sampler against one read of the logits at that bandwidth; lay
 GELU and the one-row projections (m = 1, a decode step) against the bytes they must move
 at that bandwidth (GB/s, and its share).
 
-    python benchmarks/kernels.py [--quick] [--json results.json] [--threads 2]
+    python benchmarks/native_kernels.py [--quick] [--json results.json] [--threads 2]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-# Run as `python -P benchmarks/kernels.py` (keeping the source tree's aigc_engine, which has
+# Run as `python -P benchmarks/native_kernels.py` (keeping the source tree's aigc_engine, which has
 # no built _C, off sys.path): -P also drops this folder, where common.py lives.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (Records, describe_peak, gemm_peak_flops, machine, median_seconds, parser,  # noqa: E402
