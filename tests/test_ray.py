@@ -6,6 +6,7 @@ in-process texts, and one killed half-way and run again names every custom_id on
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -290,12 +291,16 @@ serve_on_ray(serve.deployment(NeverReady, name=DEPLOYMENT_NAME, ray_actor_option
 def test_a_start_that_never_gets_ready_ends_at_its_start_timeout(tmp_path):
     started = time.monotonic()
     run = subprocess.run([sys.executable, "-c", NEVER_READY, str(free_port())], capture_output=True, text=True,
-                         env=env(), cwd=tmp_path, timeout=2 * WAIT)
+                         env=env(), cwd=tmp_path, timeout=3 * WAIT)
     assert run.returncode == 1, run.stderr[-2000:]
-    assert "--ray: not ready after --start-timeout 15 s: waiting for the replicas (1 STARTING)" in run.stderr, \
-        run.stderr[-2000:]
-    # Ray's start (slow beside the module's other instance), the 15 s, and the local instance's stop
-    assert time.monotonic() - started < WAIT
+    # what it waited for: the replica (on a loaded machine, perhaps still the proxy, or a
+    # controller too slow to say)
+    assert re.search(r"--ray: not ready after --start-timeout 15 s: waiting for (the replicas \(1 STARTING\)|"
+                     r"the HTTP proxy on node \w+ \(STARTING|Serve's controller \(no answer within 15 s\))",
+                     run.stderr), run.stderr[-2000:]
+    # Ray's start (slow beside the module's other instance), the 15 s, at most 15 s more asking
+    # the controller and as many for its threads, and the local instance's stop
+    assert time.monotonic() - started < 2 * WAIT
 
 
 def test_a_controller_that_does_not_answer_is_named_within_seconds(monkeypatch):

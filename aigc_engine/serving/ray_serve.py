@@ -25,9 +25,10 @@ DEPLOYMENT_NAME = "AigcReplica"
 HEALTH_TIMEOUT_SECONDS = 5.0
 # How long a failed start waits for Serve's controller to say what it was waiting for: Serve's
 # client asks its controller without a bound, and a controller busy restarting a proxy may
-# never answer (a CI run's command outlived 270 s there).
-STATUS_TIMEOUT_SECONDS = 5.0
-DEPLOY_THREAD, STATUS_THREAD = "aigc-ray-deploy", "aigc-serve-status"
+# never answer (a CI run's command outlived 270 s there); on a loaded 2-core machine one that
+# is well took over 5 s.
+STATUS_TIMEOUT_SECONDS = 15.0
+DEPLOY_THREAD, ASKING_THREAD = "aigc-ray-deploy", "aigc-ray-ask"
 # A replica takes what its engines queue and batch; Serve's own default (5 in flight) would
 # starve the continuous batch. Autoscaling aims at a full batch per replica.
 DEFAULT_MAX_BATCH_SIZE = 32
@@ -132,19 +133,18 @@ def build_app(models: list[str], served_names: list[str] | None, max_queued: int
     return deployment.bind(portable_model_names(models), served_names, max_queued, text_options, server_options)
 
 
-def serve_status():
-    """serve.status(), asked from a daemon thread: TimeoutError after STATUS_TIMEOUT_SECONDS."""
-    from ray import serve
-
+def within_seconds(call):
+    """call() from a daemon thread: its result, or TimeoutError after STATUS_TIMEOUT_SECONDS
+    (Serve's client waits on its controller without a bound)."""
     answer: list = []
 
     def ask() -> None:
         try:
-            answer.append(serve.status())
+            answer.append(call())
         except Exception as error:  # handed to the waiting thread
             answer.append(error)
 
-    asking = threading.Thread(target=ask, name=STATUS_THREAD, daemon=True)
+    asking = threading.Thread(target=ask, name=ASKING_THREAD, daemon=True)
     asking.start()
     asking.join(STATUS_TIMEOUT_SECONDS)
     if not answer:
@@ -152,6 +152,12 @@ def serve_status():
     if isinstance(answer[0], Exception):
         raise answer[0]
     return answer[0]
+
+
+def serve_status():
+    from ray import serve
+
+    return within_seconds(serve.status)
 
 
 def why_not_deployed(fallback: str) -> str:
@@ -177,8 +183,9 @@ def not_ready() -> str:
         return f"Serve's controller ({error})"
     except Exception as error:  # no controller to ask (it died, or never started)
         return f"Serve's controller ({type(error).__name__})"
-    waiting = [f"the HTTP proxy on node {node[:8]} ({name(state)}; Serve restarts a proxy that is not ready within "
-               "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S)" for node, state in status.proxies.items() if name(state) != "HEALTHY"]
+    waiting = [f"the HTTP proxy on node {node[:8]} ({name(state)}; Serve restarts a proxy that is not ready "
+               "within RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S)"
+               for node, state in status.proxies.items() if name(state) != "HEALTHY"]
     application = status.applications.get(APP_NAME)
     deployment = application.deployments.get(DEPLOYMENT_NAME) if application else None
     if deployment is None:
@@ -235,7 +242,7 @@ def release_waiters(ray) -> None:
     with contextlib.suppress(ValueError):  # no controller yet
         ray.kill(ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE), no_restart=True)
     deadline = time.monotonic() + STATUS_TIMEOUT_SECONDS
-    for waiter in [t for t in threading.enumerate() if t.name in (DEPLOY_THREAD, STATUS_THREAD)]:
+    for waiter in [t for t in threading.enumerate() if t.name in (DEPLOY_THREAD, ASKING_THREAD)]:
         waiter.join(max(0.0, deadline - time.monotonic()))
 
 
@@ -271,5 +278,8 @@ def serve_on_ray(application, address: str | None, host: str, port: int, cpus_ne
                 release_waiters(ray)
             ray.shutdown()
         else:  # a cluster this joined keeps running, without this application
-            with contextlib.suppress(RayServeException):  # Serve never started there
-                serve.delete(APP_NAME, _blocking=ready)
+            with contextlib.suppress(RayServeException, TimeoutError):  # Serve never started there, or hangs
+                if ready:
+                    serve.delete(APP_NAME)
+                else:
+                    within_seconds(lambda: serve.delete(APP_NAME, _blocking=False))
