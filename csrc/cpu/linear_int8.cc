@@ -40,12 +40,17 @@ void store_block(const LinearInt8Params& p, const int32_t* acc, int64_t rows, in
 }
 
 #if defined(__AVX512F__)
+typedef int32_t Int32x16 __attribute__((vector_size(64)));
+
 template <int R>
 __attribute__((target("avx512vnni"))) void block_vnni(const LinearInt8Params& p, const int8_t* panel, int64_t row0,
                                                       int64_t col0) {
-  __m512i acc[R][4];
+  // The accumulators as a plain GCC vector type, not __m512i: __m512i is declared may_alias,
+  // and GCC 12 then kept this array in memory as well as in registers, a 64-byte store and two
+  // moves beside each vpdpbusd of the loop (~30 % of the vpdpbusd peak at m = 32 on a Xeon).
+  Int32x16 acc[R][4];
   for (int r = 0; r < R; ++r)
-    for (int j = 0; j < 4; ++j) acc[r][j] = _mm512_setzero_si512();
+    for (int j = 0; j < 4; ++j) acc[r][j] = Int32x16{};
   const int32_t* x = reinterpret_cast<const int32_t*>(p.xq + row0 * p.k4 * 4);
   for (int64_t g = 0; g < p.k4; ++g) {
     // 16 columns × 4 consecutive k per vector: the layout vpdpbusd multiplies.
@@ -53,12 +58,12 @@ __attribute__((target("avx512vnni"))) void block_vnni(const LinearInt8Params& p,
     for (int j = 0; j < 4; ++j) w[j] = _mm512_loadu_si512(panel + (g * kPanel + 16 * j) * 4);
     for (int r = 0; r < R; ++r) {
       const __m512i xb = _mm512_set1_epi32(x[r * p.k4 + g]);
-      for (int j = 0; j < 4; ++j) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], xb, w[j]);
+      for (int j = 0; j < 4; ++j) acc[r][j] = Int32x16(_mm512_dpbusd_epi32(__m512i(acc[r][j]), xb, w[j]));
     }
   }
   alignas(64) int32_t out[R * kPanel];
   for (int r = 0; r < R; ++r)
-    for (int j = 0; j < 4; ++j) _mm512_store_si512(out + r * kPanel + 16 * j, acc[r][j]);
+    for (int j = 0; j < 4; ++j) _mm512_store_si512(out + r * kPanel + 16 * j, __m512i(acc[r][j]));
   store_block(p, out, R, row0, col0);
 }
 
