@@ -38,14 +38,16 @@ def missing(root: Path | None) -> str | None:
 
 
 def command(root: Path, gguf_type: str, threads: int, prompt: int, new_tokens: int,
-            batches: tuple[int, ...]) -> list[str]:
+            batches: tuple[int, ...], repack: bool = True) -> list[str]:
     """Every batch in one process, CPU only, one context holding all sequences at full length
     (batched-bench splits it evenly between max(batches) sequences and skips a row that does not fit);
-    -b 2048 takes batch 32's 1024 prompt tokens in one decode call (llama.cpp's defaults, spelled out)."""
+    -b 2048 takes batch 32's 1024 prompt tokens in one decode call (llama.cpp's defaults, spelled out).
+    repack=False: --no-repack, ggml's weights as stored (see measure)."""
     return [str(root / BENCH_BINARY), "-m", str(gguf_path(root, gguf_type)),
             "-c", str(max(batches) * (prompt + new_tokens)), "-b", "2048", "-ub", "512",
             "-npp", str(prompt), "-ntg", str(new_tokens), "-npl", ",".join(map(str, batches)),
-            "-t", str(threads), "-tb", str(threads), "-ngl", "0", "--output-format", "jsonl"]
+            "-t", str(threads), "-tb", str(threads), "-ngl", "0", "--output-format", "jsonl",
+            *([] if repack else ["--no-repack"])]
 
 
 def parse_jsonl(text: str) -> dict[int, float]:
@@ -67,19 +69,25 @@ def measure(root: Path | None, threads: int, prompt: int, new_tokens: int, batch
     reason = missing(root)
     if reason:
         return None, f"llama.cpp: skipped ({reason}; {README_HINT})"
-    results = {}
+    results, unrepacked = {}, []
     for gguf_type in GGUF_TYPES:
-        runs = []
-        for _ in range(repeats):
-            done = subprocess.run(command(root, gguf_type, threads, prompt, new_tokens, batches),
+        runs, repack = [], True
+        while len(runs) < repeats:
+            done = subprocess.run(command(root, gguf_type, threads, prompt, new_tokens, batches, repack),
                                   capture_output=True, text=True)
             rates = parse_jsonl(done.stdout + done.stderr)
+            if done.returncode < 0 and repack:
+                # On an AMX Xeon (2026-12-04) Q8_0 died of SIGSEGV in ggml's repacked (AMX) weights
+                # and ran without them: measure that, and say so.
+                repack = False
+                unrepacked.append(f"{gguf_type} with --no-repack (repacked: signal {-done.returncode})")
+                continue
             if done.returncode != 0 or set(rates) != set(batches):
                 tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
                 return None, f"llama.cpp: skipped ({gguf_type}: exit {done.returncode}, {tail}; {README_HINT})"
             runs.append(rates)
         results[gguf_type] = {b: statistics.median(r[b] for r in runs) for b in batches}
-    return results, f"llama.cpp: {root / BENCH_BINARY}, median of {repeats}"
+    return results, f"llama.cpp: {root / BENCH_BINARY}, median of {repeats}" + "".join(f"; {u}" for u in unrepacked)
 
 
 def llama_dir(flag: str | None) -> Path | None:

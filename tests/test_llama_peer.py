@@ -45,7 +45,8 @@ def test_command_has_the_benchmark_shape():
     assert (flags["-npp"], flags["-ntg"], flags["-npl"]) == ("32", "128", "1,8,32")
     assert (flags["-t"], flags["-tb"], flags["-ngl"]) == ("3", "3", "0")
     assert int(flags["-c"]) >= 32 * (32 + 128)
-    assert flags["--output-format"] == "jsonl"
+    assert flags["--output-format"] == "jsonl" and "--no-repack" not in cmd
+    assert peer.command(Path("/l"), "q8_0", 3, 32, 128, (1, 8, 32), repack=False)[-1] == "--no-repack"
 
 
 def fake_build(root: Path, output: str) -> Path:
@@ -66,6 +67,17 @@ def test_measure_runs_every_type_and_takes_the_median(tmp_path):
     assert set(results) == {"f32", "bf16", "q8_0"}
     assert results["bf16"] == pytest.approx(EXPECTED, rel=1e-6)
     assert "median of 3" in note
+
+
+def test_a_run_that_crashes_with_repacked_weights_runs_again_without(tmp_path):
+    root = fake_build(tmp_path, SAMPLE)
+    binary = root / peer.BENCH_BINARY  # q8_0 dies of SIGSEGV unless --no-repack, as on an AMX Xeon
+    binary.write_text("#!/bin/sh\n"
+                      "case \"$*\" in *q8_0*) case \"$*\" in *--no-repack*) ;; *) kill -SEGV $$;; esac;; esac\n"
+                      f"cat '{root / 'sample.txt'}'\n")
+    results, note = peer.measure(root, 2, 32, 128, (1, 8, 32), repeats=2)
+    assert results["q8_0"] == pytest.approx(EXPECTED, rel=1e-6)
+    assert note.endswith("; q8_0 with --no-repack (repacked: signal 11)")
 
 
 def test_a_failed_run_is_a_skip_line(tmp_path):
