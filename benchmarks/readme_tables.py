@@ -21,8 +21,8 @@ import report  # noqa: E402
 TEXT_SYSTEMS = {  # text.py's system → its row in the README, in the README's order
     "hf-generate": "Hugging Face `generate` (PyTorch eager)",
     "onnxruntime-fp32": "onnxruntime, fp32 (plain KV-cache loop)",
-    "onnxruntime-int8": "onnxruntime, int8 (`quantize_dynamic`)",
-    "ctranslate2-fp32": "CTranslate2, float32",
+    "onnxruntime-int8": "onnxruntime, int8 (`quantize_dynamic`, last position, head quantized)",
+    "ctranslate2-float32": "CTranslate2, float32",
     "ctranslate2-int8": "CTranslate2, int8",
     "llama.cpp-f32": "llama.cpp, f32 (GGUF, `llama-batched-bench`)",
     "llama.cpp-bf16": "llama.cpp, bf16 (GGUF)",
