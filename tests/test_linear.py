@@ -69,6 +69,21 @@ def test_int8_is_the_same_on_every_isa(isa_name, m, k, n, seed):
     np.testing.assert_array_equal(outs[isa_name], outs["generic"])
 
 
+@pytest.mark.skipif(not _C.cpu_has_amx_int8(), reason="needs AMX-INT8 (and the kernel's leave to use its tiles)")
+@pytest.mark.parametrize("m, k, n", [(16, 768, 130), (17, 256, 64), (32, 1024, 200), (47, 3072, 70),
+                                     (40, 300, 65)])  # k = 300: k4 = 75 groups, no tiles (VNNI blocks)
+def test_int8_amx_tiles_give_the_generic_builds_bits(m, k, n):
+    """Rows in tiles of 16 (tdpbusd), the rest in VNNI blocks: the same exact sums, so the
+    same y as the portable loops, and every row as when it is alone."""
+    rng = np.random.default_rng(m * k)
+    layer = ops.Linear(rng.standard_normal((k, n)).astype(np.float32), rng.standard_normal(n).astype(np.float32), "int8")
+    x = (rng.standard_normal((m, k)) * 3).astype(np.float32)
+    outs = forward_under_each(layer, x, ("generic", "avx512"))
+    np.testing.assert_array_equal(outs["avx512"], outs["generic"])
+    with isa.forced("avx512"):
+        np.testing.assert_array_equal(layer.forward(x[-1:].copy()), outs["avx512"][-1:])
+
+
 @pytest.mark.skipif(isa.skip_reason("avx512") is not None,
                     reason=f"needs the avx2 and avx512 builds: {isa.skip_reason('avx512')}")
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

@@ -16,6 +16,9 @@ const char* isa_name(Isa isa);
 // Extensions the avx512 build may use only after checking these at run time.
 bool cpu_has_avx512_bf16();
 bool cpu_has_avx512_vnni();
+// AMX-TILE and AMX-INT8, and the kernel's leave to use the tiles' state (Linux asks each
+// process to request it: arch_prctl ARCH_REQ_XCOMP_PERM), for the int8 projections.
+bool cpu_has_amx_int8();
 
 }  // namespace aigc
 

@@ -86,6 +86,7 @@ struct LinearInt8Params {
   const float* bias;      // may be null
   float* y;               // (m, n)
   bool vnni;              // the CPU has AVX512-VNNI (the avx512 build's fast path)
+  bool amx;               // and AMX-INT8 (cpu_has_amx_int8): 16 rows at a time in tiles
 };
 
 }  // namespace aigc

@@ -2,6 +2,10 @@
 // Skylake-SP has them); the avx2 build needs AVX2 and FMA (Haswell and later).
 #include "aigc/isa.h"
 
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -52,6 +56,17 @@ bool cpu_has_avx512_bf16() {
 bool cpu_has_avx512_vnni() {
   __builtin_cpu_init();
   return cpu_isa() == Isa::kAvx512 && __builtin_cpu_supports("avx512vnni");
+}
+
+bool cpu_has_amx_int8() {
+  static const bool usable = [] {
+    unsigned eax, ebx, ecx, edx;
+    if (cpu_isa() != Isa::kAvx512 || !__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+    const bool tile = edx & (1u << 24), int8 = edx & (1u << 25);
+    constexpr long kReqXcompPerm = 0x1023, kXfeatureTileData = 18;  // <asm/prctl.h>, the XTILEDATA state
+    return tile && int8 && syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureTileData) == 0;
+  }();
+  return usable;
 }
 
 }  // namespace aigc

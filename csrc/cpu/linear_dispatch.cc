@@ -53,6 +53,7 @@ void linear_forward(const Linear& layer, const float* x, int64_t m, float* y) {
       q.bias = p.bias;
       q.y = y;
       q.vnni = cpu_has_avx512_vnni();
+      q.amx = q.vnni && cpu_has_amx_int8();
       return parallel_for(panels, [&](int64_t first, int64_t last) { AIGC_ISA_CALL(isa, linear_int8_panels, q, first, last); });
     }
   }

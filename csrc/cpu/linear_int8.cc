@@ -67,6 +67,54 @@ __attribute__((target("avx512vnni"))) void block_vnni(const LinearInt8Params& p,
   store_block(p, out, R, row0, col0);
 }
 
+// AMX: 16 rows × 64 columns per tile pass, the same exact int32 sums as vpdpbusd. The panel
+// layout (per group of 4 k: 64 columns × 4 bytes) is already the B tiles' (16 groups × 16
+// columns × 4 k, a row every 256 bytes), and the rows of xq the A tile's (16 rows × 64 k).
+// Tiles 0-3: the sums of columns 16j..16j+15; 4: x; 5: weights. Used where k4 is a
+// multiple of 16 (every GPT-2 and LSTM width here), else the VNNI blocks take the rows.
+constexpr int kAmxRows = 16;
+constexpr int64_t kAmxGroups = 16;  // groups of 4 k per A tile
+
+// ldtilecfg's 64 bytes: palette 1, tiles 0-5 of 16 rows × 64 bytes. A constant in memory: built
+// on the stack, GCC 12 dropped the stores (it does not see ldtilecfg read them), and the
+// first tile instruction raised SIGILL on unconfigured tiles.
+struct alignas(64) TileConfig {
+  uint8_t palette, start_row, reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+const TileConfig kTiles = {1, 0, {}, {64, 64, 64, 64, 64, 64}, {kAmxRows, kAmxRows, kAmxRows, kAmxRows, kAmxRows, kAmxRows}};
+
+__attribute__((target("amx-tile"))) void amx_begin() { _tile_loadconfig(&kTiles); }
+
+__attribute__((target("amx-tile"))) void amx_end() { _tile_release(); }
+
+__attribute__((target("amx-tile,amx-int8"))) void block_amx(const LinearInt8Params& p, const int8_t* panel,
+                                                              int64_t row0, int64_t col0) {
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  const uint8_t* x = p.xq + row0 * p.k4 * 4;
+  for (int64_t g = 0; g < p.k4; g += kAmxGroups) {
+    _tile_loadd(4, x + g * 4, p.k4 * 4);
+    _tile_loadd(5, panel + (g * kPanel + 0) * 4, kPanel * 4);
+    _tile_dpbusd(0, 4, 5);
+    _tile_loadd(5, panel + (g * kPanel + 16) * 4, kPanel * 4);
+    _tile_dpbusd(1, 4, 5);
+    _tile_loadd(5, panel + (g * kPanel + 32) * 4, kPanel * 4);
+    _tile_dpbusd(2, 4, 5);
+    _tile_loadd(5, panel + (g * kPanel + 48) * 4, kPanel * 4);
+    _tile_dpbusd(3, 4, 5);
+  }
+  alignas(64) int32_t out[kAmxRows * kPanel];
+  _tile_stored(0, out, kPanel * 4);
+  _tile_stored(1, out + 16, kPanel * 4);
+  _tile_stored(2, out + 32, kPanel * 4);
+  _tile_stored(3, out + 48, kPanel * 4);
+  store_block(p, out, kAmxRows, row0, col0);
+}
+
 #elif defined(__AVX2__)
 
 // Exact without VNNI: weights sign-extended to int16 (vpmovsxbw), activations zero-extended
@@ -212,10 +260,24 @@ void block(const LinearInt8Params& p, const int8_t* panel, int64_t row0, int64_t
 }
 
 void panels(const LinearInt8Params& p, int64_t first, int64_t last) {
+  // AMX takes the rows in tiles of 16; the blocks the rest
+  int64_t tiled = 0;
+#if defined(__AVX512F__)
+  if (p.amx && p.k4 % kAmxGroups == 0) tiled = p.m / kAmxRows * kAmxRows;
+  if (tiled > 0) amx_begin();
+#endif
   for (int64_t panel = first; panel < last; ++panel) {
     const int8_t* w = p.panels + panel * p.k4 * kPanel * 4;
-    for_each_row_block<kRows>(p.m, [&](auto rows, int64_t row) { block<decltype(rows)::value>(p, w, row, panel * kPanel); });
+#if defined(__AVX512F__)
+    for (int64_t row = 0; row < tiled; row += kAmxRows) block_amx(p, w, row, panel * kPanel);
+#endif
+    for_each_row_block<kRows>(p.m - tiled, [&](auto rows, int64_t row) {
+      block<decltype(rows)::value>(p, w, tiled + row, panel * kPanel);
+    });
   }
+#if defined(__AVX512F__)
+  if (tiled > 0) amx_end();
+#endif
 }
 #endif
 

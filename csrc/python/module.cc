@@ -118,6 +118,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("active_isa", [] { return std::string(aigc::isa_name(aigc::active_isa())); });
   m.def("cpu_has_avx512_bf16", &aigc::cpu_has_avx512_bf16);
   m.def("cpu_has_avx512_vnni", &aigc::cpu_has_avx512_vnni);
+  m.def("cpu_has_amx_int8", &aigc::cpu_has_amx_int8);
   m.def("num_threads", &aigc::num_threads);
   aigc::python::bind_linear(m);
   aigc::python::bind_isa_peak(m);
