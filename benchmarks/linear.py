@@ -8,7 +8,8 @@ roofline, the share of the peak of the instruction the dtype's kernel multiply-a
 measured in the same run on every thread (_C.isa_peak: a register-only loop of that
 instruction, ops counted alike: 2 per multiply-add lane): float32 against the FMA peak
 (vfmadd231ps), bfloat16 too (its weights are widened to float32 in registers, then FMA),
-int8 against vpmaddwd (avx2) or vpdpbusd (AVX-512 VNNI). numpy's float32 matmul (OpenBLAS)
+int8 against vpmaddwd (avx2), vpdpbusd (AVX-512 VNNI) or, where the CPU has AMX-INT8 and m
+fills a tile of 16 rows, tdpbusd (the rows past the last full tile run in vpdpbusd). numpy's float32 matmul (OpenBLAS)
 at m = 32 is an extra reference column, no roofline. --quick: two shapes, m = 1, 32, 512.
 --lstm adds the pycode LSTM's projection shapes (k 256 and 384 to n 1536, and 384 × 4096).
 
@@ -46,8 +47,9 @@ def measure_peaks(_C, threads: int, seconds: float, records: Records) -> dict[st
     for dtype in BYTES:
         used = _C.linear_instruction(dtype)
         why = " (weights widened to float32 in registers)" if dtype == "bfloat16" and used else ""
-        if dtype == "int8" and _C.cpu_has_amx_int8():  # no tdpbusd peak measured yet
-            why = "; rows in tiles of 16 run on AMX (tdpbusd), whose peak is higher: shares over 100 % at m >= 16"
+        tiled = _C.linear_instruction(dtype, m=16)
+        if tiled != used:
+            why += f"; from m = 16, {tiled} (AMX, rows in tiles of 16; the rest of the rows {used})"
         print(f"  {dtype} projections held against: {used or 'none (no single instruction on this ISA)'}{why}")
     records.machine["isa"] = isa
     return peaks
@@ -97,10 +99,13 @@ def main() -> None:
             for where, seconds in (("hot", hot), ("cold", cold_s)):
                 records.add("linear", f"aigc {dtype}", {"k": k, "n": n, "m": 1, "weights": where},
                             weight_bytes / seconds / 1e9, "GB/s")
-            instruction = _C.linear_instruction(dtype)
-            peak = peaks.get(instruction)
             line = f"  {'':9}"
+            held = []
             for m in batched:
+                instruction = _C.linear_instruction(dtype, m=m, k=k)
+                peak = peaks.get(instruction)
+                if peak and instruction not in held:
+                    held.append(instruction)
                 seconds = median_seconds(lambda m=m: layer.forward(xs[m], out[m], blas=False), repeats, min_seconds)
                 rate = 2 * m * k * n / seconds / 1e9
                 records.add("linear", f"aigc {dtype}", {"k": k, "n": n, "m": m}, rate, "GOP/s")
@@ -112,7 +117,7 @@ def main() -> None:
                     line += f" {share:3.0f}%"
                 if m == 32:
                     line += f" ({rate / numpy_rate:.2f}x numpy)"
-            print(line + (f"   (% of the {instruction} peak)" if peak else ""))
+            print(line + (f"   (% of the {' / '.join(held)} peak)" if held else ""))
     records.save(args)
 
 

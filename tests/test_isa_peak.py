@@ -13,8 +13,9 @@ import pytest
 import isa
 from aigc_engine import _C
 
-NAMES = ("vfmadd231ps", "vpmaddwd", "vpdpbusd")
+NAMES = ("vfmadd231ps", "vpmaddwd", "vpdpbusd", "tdpbusd")
 needs_fma = pytest.mark.skipif(_C.active_isa() == "generic", reason="the generic build has no FMA kernels")
+needs_amx = pytest.mark.skipif(not _C.cpu_has_amx_int8(), reason="no AMX-INT8 on this CPU")
 
 
 @needs_fma
@@ -26,7 +27,7 @@ def test_fma_peak_is_a_positive_finite_rate():
 
 def test_instructions_follow_the_projections():
     available = _C.isa_peak_instructions()
-    used = {_C.linear_instruction(dtype) for dtype in ("float32", "bfloat16", "int8")} - {None}
+    used = {_C.linear_instruction(dtype, m=m) for dtype in ("float32", "bfloat16", "int8") for m in (1, 16)} - {None}
     assert set(available) == used
     if _C.active_isa() != "generic":
         assert _C.linear_instruction("bfloat16") == "vfmadd231ps"  # bf16 widened to float32, then FMA
@@ -54,6 +55,8 @@ def test_unknown_names_and_durations_raise():
         _C.isa_peak("vfmadd231ps", 0.0)
     with pytest.raises(ValueError, match="dtype"):
         _C.linear_instruction("float16")
+    with pytest.raises(ValueError, match="m, k: expected positive sizes, got 0, 768"):
+        _C.linear_instruction("int8", m=0)
 
 
 @needs_fma
@@ -74,3 +77,31 @@ def test_the_projection_does_not_outrun_the_peak():
             best = min(best, time.perf_counter() - started)
     rate = 2 * m * k * n / best
     assert rate <= 1.3 * max(peaks), (rate / 1e9, [p / 1e9 for p in peaks])
+
+
+@needs_amx
+def test_int8_rows_in_full_tiles_are_held_against_tdpbusd():
+    assert _C.linear_instruction("int8", m=32, k=768) == "tdpbusd"
+    assert _C.linear_instruction("int8", m=8, k=768) == "vpdpbusd"  # no full tile of 16 rows
+    assert _C.linear_instruction("int8", m=32, k=100) == "vpdpbusd"  # k4 = 25: no whole tiles
+    assert _C.linear_instruction("float32", m=32) == "vfmadd231ps"
+
+
+@needs_amx
+def test_the_int8_projection_does_not_outrun_the_tdpbusd_peak():
+    # As above for AMX: tdpbusd counted at 2 · 16 · 16 · 64 operations, the projection at
+    # 2·m·k·n; the tile loop holds no memory operand, so the projection stays below it.
+    k, n, m = 768, 1024, 64
+    rng = np.random.default_rng(0)
+    layer = _C.Linear(rng.standard_normal((k, n)).astype(np.float32), None, "int8")
+    x, out = rng.standard_normal((m, k)).astype(np.float32), np.empty((m, n), np.float32)
+    peaks, best = [], math.inf
+    for _ in range(3):
+        peaks.append(_C.isa_peak("tdpbusd", 0.05))
+        for _ in range(30):
+            started = time.perf_counter()
+            layer.forward(x, out)
+            best = min(best, time.perf_counter() - started)
+    rate = 2 * m * k * n / best
+    assert rate <= 1.3 * max(peaks), (rate / 1e9, [p / 1e9 for p in peaks])
+    assert max(peaks) > _C.isa_peak("vpdpbusd", 0.05)  # 256 u8 · s8 products a cycle against 128

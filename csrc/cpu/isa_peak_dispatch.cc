@@ -36,6 +36,7 @@ const char* peak_instruction_name(PeakInstruction instruction) {
   switch (instruction) {
     case PeakInstruction::kMaddwd: return "vpmaddwd";
     case PeakInstruction::kDpbusd: return "vpdpbusd";
+    case PeakInstruction::kTdpbusd: return "tdpbusd";
     default: return "vfmadd231ps";
   }
 }
@@ -49,19 +50,25 @@ PeakInstruction parse_peak_instruction(const std::string& name) {
   throw std::invalid_argument("instruction: expected one of " + valid + ", got '" + name + "'");
 }
 
-// Must follow the inner loops of cpu/linear.cc and cpu/linear_int8.cc.
-std::optional<PeakInstruction> linear_instruction(WeightDtype dtype) {
+// Must follow the inner loops of cpu/linear.cc and cpu/linear_int8.cc, and linear_forward's
+// choice of AMX (cpu/linear_dispatch.cc).
+std::optional<PeakInstruction> linear_instruction(WeightDtype dtype, int64_t m, int64_t k) {
   const Isa isa = active_isa();
   if (isa == Isa::kGeneric) return std::nullopt;
   if (dtype != WeightDtype::kInt8) return PeakInstruction::kFma;  // bf16: widened to float32, then FMA
   if (isa == Isa::kAvx2) return PeakInstruction::kMaddwd;
-  if (cpu_has_avx512_vnni()) return PeakInstruction::kDpbusd;
-  return std::nullopt;
+  if (!cpu_has_avx512_vnni()) return std::nullopt;
+  const int64_t k4 = (k + 3) / 4;
+  if (cpu_has_amx_int8() && m >= 16 && k4 % 16 == 0) return PeakInstruction::kTdpbusd;
+  return PeakInstruction::kDpbusd;
 }
 
 bool peak_instruction_available(PeakInstruction instruction) {
   for (WeightDtype dtype : {WeightDtype::kFloat32, WeightDtype::kBFloat16, WeightDtype::kInt8}) {
-    if (linear_instruction(dtype) == instruction) return true;
+    // One row, and a full AMX tile: every instruction a projection may use.
+    for (int64_t m : {1, 16}) {
+      if (linear_instruction(dtype, m, 64) == instruction) return true;
+    }
   }
   return false;
 }

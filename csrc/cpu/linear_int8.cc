@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "aigc/linear.h"
+#include "cpu/amx_tiles.h"
 #include "cpu/row_blocks.h"
 
 #if defined(__AVX2__)
@@ -72,22 +73,11 @@ __attribute__((target("avx512vnni"))) void block_vnni(const LinearInt8Params& p,
 // columns × 4 k, a row every 256 bytes), and the rows of xq the A tile's (16 rows × 64 k).
 // Tiles 0-3: the sums of columns 16j..16j+15; 4: x; 5: weights. Used where k4 is a
 // multiple of 16 (every GPT-2 and LSTM width here), else the VNNI blocks take the rows.
-constexpr int kAmxRows = 16;
+// Reading the tiles, not tdpbusd, sets the pace: on a Sapphire Rapids core a tdpbusd took
+// 20 / 28 / 127 cycles with its B tile from L1 / L2 / memory (16 at the peak), and a decode
+// step streams its weights from memory. (Three B tiles in turn, so that a load need not wait
+// for the tdpbusd reading the last one, ran no faster.)
 constexpr int64_t kAmxGroups = 16;  // groups of 4 k per A tile
-
-// ldtilecfg's 64 bytes: palette 1, tiles 0-5 of 16 rows × 64 bytes. A constant in memory: built
-// on the stack, GCC 12 dropped the stores (it does not see ldtilecfg read them), and the
-// first tile instruction raised SIGILL on unconfigured tiles.
-struct alignas(64) TileConfig {
-  uint8_t palette, start_row, reserved[14];
-  uint16_t colsb[16];
-  uint8_t rows[16];
-};
-const TileConfig kTiles = {1, 0, {}, {64, 64, 64, 64, 64, 64}, {kAmxRows, kAmxRows, kAmxRows, kAmxRows, kAmxRows, kAmxRows}};
-
-__attribute__((target("amx-tile"))) void amx_begin() { _tile_loadconfig(&kTiles); }
-
-__attribute__((target("amx-tile"))) void amx_end() { _tile_release(); }
 
 __attribute__((target("amx-tile,amx-int8"))) void block_amx(const LinearInt8Params& p, const int8_t* panel,
                                                               int64_t row0, int64_t col0) {

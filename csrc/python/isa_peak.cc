@@ -3,7 +3,8 @@
 //       when no kernel of the active ISA uses the instruction on this CPU (AVX-512 VNNI's
 //       vpdpbusd on an AVX2 CPU, anything under AIGC_FORCE_ISA=generic)
 //   isa_peak_instructions() -> list[str]                  the ones isa_peak measures here
-//   linear_instruction(dtype) -> str | None               what the projection of dtype uses
+//   linear_instruction(dtype, m=1, k=768) -> str | None   what the projection of dtype uses
+//       for m rows of k (int8 on AMX: tdpbusd from m = 16, when k fills whole tiles)
 // An unknown instruction name raises ValueError naming the valid ones. Checks only.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -43,11 +44,14 @@ void bind_isa_peak(py::module_& m) {
     }
     return names;
   });
-  m.def("linear_instruction", [](const std::string& dtype) -> std::optional<std::string> {
-        const std::optional<PeakInstruction> instruction = linear_instruction(parse_weight_dtype(dtype));
+  m.def("linear_instruction", [](const std::string& dtype, int64_t m, int64_t k) -> std::optional<std::string> {
+        if (m < 1 || k < 1) {
+          throw py::value_error("m, k: expected positive sizes, got " + std::to_string(m) + ", " + std::to_string(k));
+        }
+        const std::optional<PeakInstruction> instruction = linear_instruction(parse_weight_dtype(dtype), m, k);
         if (!instruction) return std::nullopt;
         return std::string(peak_instruction_name(*instruction));
-      }, py::arg("dtype"));
+      }, py::arg("dtype"), py::arg("m") = 1, py::arg("k") = 768);
 }
 
 }  // namespace aigc::python
