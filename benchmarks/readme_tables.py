@@ -31,6 +31,8 @@ TEXT_SYSTEMS = {  # text.py's system → its row in the README, in the README's 
     "aigc-native-float32": "**aigc_engine native, float32**",
     "aigc-native-bfloat16": "**aigc_engine native, bf16**",
     "aigc-native-int8": "**aigc_engine native, int8**",
+    "aigc-native-bfloat16-kv-bf16": "**aigc_engine native, bf16, KV cache bf16**",
+    "aigc-native-int8-kv-bf16": "**aigc_engine native, int8, KV cache bf16**",
 }
 SERVED, IN_PROCESS = "aigc serve (HTTP, streamed)", "TextGenerator.generate (in-process)"
 

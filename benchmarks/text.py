@@ -1,6 +1,6 @@
 """Tokens/s of text generation: Hugging Face `generate`, stock onnxruntime (fp32, int8),
-CTranslate2 (fp32, int8) and aigc_engine (native fp32 / bf16 / int8, and its onnxruntime
-backend), side by side on the same weights.
+CTranslate2 (fp32, int8) and aigc_engine (native fp32 / bf16 / int8, bf16 and int8 again
+with a bf16 KV cache, and its onnxruntime backend), side by side on the same weights.
 
 Tokens/s = batch × new tokens / wall time of the whole call: prompt 32 tokens, 128 new
 tokens (greedy, no early stop), batch 1, 8 and 32, the same thread count everywhere; the
@@ -65,16 +65,20 @@ BATCHES = (1, 8, 32)
 SETTLE_SECONDS = 0.2  # the pause before each system's turn (seconds_of)
 
 
-def aigc_specs(onnx_path: Path, max_batch: int, device: str = "cpu") -> dict:
+def aigc_specs(onnx_path: Path, max_batch: int, device: str = "cpu", kv_cache: bool = True) -> dict:
     """Worker specs {system: (factory, args, torch_allowed)} of aigc_engine: on the CPU its
-    onnxruntime backend and the native one in float32, bf16 and int8; on CUDA the native one
-    in float32 and bf16."""
+    onnxruntime backend and the native one in float32, bf16 and int8, the last two also with
+    their KV cache in bf16 where the model has one (kv_cache; llama.cpp's is f16 by default,
+    CTranslate2's on a CPU float32); on CUDA the native one in float32 and bf16."""
     if device == "cuda":
         return {f"aigc-native-cuda-{dtype}": (peers.aigc_engine, (onnx_path, "native", dtype, max_batch, "cuda"), False)
                 for dtype in ("float32", "bfloat16")}
     specs = {"aigc-onnxruntime": (peers.aigc_engine, (onnx_path, "onnxruntime", "float32", max_batch), False)}
     for dtype in ("float32", "bfloat16", "int8"):
         specs[f"aigc-native-{dtype}"] = (peers.aigc_engine, (onnx_path, "native", dtype, max_batch), False)
+    for dtype in ("bfloat16", "int8") if kv_cache else ():
+        specs[f"aigc-native-{dtype}-kv-bf16"] = (peers.aigc_engine, (onnx_path, "native", dtype, max_batch, "cpu",
+                                                                     "bfloat16"), False)
     return specs
 
 
@@ -194,7 +198,7 @@ def lstm_native_vs_onnxruntime(args, records: Records) -> None:
     onnx_path = MODELS_DIR / "pycode-lstm.onnx"
     batches, new_tokens, repeats = ((1, 8), 16, 1) if args.quick else (BATCHES, NEW_TOKENS, 3)
     header = f"{'model':<11} {'batch':>5} {'system':<20} {'tok/s':>9} {'vs ort':>7}"
-    with text_workers.workers(aigc_specs(onnx_path, max(batches)), args.threads) as found:
+    with text_workers.workers(aigc_specs(onnx_path, max(batches), kv_cache=False), args.threads) as found:
         print(f"{header}\n{'-' * len(header)}", flush=True)
         for batch in batches:
             rates = tokens_per_second(found, batch, onnx_path, new_tokens, repeats)
@@ -237,7 +241,7 @@ def cpu_rows(args, records: Records, files: dict, bandwidth: float) -> None:
     """Every system on every model, each in its worker; the workers of one model are stopped
     before the next model's start."""
     batches, new_tokens, repeats = ((1, 8), 16, 1) if args.quick else (BATCHES, NEW_TOKENS, 3)
-    header = f"{'model':<11} {'batch':>5} {'system':<20} {'tok/s':>9} {'vs HF':>7} {'roofline':>9}"
+    header = f"{'model':<11} {'batch':>5} {'system':<28} {'tok/s':>9} {'vs HF':>7} {'roofline':>9}"
     for name, model in files.items():
         print(f"\n{header}\n{'-' * len(header)}", flush=True)
         with text_workers.workers(system_specs(model, args.threads, max(batches)), args.threads) as found:
@@ -249,7 +253,7 @@ def cpu_rows(args, records: Records, files: dict, bandwidth: float) -> None:
                     ratio = f"{rate / rates['hf-generate']:.2f}x" if "hf-generate" in rates else "-"
                     weight_bytes = found[system].loaded["weight_bytes"]
                     roofline = f"{100 * rate * weight_bytes / bandwidth:.0f}%" if batch == 1 and weight_bytes else "-"
-                    print(f"{name:<11} {batch:>5} {system:<20} {rate:>9.1f} {ratio:>7} {roofline:>9}", flush=True)
+                    print(f"{name:<11} {batch:>5} {system:<28} {rate:>9.1f} {ratio:>7} {roofline:>9}", flush=True)
         if name == "gpt2-small":  # its own process, once the workers have stopped
             llama_cpp_peer.add_rows(records, name, llama_cpp_peer.llama_dir(args.llama_dir), args.threads,
                                     PROMPT_TOKENS, new_tokens, batches, repeats)

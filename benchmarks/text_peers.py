@@ -86,12 +86,13 @@ def ctranslate2_generator(model_dir: Path, compute_type: str, threads: int):
     return run
 
 
-def aigc_engine(onnx_path: Path, backend: str, dtype: str, max_batch: int, device: str = "cpu"):
+def aigc_engine(onnx_path: Path, backend: str, dtype: str, max_batch: int, device: str = "cpu",
+                kv_dtype: str = "float32"):
     """run.weight_bytes: the bytes of weights the native backend reads per step (None for
     the onnxruntime backend), for the share-of-roofline column."""
     from aigc_engine import SamplingParams, TextGenerator
 
-    options = {"dtype": dtype} if backend == "native" else {}
+    options = {"dtype": dtype, "kv_dtype": kv_dtype} if backend == "native" else {}
     generator = TextGenerator.load(str(onnx_path), backend=backend, max_batch_size=max_batch, device=device,
                                    **options)
 

@@ -93,3 +93,13 @@ def test_a_worker_times_its_calls_and_keeps_torch_out(tiny_gpt, monkeypatch):
     with pytest.raises(RuntimeError, match="imported torch"):
         with text_workers.workers({"importer": (importlib.import_module, ("torch",), False)}, threads=1):
             pass
+
+
+def test_the_native_peer_passes_its_kv_dtype_on(tiny_gpt):
+    # text.py's "-kv-bf16" rows: the same weights with the KV cache in bf16.
+    from aigc_engine import AigcError
+
+    run = text_peers.aigc_engine(tiny_gpt, "native", "int8", 2, "cpu", "bfloat16")
+    run([[1, 2, 3], [4, 5, 6]], 3)
+    with pytest.raises(AigcError, match="kv_dtype: expected one of .*'float16'"):
+        text_peers.aigc_engine(tiny_gpt, "native", "int8", 2, "cpu", "float16")
