@@ -7,8 +7,9 @@
 // Two ways to multiply: linear_forward (own kernels, cpu/linear.cc) computes every row
 // of y with the same operations whatever m is, so a request's numbers never depend on
 // what shares its batch; linear_forward_blas (float32 only: OpenBLAS, panel by panel,
-// 1.75× faster per core at m = 256) may round a row differently for a different m, so
-// the decoder uses it only where m is fixed by the request itself (its prompt).
+// 1.75× faster per core at m = 256 on AVX2, slower than the AVX-512 kernels) may round a
+// row differently for a different m, so the decoder uses it only where m is fixed by the
+// request itself (its prompt), and only on AVX2.
 #pragma once
 
 #include <cstddef>
