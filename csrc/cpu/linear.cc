@@ -65,8 +65,10 @@ void block(const LinearPanelParams& p, const W* panel, int64_t row0, int64_t col
     if constexpr (kPrefetchNext) next_panel.issue();
     __m512 w[4];
     // bf16: software prefetch kAhead rows ahead, or at m = 1 one core read ~11 GB/s
-    // (14 with it; float32, which moves twice the bytes per row, streams as well without).
-    if constexpr (sizeof(W) < 4) {
+    // (14 with it; float32, which moves twice the bytes per row, streams as well without at
+    // m = 1, but with more rows its first block still waited on the panel's loads: GPT-2-
+    // small float32 batch 32 / 8, alternating builds, 524-536 → 533-562 / 259-261 → 266-283).
+    if constexpr (sizeof(W) < 4 || kPrefetchNext) {
       const char* rows_ahead = reinterpret_cast<const char*>(panel + (kk + kAhead) * kPanel);
       for (int line = 0; line < static_cast<int>(sizeof(W)) * kPanel; line += 64) _mm_prefetch(rows_ahead + line, _MM_HINT_T0);
     }
