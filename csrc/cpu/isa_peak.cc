@@ -63,8 +63,8 @@ __attribute__((target("avx512vnni"))) double dpbusd_loop(int64_t iterations) {
 }
 
 // AMX: 4 accumulator tiles fed by the same A and B tiles, loaded once: tdpbusd's throughput
-// (one every 16 cycles in Intel's tables for Sapphire Rapids) with its latency hidden, and no memory traffic.
-// 16 × 16 × 64 multiply-adds per instruction.
+// (one every 16 cycles in Intel's tables for Sapphire Rapids) with its latency hidden, and
+// no memory traffic. 16 × 16 × 64 multiply-adds per instruction.
 constexpr int kAmxChains = 4;
 
 __attribute__((target("amx-tile,amx-int8"))) double tdpbusd_loop(int64_t iterations) {

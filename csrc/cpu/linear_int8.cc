@@ -75,10 +75,10 @@ __attribute__((target("avx512vnni"))) void block_vnni(const LinearInt8Params& p,
 // columns × 4 k, a row every 256 bytes), and the rows of xq the A tile's (16 rows × 64 k).
 // Tiles 0-3: the sums of columns 16j..16j+15; 4: x; 5: weights. Used where k4 is a
 // multiple of 16 (every GPT-2 and LSTM width here), else the VNNI blocks take the rows.
-// Reading the tiles, not tdpbusd, sets the pace: on one core of a 2-core AMX Xeon a tdpbusd took
-// 20 / 28 / 127 cycles with its B tile from L1 / L2 / memory (16 at the peak), and a decode
-// step streams its weights from memory. (Three B tiles in turn, so that a load need not wait
-// for the tdpbusd reading the last one, ran no faster.)
+// Reading the tiles, not tdpbusd, sets the pace: on one core of a 2-core AMX Xeon a tdpbusd
+// took 20 / 28 / 127 cycles with its B tile from L1 / L2 / memory (16 at the peak), and a
+// decode step streams its weights from memory. (Three B tiles in turn, so that a load need
+// not wait for the tdpbusd reading the last one, ran no faster.)
 constexpr int64_t kAmxGroups = 16;  // groups of 4 k per A tile
 
 __attribute__((target("amx-tile,amx-int8"))) void block_amx(const LinearInt8Params& p, const int8_t* panel,
