@@ -76,6 +76,15 @@ struct LinearPanelParams {
   float* y;              // (m, n)
 };
 
+// AMX int8 (cpu/linear_int8.cc): rows go in tiles of kAmxTileRows, k in A tiles of
+// kAmxTileGroups groups of 4. The rows of an m × k4 call that run in tiles (whole tiles only,
+// and only when k4 fills whole A tiles; the rest run in the VNNI blocks), given leave to use
+// AMX at all (LinearInt8Params::amx). One rule for the kernel and for linear_instruction.
+constexpr int64_t kAmxTileRows = 16, kAmxTileGroups = 16;
+constexpr int64_t amx_tiled_rows(int64_t m, int64_t k4, bool amx) {
+  return amx && k4 % kAmxTileGroups == 0 ? m / kAmxTileRows * kAmxTileRows : 0;
+}
+
 struct LinearInt8Params {
   const uint8_t* xq;      // (m, k4 * 4) activations: round(x / x_scale) + 128, zero-padded with 128
   const float* x_scale;   // (m,) max |x| of the row / 127

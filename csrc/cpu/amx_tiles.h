@@ -7,13 +7,15 @@
 
 #include <cstdint>
 
+#include "aigc/linear.h"
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
 
 namespace aigc {
 namespace AIGC_ISA_NAMESPACE {
 
-constexpr int kAmxRows = 16;
+constexpr int kAmxRows = static_cast<int>(kAmxTileRows);
 
 // ldtilecfg's 64 bytes. A constant in memory: built on the stack, GCC 12 dropped the stores
 // (it does not see ldtilecfg read them), and the first tile instruction raised SIGILL on

@@ -58,9 +58,8 @@ std::optional<PeakInstruction> linear_instruction(WeightDtype dtype, int64_t m, 
   if (dtype != WeightDtype::kInt8) return PeakInstruction::kFma;  // bf16: widened to float32, then FMA
   if (isa == Isa::kAvx2) return PeakInstruction::kMaddwd;
   if (!cpu_has_avx512_vnni()) return std::nullopt;
-  const int64_t k4 = (k + 3) / 4;
-  if (cpu_has_amx_int8() && m >= 16 && k4 % 16 == 0) return PeakInstruction::kTdpbusd;
-  return PeakInstruction::kDpbusd;
+  const bool tiles = amx_tiled_rows(m, (k + 3) / 4, cpu_has_amx_int8()) > 0;
+  return tiles ? PeakInstruction::kTdpbusd : PeakInstruction::kDpbusd;
 }
 
 bool peak_instruction_available(PeakInstruction instruction) {

@@ -79,7 +79,6 @@ __attribute__((target("avx512vnni"))) void block_vnni(const LinearInt8Params& p,
 // took 20 / 28 / 127 cycles with its B tile from L1 / L2 / memory (16 at the peak), and a
 // decode step streams its weights from memory. (Three B tiles in turn, so that a load need
 // not wait for the tdpbusd reading the last one, ran no faster.)
-constexpr int64_t kAmxGroups = 16;  // groups of 4 k per A tile
 
 __attribute__((target("amx-tile,amx-int8"))) void block_amx(const LinearInt8Params& p, const int8_t* panel,
                                                               int64_t row0, int64_t col0) {
@@ -88,7 +87,7 @@ __attribute__((target("amx-tile,amx-int8"))) void block_amx(const LinearInt8Para
   _tile_zero(2);
   _tile_zero(3);
   const uint8_t* x = p.xq + row0 * p.k4 * 4;
-  for (int64_t g = 0; g < p.k4; g += kAmxGroups) {
+  for (int64_t g = 0; g < p.k4; g += kAmxTileGroups) {
     _tile_loadd(4, x + g * 4, p.k4 * 4);
     _tile_loadd(5, panel + (g * kPanel + 0) * 4, kPanel * 4);
     _tile_dpbusd(0, 4, 5);
@@ -249,8 +248,7 @@ void panels(const LinearInt8Params& p, int64_t first, int64_t last) {
   // each block prefetches its share of the next panel (cpu/next_panel.h): weights from
   // memory, 768 × 3072 on 2 Xeon cores, m = 8: 209-248 → 262-281 GOP/s. Not one row (GPT-2-
   // small at batch 1 decoded ~5 % slower with it) nor the tiles (m = 16 and 32 slower too).
-  int64_t tiled = 0;
-  if (p.amx && p.k4 % kAmxGroups == 0) tiled = p.m / kAmxRows * kAmxRows;
+  const int64_t tiled = amx_tiled_rows(p.m, p.k4, p.amx);
   if (tiled > 0) amx_begin();
   const int64_t panel_bytes = p.k4 * kPanel * 4;
   for (int64_t panel = first; panel < last; ++panel) {
@@ -262,7 +260,8 @@ void panels(const LinearInt8Params& p, int64_t first, int64_t last) {
       constexpr int R = decltype(rows)::value;
       if (!p.vnni) return block_portable<R>(p, w, tiled + row, panel * kPanel);
       if (prefetch) {
-        return block_vnni<R, true>(p, w, row, panel * kPanel, NextPanel(next, panel_bytes, row, R, p.m, p.k4));  // tiled = 0
+        const int64_t first = tiled + row;
+        return block_vnni<R, true>(p, w, first, panel * kPanel, NextPanel(next, panel_bytes, first, R, p.m, p.k4));
       }
       block_vnni<R, false>(p, w, tiled + row, panel * kPanel, NextPanel());
     });
