@@ -275,7 +275,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
             raise AigcError(f"--data: an image model trains on one source, got {len(args.data)}")
         options = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
                                      ("latent_dim", args.latent_dim), ("augment", args.augment or None),
-                                     ("average_generator", args.average_generator)) if v is not None}
+                                     ("average_generator", args.average_generator),
+                                     ("prior_components", args.prior_components)) if v is not None}
         summary = aigc_export.launch(
             args.nproc, aigc_export.train_image_model, family=args.family,
             data=args.data[0] if args.data else "mnist", out=args.out, seed=args.seed,
@@ -582,6 +583,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "translation and cutout")
     p.add_argument("--average-generator", type=float, default=None, metavar="DECAY",
                    help="gan/dcgan: ship the moving average of the generator's weights (e.g. 0.999)")
+    p.add_argument("--prior-components", type=int, default=None, metavar="K",
+                   help="vae: sample from a K-component Gaussian mixture fitted to the training images' "
+                        "posterior means (default 20; 0: standard normal)")
     p.add_argument("--image-size", type=int, default=28)
     p.add_argument("--channels", type=int, default=1, choices=(1, 3))
     p.add_argument("--vocab-size", type=int, default=None, help="gpt/lstm: BPE vocabulary size (default 4096)")

@@ -204,3 +204,36 @@ def test_stamp_quality_measures_a_file_as_its_export_would(tmp_path, monkeypatch
     provenance = aigc_export.stamp_quality(summary["out"], quality_n=150)
     assert provenance["quality"] == aigc_export.measure_quality(summary["out"], n=150)
     assert provenance["quality"]["n"] == 150 and provenance["steps"] == 2
+
+
+def test_a_vae_ships_a_mixture_fitted_to_its_posterior_means(tmp_path):
+    summary = _train("vae", tmp_path, steps=2, prior_components=3)
+    state = aigc_export.load_checkpoint(summary["checkpoint"])
+    config = json.loads({p.key: p.value for p in onnx.load(summary["out"]).metadata_props}["aigc.config"])
+    assert config["latent_prior"] == state["latent_prior"]
+    prior = state["latent_prior"]
+    weights, means, scale = (np.array(prior[key]) for key in ("weights", "means", "scale_tril"))
+    assert weights.shape == (3,) and means.shape == (3, config["latent_dim"])
+
+    # EM's fixed point, checked against the encoder itself: the mixture's mean is the mean of the
+    # training digits' posterior means, and its covariance theirs (+ sklearn's reg_covar 1e-6)
+    model = aigc_export.build_model("vae", state["config"])
+    model.load_state_dict(state["model"])
+    train, _ = aigc_export.split_heldout(aigc_export.load_images("mnist"))
+    with torch.no_grad():
+        posterior_means = model.eval().encode(torch.from_numpy(train.images))[0].double().numpy()
+    mean = weights @ means
+    np.testing.assert_allclose(mean, posterior_means.mean(0), atol=1e-6)
+    second_moment = np.einsum("k,kij->ij", weights, scale @ scale.transpose(0, 2, 1) + means[:, :, None] * means[:, None])
+    covariance = np.cov(posterior_means, rowvar=False, bias=True) + 1e-6 * np.eye(len(mean))
+    np.testing.assert_allclose(second_moment - np.outer(mean, mean), covariance, atol=1e-6)
+
+
+def test_the_prior_option(tmp_path):
+    summary = _train("vae", tmp_path, steps=1, prior_components=0)  # 0: standard-normal latents
+    config = json.loads({p.key: p.value for p in onnx.load(summary["out"]).metadata_props}["aigc.config"])
+    assert "latent_prior" not in config
+    with pytest.raises(ValueError, match="prior_components: an option of the vae, not of a gan"):
+        _train("gan", tmp_path, prior_components=3)
+    with pytest.raises(ValueError, match=r"prior_components: expected an integer >= 0 .*got -1"):
+        _train("vae", tmp_path, prior_components=-1)

@@ -34,6 +34,7 @@ from ..artifacts.session import create_session
 from ..errors import AigcError
 from . import memory
 from .inputs import model_input
+from .latent_prior import latent_prior
 
 DEFAULT_BATCH_SIZE = 128
 BACKENDS = ("onnxruntime",)
@@ -54,6 +55,8 @@ class ImageGenerator:
             raise AigcError(f"device: expected 'cpu' or 'cuda', got {device!r}")
         self.artifact = artifact
         self.device = device
+        # None: standard-normal latents; a VAE may carry a fitted mixture (latent_prior.py)
+        self.prior = latent_prior(artifact.config, artifact.path)
         self._encoder = None
         if has_vae_encoder(artifact):
             paths = onnx.utils.Extractor(artifact.model)
@@ -95,15 +98,25 @@ class ImageGenerator:
         return self._draw(n, seed, truncation, first_index)
 
     def _draw(self, n: int, seed: int, truncation: float | None, first_index: int = 0) -> np.ndarray:
+        # latents from the model's prior: standard normal, or the file's mixture
+        if self.prior is not None:
+            return self.prior.draw(n, seed, first_index, truncation, self.device)
+        return self._standard_normal(n, seed, truncation, first_index)
+
+    def _standard_normal(self, n: int, seed: int, truncation: float | None = None, first_index: int = 0) -> np.ndarray:
         return ops.sample_latent(n, self.latent_dim, seed, first_index=first_index,
                                  truncation=truncation, device=self.device)
 
     def interpolation_latents(self, seed_a: int, seed_b: int, n: int, truncation: float | None = None) -> np.ndarray:
-        """float32 (n, latent_dim) on the great circle from sample 0 of seed_a to sample 0 of seed_b."""
+        """float32 (n, latent_dim) from sample 0 of seed_a to sample 0 of seed_b: on the great
+        circle between them for standard-normal latents (which keeps a Gaussian draw's typical
+        norm), on the straight line for a mixture prior (whose draws have no common centre)."""
         n = _check_count("n", n)
         a = self.latents(1, seed_a, truncation)[0]
         b = self.latents(1, seed_b, truncation)[0]
         t = np.linspace(0.0, 1.0, n, dtype=np.float32) if n > 1 else np.zeros(1, np.float32)
+        if self.prior is not None:
+            return ((1 - t[:, None]) * a + t[:, None] * b).astype(np.float32)
         return ops.slerp(a, b, t)
 
     # Images -------------------------------------------------------------------------
@@ -190,12 +203,12 @@ class ImageGenerator:
     def posterior_latents(self, images, seed: int | None = None,
                           batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
         """float32 (n, latent_dim): z for each image — its posterior mean when seed is None, else
-        the draw mean + exp(log_variance / 2) · ε, ε being latent sample i of `seed` (the same
-        counter-based normals as sample(), so image i's z never depends on n or batch_size)."""
+        the draw mean + exp(log_variance / 2) · ε, ε being standard-normal sample i of `seed` (the
+        counter-based normals sample() uses, so image i's z never depends on n or batch_size)."""
         mean, log_variance = self.encode(images, batch_size)
         if seed is None:
             return mean
-        noise = self._draw(len(mean), seed, None)
+        noise = self._standard_normal(len(mean), seed)
         return (mean + np.exp(0.5 * log_variance) * noise).astype(np.float32)
 
     def reconstruct(self, images, seed: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:

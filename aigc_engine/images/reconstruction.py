@@ -22,6 +22,7 @@ import math
 
 import numpy as np
 
+from .. import ops
 from .inputs import model_input
 
 _SMALLEST_P = 2.0**-25  # half the float32 spacing below 1: p = (y + 1) / 2 for y one step below 1
@@ -34,7 +35,8 @@ def heldout_reconstruction(generator, images: np.ndarray, seed: int = 0) -> dict
     targets = (x.astype(np.float64) + 1.0) / 2.0  # (n, C, H, W) in [0, 1]
     mean, log_variance = generator.encode(x)
     reconstruction = (generator.decode_float(mean).astype(np.float64) + 1.0) / 2.0
-    z = (mean + np.exp(0.5 * log_variance) * generator.latents(len(x), seed)).astype(np.float32)
+    noise = ops.sample_latent(len(x), generator.latent_dim, seed, device=generator.device)  # ε of q(z|x), not the prior
+    z = (mean + np.exp(0.5 * log_variance) * noise).astype(np.float32)
     p = np.clip((generator.decode_float(z).astype(np.float64) + 1.0) / 2.0, _SMALLEST_P, 1.0 - _SMALLEST_P)
     log_likelihood = (targets * np.log(p) + (1.0 - targets) * np.log1p(-p)).reshape(len(x), -1).sum(axis=1)
     mean64, log_variance64 = mean.astype(np.float64), log_variance.astype(np.float64)

@@ -106,6 +106,7 @@ def export_trained_image(state: dict, out_path: str | os.PathLike, *, quality_n:
         standing_statistics(model.generator, model.config["latent_dim"], seed=state["seed"])
     module = model.export_module.eval()
     encoder = model.export_encoder.eval() if state["family"] == "vae" else None
+    config = {**model.config, **({"latent_prior": state["latent_prior"]} if "latent_prior" in state else {})}
     provenance = {"dataset": state["dataset"], "steps": state["step"], "seed": state["seed"],
                   "batch_size": state["batch_size"], "lr": state["lr"],
                   "final_losses": {k: round(v, 4) for k, v in state["losses"].items()}}
@@ -114,7 +115,7 @@ def export_trained_image(state: dict, out_path: str | os.PathLike, *, quality_n:
                           generator="weight average" if "generator_average" in state else "last step")
         if "generator_average" in state:  # its decay: runs that differ only in it train alike
             provenance["average_generator"] = state["average_generator"]
-    out = export_image_model(module, state["family"], model.config, provenance, out_path, encoder=encoder)
+    out = export_image_model(module, state["family"], config, provenance, out_path, encoder=encoder)
     stamp_image_quality(out, n=quality_n)
     return read_provenance(out)
 
@@ -146,7 +147,9 @@ def describe(family: str, config: dict, provenance: dict, encoder: bool = False)
     dataset = str(provenance.get("dataset", "unknown data"))
     dataset = _DATASETS.get(dataset, Path(dataset).name or dataset)
     title = _TITLES[family] + (" (encoder and decoder)" if encoder else " decoder" if family == "vae" else "")
-    return (f"{title}, {config['latent_dim']}-d latent → {config['channels']}×{config['height']}×"
+    prior = config.get("latent_prior")
+    latent = f"{config['latent_dim']}-d latent" + (f" ({len(prior['weights'])}-component mixture prior)" if prior else "")
+    return (f"{title}, {latent} → {config['channels']}×{config['height']}×"
             f"{config['width']} images, trained {provenance.get('steps', '?')} steps on {dataset}")
 
 

@@ -30,6 +30,7 @@ from ..models import build_model
 from .augment import augment as augment_batch
 from .data import batch_indices, load_images, split_heldout
 from .export import export_classifier, export_trained_image
+from .latent_prior import DEFAULT_PRIOR_COMPONENTS, fit_latent_prior
 
 # Defaults that give recognisable digits on MNIST 5k in 2–4 minutes on 2 CPU cores
 # (measured, AIGC_NUM_THREADS=2: gan 144 s, dcgan 188 s, vae 142 s; classifier 46 s on 1).
@@ -75,6 +76,7 @@ def train_image_model(
     quality_n: int = 1000,
     augment: bool = False,
     average_generator: float | None = None,
+    prior_components: int | None = None,
 ) -> dict:
     """Train `family` ("gan", "dcgan" or "vae") on `data` and export it to `out`.
 
@@ -93,6 +95,9 @@ def train_image_model(
     augment: a GAN's discriminator sees real and generated batches through the same random
     translation and cutout (augment.py). average_generator: a decay in (0, 1); a GAN then
     ships the exponential moving average of its generator's weights (see GANS above).
+    prior_components: a VAE's samples draw from a Gaussian mixture of this many components
+    fitted to its training images' posterior means at the end (latent_prior.py; default
+    DEFAULT_PRIOR_COMPONENTS; 0: standard normal).
     Returns a summary: family, steps, final_losses, out, checkpoint, seconds, quality,
     resumed_from (the step resumed at, or None).
     In a torch.distributed process group (common/launch.py) each rank trains on its rows of
@@ -117,6 +122,12 @@ def train_image_model(
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else out.with_suffix(".ckpt")
     if family not in GANS and (augment or average_generator is not None):
         raise ValueError(f"augment, average_generator: options of the GANs ({', '.join(GANS)}), not of a {family}")
+    if family != "vae" and prior_components is not None:
+        raise ValueError(f"prior_components: an option of the vae, not of a {family}")
+    prior_components = DEFAULT_PRIOR_COMPONENTS if prior_components is None else prior_components
+    if isinstance(prior_components, bool) or not isinstance(prior_components, int) or prior_components < 0:
+        raise ValueError(f"prior_components: expected an integer >= 0 (0: standard-normal latents), "
+                         f"got {prior_components!r}")
     if average_generator is not None and not 0 < average_generator < 1:
         raise ValueError(f"average_generator: expected a decay in (0, 1) such as 0.999, got {average_generator!r}")
     run = {"family": family, "config": model.config, "dataset": train.name, "seed": seed,
@@ -127,11 +138,12 @@ def train_image_model(
     start, ema = _restore(found, run, model, optimizers, averaged) if found is not None else (0, {})
     resumed_from = start if found is not None else None
 
-    def checkpoint(step: int) -> Path:
+    def checkpoint(step: int, latent_prior: dict | None = None) -> Path:
         return save_checkpoint({
             **run, "model": model.state_dict(), "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
             "step": step, "losses": ema, "rng": torch.get_rng_state(),
             **({"generator_average": averaged.state_dict()} if averaged is not None else {}),
+            **({"latent_prior": latent_prior} if latent_prior is not None else {}),
         }, checkpoint_dir)
 
     images = torch.from_numpy(train.images)
@@ -155,7 +167,10 @@ def train_image_model(
     barrier()
     if not main:
         return None
-    final = checkpoint(max(start, steps))
+    # the final checkpoint alone carries a VAE's fitted prior: export ships it (an earlier one
+    # exports with standard-normal latents)
+    fit_prior = family == "vae" and prior_components > 0
+    final = checkpoint(max(start, steps), fit_latent_prior(model, images, prior_components, seed) if fit_prior else None)
     provenance = export_trained_image(load_checkpoint(final), out, quality_n=quality_n)
     return {"family": family, "steps": provenance["steps"], "final_losses": provenance["final_losses"],
             "out": str(out), "checkpoint": str(final), "seconds": round(seconds, 2),
