@@ -11,7 +11,7 @@ from aigc_engine.artifacts.hf_gpt2 import load_hf_tokenizer
 from aigc_engine.artifacts.hf_import import import_hf  # torch-free, in the runtime; named here as before
 from aigc_engine.artifacts.schema import FAMILIES, IMAGE_FAMILIES, TEXT_FAMILIES
 
-from .checkpoint_export import export_checkpoint, stamp_quality
+from .checkpoint_export import export_checkpoint, set_prompt_prefix, stamp_quality
 from .common.checkpoint import load_checkpoint
 from .common.launch import launch, launched_by_torchrun
 from .common.onnx_export import ExportVerificationError
@@ -28,7 +28,8 @@ from .text.train import train_text_model
 __all__ = [
     "DEFAULT_CONFIGS", "DEFAULT_LR", "DEFAULT_STEPS", "FAMILIES", "IMAGE_FAMILIES", "ExportVerificationError",
     "ImageData", "build_model", "export_checkpoint", "export_classifier", "export_image_model", "launch",
-    "launched_by_torchrun", "load_checkpoint", "load_images", "measure_quality", "split_heldout", "stamp_quality",
+    "launched_by_torchrun", "load_checkpoint", "load_images", "measure_quality", "set_prompt_prefix", "split_heldout",
+    "stamp_quality",
     "train_classifier", "train_image_model",
     "TEXT_FAMILIES", "TextCorpus", "corpus_files", "export_text_checkpoint", "export_text_model", "import_hf",
     "load_hf_tokenizer", "tokenizer_from_json", "train_text_model", "train_tokenizer",

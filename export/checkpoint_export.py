@@ -9,10 +9,10 @@ import os
 from aigc_engine.artifacts.schema import META_FAMILY, TEXT_FAMILIES
 
 from .common.checkpoint import load_checkpoint
-from .common.onnx_export import read_metadata, read_provenance
+from .common.onnx_export import read_metadata, read_provenance, set_config
 from .images.export import export_trained_image
 from .images.quality_probe import stamp_image_quality
-from .text.export import export_trained_text
+from .text.export import DEFAULT_PROMPT_PREFIX, export_trained_text
 from .text.quality_probe import stamp_parse_rate
 
 
@@ -46,3 +46,14 @@ def stamp_quality(path: str | os.PathLike, *, quality_n: int = 1000, parse_sampl
     else:
         stamp_image_quality(path, n=quality_n)
     return read_provenance(path)
+
+
+def set_prompt_prefix(path: str | os.PathLike, prefix: str = DEFAULT_PROMPT_PREFIX, *,
+                      parse_samples: int | None = None) -> dict:
+    """Give the text model file at `path` the prompt prefix `aigc train` now writes (for a file
+    exported before it did), then measure its parse rate again, which depends on it (as
+    stamp_quality). Returns the provenance written."""
+    if read_metadata(path)[META_FAMILY] not in TEXT_FAMILIES:
+        raise ValueError(f"{path}: a prompt prefix is a text model's; this is a {read_metadata(path)[META_FAMILY]}")
+    set_config(path, {"prompt_prefix": prefix})
+    return stamp_quality(path, parse_samples=parse_samples)

@@ -36,7 +36,8 @@ TIGHT_KV_MB = 4 * 8192 / 2**20  # 4 KV blocks of the tiny GPT (2 layers × 16 to
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-ops")
-    return {family: export_tiny(folder, family) for family in ("gpt", "lstm")}
+    return {**{family: export_tiny(folder, family) for family in ("gpt", "lstm")},
+            "gpt-prefixed": export_tiny(folder, "gpt", name="tiny-gpt-prefixed", prompt_prefix="\n")}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,8 @@ def served(tiny):
     gpt, lstm = str(tiny["gpt"][1]), str(tiny["lstm"][1])
     text = {"gpt": Engine(TextGenerator.load(gpt)), "gpt-ort": Engine(TextGenerator.load(gpt, backend="onnxruntime")),
             "lstm": Engine(TextGenerator.load(lstm)),
-            "gpt-tight": Engine(TextGenerator.load(gpt, kv_cache_mb=TIGHT_KV_MB))}
+            "gpt-tight": Engine(TextGenerator.load(gpt, kv_cache_mb=TIGHT_KV_MB)),
+            "gpt-prefixed": Engine(TextGenerator.load(str(tiny["gpt-prefixed"][1])))}
     running = Running(Server(text, {"digits-dcgan": ImageGenerator.load("digits-dcgan")}, stream_interval=0.0,
                              api_key=KEY, allowed_origins=[ALLOWED]))
     yield running
@@ -80,7 +82,8 @@ def test_models_retrieve_with_the_openai_client(served):
         model = c.models.retrieve("gpt")
         assert model.id == "gpt" and model.object == "model" and model.owned_by == "aigc-engine"
         assert c.models.retrieve("digits-dcgan").id == "digits-dcgan"
-        assert {m.id for m in c.models.list()} == {"gpt", "gpt-ort", "lstm", "gpt-tight", "digits-dcgan"}
+        assert {m.id for m in c.models.list()} == {"gpt", "gpt-ort", "lstm", "gpt-tight", "gpt-prefixed",
+                                                "digits-dcgan"}
         with pytest.raises(openai.NotFoundError, match="nope"):
             c.models.retrieve("nope")
     error = error_of(get(served, "/v1/models/nope"), 404)
@@ -391,6 +394,22 @@ def test_echo_with_logprobs_scores_the_prompt_tokens(served, tiny, model_name, f
         want = {tokenizer.token_text(int(i)): float(lp) for i, lp in zip(best.indices, best.values)}
         top = logprobs["top_logprobs"][j]
         assert list(top) == list(want) and list(top.values()) == pytest.approx(list(want.values()), abs=2e-4)
+
+
+def test_echo_leaves_out_the_prompt_prefix_the_model_read(served, tiny):
+    prompt = "def add(a, b):\n    return"
+    generator = served.server.text["gpt-prefixed"].generator
+    ids, prefix = generator.tokenizer.encode(prompt), generator.prompt_prefix_ids
+    body = {"model": "gpt-prefixed", "prompt": prompt, "max_tokens": 2, "seed": 9, "logprobs": 0, "echo": True,
+            "ignore_eos": True}
+    reply = post(served, "/v1/completions", body).json()
+    logprobs = reply["choices"][0]["logprobs"]
+    assert reply["choices"][0]["text"].startswith(prompt) and reply["usage"]["prompt_tokens"] == len(ids)
+    assert len(logprobs["tokens"]) == len(ids) + 2 and "".join(logprobs["tokens"][:len(ids)]) == prompt
+    # every prompt token is scored after the prefix, the first one too
+    reference = reference_prompt_logprobs(tiny["gpt-prefixed"][0], prefix + ids)[len(prefix) - 1:]
+    for j, expected in enumerate(reference):
+        assert logprobs["token_logprobs"][j] == pytest.approx(float(expected[ids[j]]), abs=2e-4)
 
 
 def test_echo_with_logprobs_streams_the_prompt_entries_first(served):

@@ -53,6 +53,7 @@ def test_few_steps_lower_the_loss_and_export(family, tmp_path):
     assert meta["aigc.family"] == family
     config = json.loads(meta["aigc.config"])
     assert config["vocab_size"] == 400 and config["eos_token_id"] == 0
+    assert config["prompt_prefix"] == "\n"  # a prompt starts a line (aigc_export.text.export.DEFAULT_PROMPT_PREFIX)
     provenance = json.loads(meta["aigc.provenance"])
     assert provenance["quality"] == quality and provenance["steps"] == 40
     tokenizer = aigc_export.tokenizer_from_json(meta["aigc.tokenizer"])

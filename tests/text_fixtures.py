@@ -18,7 +18,7 @@ TEXTS = ["def add(a, b):\n    return a + b\n", "héllo wörld — naïve café �
 
 
 def export_tiny(folder: Path, family: str, seed: int = 0, chat_template: dict | None = None,
-                name: str | None = None) -> tuple[torch.nn.Module, Path]:
+                name: str | None = None, prompt_prefix: str = "") -> tuple[torch.nn.Module, Path]:
     torch.manual_seed(seed)
     model = aigc_export.build_model(family, CONFIGS[family]).eval()
     with torch.no_grad():  # sharper, more varied distributions than the initialisation's
@@ -26,7 +26,7 @@ def export_tiny(folder: Path, family: str, seed: int = 0, chat_template: dict | 
             p.add_(0.3 * torch.randn_like(p))
     tokenizer = aigc_export.train_tokenizer(TEXTS, CONFIGS[family]["vocab_size"])
     path = aigc_export.export_text_model(model, family, tokenizer.to_str(), {"dataset": "tiny", "steps": 0},
-                                         folder / f"{name or 'tiny-' + family}.onnx", chat_template)
+                                         folder / f"{name or 'tiny-' + family}.onnx", chat_template, prompt_prefix)
     return model, path
 
 

@@ -33,6 +33,9 @@ META_CHAT_TEMPLATE = "aigc.chat_template"
 IMAGE_CONFIG_KEYS = ("latent_dim", "channels", "height", "width")
 TEXT_CONFIG_KEYS = {"gpt": ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "eos_token_id"),
                     "lstm": ("vocab_size", "n_embd", "hidden_size", "n_layer", "eos_token_id")}
+# Optional in a text model's config: "prompt_prefix", text the model reads before every prompt
+# (text/generator.py), of at most this many tokens
+PROMPT_PREFIX_LIMIT = 64
 
 # Graph inputs and outputs.
 IMAGE_INPUT, IMAGE_OUTPUT = "z", "images"          # z (N, latent_dim) -> images (N, C, H, W) in [-1, 1]

@@ -458,7 +458,8 @@ async def _prompt_logprobs(engine: Engine, jobs: list, handles: list, top_n: int
     for (i, _), handle in zip(jobs, handles):
         if i not in by_prompt:
             call = partial(prompt_logprobs, generator._model, generator.tokenizer, handle.request.prompt_ids, top_n)
-            by_prompt[i] = await asyncio.wrap_future(engine.call(call))
+            # the prompt's own tokens: those of the file's prompt prefix are not echoed
+            by_prompt[i] = (await asyncio.wrap_future(engine.call(call)))[handle.request.prefix_tokens:]
     return [by_prompt[i] for i, _ in jobs]
 
 

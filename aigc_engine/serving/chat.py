@@ -39,7 +39,7 @@ def chat_request(body: dict, generator: TextGenerator) -> tuple[list[int], list[
                                        f"{str(error).removeprefix('prompt: ')}") from None
     fields = {k: v for k, v in body.items() if k not in CHAT_ONLY_FIELDS and k not in TOOL_FIELDS}
     fields["logprobs"] = _logprobs_count(body)
-    fields["max_tokens"] = _max_tokens(body, len(ids), generator.context_length)
+    fields["max_tokens"] = _max_tokens(body, len(ids), generator.request_room)
     jobs, options = completion_params(fields, 1)
     jobs = [(i, template.with_stops(params)) for i, params in jobs]
     return ids, jobs, options | {"jobs": jobs}

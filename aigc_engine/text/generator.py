@@ -32,7 +32,8 @@ import numpy as np
 from .. import ops
 from ..artifacts.artifact import TEXT_FAMILIES, Artifact, read_artifact
 from ..artifacts.registry import resolve
-from ..errors import AigcError, shown
+from ..artifacts.schema import PROMPT_PREFIX_LIMIT
+from ..errors import AigcError, ModelFileError, shown
 from .backends import GptOnnx, LstmOnnx
 from .chat_template import model_chat_template
 from .healing import heal
@@ -83,6 +84,7 @@ class TextGenerator:
         self.tokenizer = TextTokenizer.from_json(artifact.tokenizer_json, str(artifact.path))
         self.eos_token_id = artifact.config["eos_token_id"]
         self.vocab_size = artifact.config["vocab_size"]  # the model's: a tokenizer may know more ids
+        self.prompt_prefix_ids = _prompt_prefix_ids(artifact, self.tokenizer, self.vocab_size)
         self.chat_template = model_chat_template(artifact.chat_template, self.tokenizer.id_to_token(self.eos_token_id),
                                                  str(artifact.path), chat_template)
         # Held for one step at a time (never while a stream's consumer has the text), so
@@ -119,8 +121,15 @@ class TextGenerator:
 
     @property
     def context_length(self) -> int | None:
-        """The most tokens (prompt + generated) a request can hold (an LSTM's is a set bound)."""
+        """The model's context: the most tokens (prompt prefix + prompt + generated) a request
+        can hold (an LSTM's is a set bound)."""
         return self._model.context
+
+    @property
+    def request_room(self) -> int | None:
+        """The most tokens a request's own prompt and completion can hold: the context less the
+        file's prompt prefix."""
+        return None if self.context_length is None else self.context_length - len(self.prompt_prefix_ids)
 
     def __repr__(self) -> str:
         return f"TextGenerator({self.artifact.path.name!r}, family={self.family!r}, backend={self.backend!r})"
@@ -208,7 +217,8 @@ class TextGenerator:
             completion.finish_reason = "error"
             return Request(completion, [], params, seed, self.tokenizer, self.eos_token_id)
         completion.prompt_tokens = len(ids)
-        return Request(completion, ids, params, seed, self.tokenizer, self.eos_token_id, healing)
+        return Request(completion, self.prompt_prefix_ids + ids, params, seed, self.tokenizer, self.eos_token_id,
+                       healing, prefix_tokens=len(self.prompt_prefix_ids))
 
     def _check_token_ids(self, prompt) -> list[int]:
         try:
@@ -231,16 +241,17 @@ class TextGenerator:
                             f"{self.vocab_size} tokens")
 
     def _fit_context(self, ids: list[int], params: SamplingParams) -> list[int]:
-        context = self.context_length
+        context = self.request_room
         if context is None or len(ids) + params.max_new_tokens <= context:
             return ids
         room = context - params.max_new_tokens
         if params.truncate_prompt and room >= 1:
             return ids[len(ids) - room:]
+        prefix = len(self.prompt_prefix_ids)
         raise AigcError(f"prompt: {len(ids)} tokens + max_new_tokens {params.max_new_tokens} exceed the model's "
-                        f"context of {context} tokens" +
-                        ("" if params.max_new_tokens >= context else " (truncate_prompt=True keeps the last "
-                                                                     f"{max(room, 0)} prompt tokens)"))
+                        f"context of {context} tokens" + (f" (beside its {prefix}-token prompt prefix)" if prefix else "")
+                        + ("" if params.max_new_tokens >= context else " (truncate_prompt=True keeps the last "
+                                                                       f"{max(room, 0)} prompt tokens)"))
 
     def _run(self, requests: list[Request]) -> Iterator[None]:
         """Runs the requests to the end, one locked step at a time; yields after each step
@@ -269,3 +280,20 @@ class TextGenerator:
                 self.scheduler.cancel(request)
                 if not request.finished:
                     request.fail(message)
+
+
+def _prompt_prefix_ids(artifact: Artifact, tokenizer: TextTokenizer, vocab_size: int) -> list[int]:
+    """The token ids of the file's prompt prefix (config 'prompt_prefix'): text the model reads
+    before every prompt, which neither the completion nor the prompt's token count shows. A
+    model of source files trained on random windows saw every line start (but the corpus's
+    first) after a newline; a bare prompt such as `def` gives it no sign that it starts a line
+    unless its context says so (README, "Text models")."""
+    prefix = artifact.config.get("prompt_prefix", "")
+    where = f"{artifact.path}: config 'prompt_prefix'"
+    if not isinstance(prefix, str):
+        raise ModelFileError(f"{where}: expected a string, got {shown(prefix)}")
+    ids = tokenizer.encode_raw(prefix)
+    if len(ids) > PROMPT_PREFIX_LIMIT or any(token >= vocab_size for token in ids):
+        raise ModelFileError(f"{where}: {len(ids)} tokens, expected at most {PROMPT_PREFIX_LIMIT} within the "
+                             f"model's vocabulary of {vocab_size}")
+    return ids

@@ -16,9 +16,11 @@ from .tokenizer import IncrementalDetokenizer, TextTokenizer
 
 class Request:
     def __init__(self, completion: Completion, prompt_ids: list[int], params: SamplingParams, seed: int,
-                 tokenizer: TextTokenizer, eos_token_id: int, healing: Healing | None = None):
+                 tokenizer: TextTokenizer, eos_token_id: int, healing: Healing | None = None,
+                 prefix_tokens: int = 0):
         self.completion = completion
-        self.prompt_ids = prompt_ids
+        self.prompt_ids = prompt_ids  # what the model reads: the file's prompt prefix, then the prompt
+        self.prefix_tokens = prefix_tokens
         self.params = params
         self.seed = seed
         self.generated: list[int] = []

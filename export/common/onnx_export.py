@@ -141,9 +141,18 @@ def read_provenance(path: str | os.PathLike) -> dict:
 
 def set_quality(path: Path, quality: dict) -> None:
     """Put `quality` into the provenance of the file at `path`, rewritten atomically."""
+    _update_json_metadata(path, META_PROVENANCE, {"quality": quality})
+
+
+def set_config(path: Path, changes: dict) -> None:
+    """Lay `changes` over the config of the file at `path`, rewritten atomically."""
+    _update_json_metadata(path, META_CONFIG, changes)
+
+
+def _update_json_metadata(path: Path, key: str, changes: dict) -> None:
     proto = onnx.load(path)
     for prop in proto.metadata_props:
-        if prop.key == META_PROVENANCE:
-            prop.value = json.dumps({**json.loads(prop.value), "quality": quality})
+        if prop.key == key:
+            prop.value = json.dumps({**json.loads(prop.value), **changes})
     blob = proto.SerializeToString()
     atomic_write(path, lambda f: f.write(blob))

@@ -27,6 +27,11 @@ from ..common.onnx_export import (ExportVerificationError, checked_blob, compare
 from ..models import build_model
 from .quality_probe import stamp_parse_rate
 
+# What `aigc train` models read before every prompt (config "prompt_prefix", see
+# aigc_engine/text/generator.py): a prompt starts a line. Trained on random windows, the model
+# saw every line start after a newline; given a bare `def` it cannot tell and often glues a
+# name to it (`deff(f):`, `define(name)`): README, "Text models", has the measurements.
+DEFAULT_PROMPT_PREFIX = "\n"
 VERIFY_STEPS = 20  # incremental decode steps checked after the prefill
 VERIFY_PROMPTS = (7, 4)  # a batch of two prompts, the shorter one left-padded
 
@@ -37,15 +42,16 @@ def gpt_io_names(n_layer: int) -> tuple[list[str], list[str]]:
 
 
 def export_text_model(model: nn.Module, family: str, tokenizer_json: str, provenance: dict,
-                      out_path: str | os.PathLike, chat_template: dict | None = None) -> Path:
+                      out_path: str | os.PathLike, chat_template: dict | None = None, prompt_prefix: str = "") -> Path:
     """Export a GPT or LSTM (any mode; exported in eval) with its tokenizer; returns the path.
 
     provenance: dataset, steps, seed, … and quality (held-out loss, perplexity, bits per
     byte, or None); torch_version and exported_at are stamped here. chat_template: the
     `aigc.chat_template` metadata ({"template", "special_tokens"}), if the model has one.
+    prompt_prefix: text the runtime puts before every prompt (none when empty).
     """
     model = model.eval()
-    config = model.config
+    config = {**model.config, **({"prompt_prefix": prompt_prefix} if prompt_prefix else {})}
     provenance = stamp({"quality": None, **provenance})
     metadata = {**metadata_props(family, config, provenance, describe(family, config, provenance)),
                 META_TOKENIZER: tokenizer_json}
@@ -76,7 +82,8 @@ def export_trained_text(state: dict, out_path: str | os.PathLike, *, parse_sampl
                   "batch_size": state["batch_size"], "seq_len": state["seq_len"], "lr": state["lr"],
                   "warmup": state["warmup"], "final_loss": None if state["loss"] is None else round(state["loss"], 4),
                   "corpus": state["corpus"], "quality": state["quality"]}
-    out = export_text_model(model, state["family"], state["tokenizer"], provenance, out_path)
+    out = export_text_model(model, state["family"], state["tokenizer"], provenance, out_path,
+                            prompt_prefix=DEFAULT_PROMPT_PREFIX)
     stamp_parse_rate(out, state["quality"], state["dataset"], parse_samples)
     return out
 
