@@ -99,16 +99,24 @@ def test_resume_continues_exactly(tmp_path, family, options):
 @pytest.mark.parametrize("family", ["gan", "dcgan"])
 def test_a_gan_ships_the_average_of_its_generator(tmp_path, family):
     decay = 0.999
-    summary = _train(family, tmp_path, steps=1, average_generator=decay)
+    after_one = aigc_export.load_checkpoint(_train(family, tmp_path / "one", steps=1, average_generator=decay)
+                                            ["checkpoint"])
+    summary = _train(family, tmp_path, steps=2, average_generator=decay)
     state = aigc_export.load_checkpoint(summary["checkpoint"])
     torch.manual_seed(0)  # the run's seed: the weights it started from
     initial = aigc_export.build_model(family, state["config"]).generator.state_dict()
-    live = {k[len("generator."):]: v for k, v in state["model"].items() if k.startswith("generator.")}
+
+    def generator(weights):
+        return {k[len("generator."):]: v for k, v in weights.items() if k.startswith("generator.")}
+
+    w1, w2 = generator(after_one["model"]), generator(state["model"])
     parameters = [name for name, _ in aigc_export.build_model(family, state["config"]).generator.named_parameters()]
-    for name in parameters:  # one step: average = d·w0 + (1 − d)·w1
-        expected = decay * initial[name] + (1 - decay) * live[name]
+    for name in parameters:  # bias-corrected: w1 after one step (w0 forgotten), (d·w1 + w2) / (1 + d) after two
+        torch.testing.assert_close(after_one["generator_average"][name], w1[name], rtol=0, atol=0)
+        expected = (decay * w1[name] + w2[name]) / (1 + decay)
         torch.testing.assert_close(state["generator_average"][name], expected, rtol=1e-6, atol=1e-6)
-        assert not torch.equal(live[name], initial[name])
+        assert not torch.equal(w2[name], initial[name]) and not torch.equal(w2[name], w1[name])
+    live = w2
 
     # The file holds the average with BatchNorm statistics measured for it, not the live weights.
     model = aigc_export.build_model(family, state["config"])
@@ -125,6 +133,25 @@ def test_a_gan_ships_the_average_of_its_generator(tmp_path, family):
     assert np.abs(images - live_images).max() > 1e-3
     provenance = json.loads({p.key: p.value for p in onnx.load(summary["out"]).metadata_props}["aigc.provenance"])
     assert (provenance["generator"], provenance["average_generator"]) == ("weight average", decay)
+
+
+def test_the_average_forgets_the_random_start():
+    from aigc_export.images.train import average_decay
+
+    decays = np.array([average_decay(0.9999, step) for step in range(36_000)])
+    assert decays[0] == 0 and np.all(np.diff(decays) > 0)  # the first step replaces the initial weights
+    assert decays[-1] == pytest.approx(0.9999, abs=3e-6)  # the plain decay, once 1 − d^t ≈ 1
+    assert average_decay(0.999, 10**6) == pytest.approx(0.999)
+    # over T steps, step s's weights end with the share (1 − d) d^(T − s) / (1 − d^T): an average
+    # with no start, whose shares sum to 1
+    d, steps = 0.9, 50
+    shares = np.zeros(steps)
+    for step in range(steps):
+        decay = average_decay(d, step)
+        shares *= decay
+        shares[step] = 1 - decay
+    s = np.arange(1, steps + 1)
+    np.testing.assert_allclose(shares, (1 - d) * d ** (steps - s) / (1 - d**steps), rtol=1e-12)
 
 
 def test_gan_options_are_checked(tmp_path):
