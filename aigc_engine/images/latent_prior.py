@@ -59,9 +59,6 @@ class MixturePrior:
         z = self.means[k] + np.einsum("nij,nj->ni", self.scale_tril[k], noise.astype(np.float64))
         return z.astype(np.float32)
 
-    def describe(self) -> str:
-        return f"a {len(self.weights)}-component Gaussian mixture fitted to the training images' posterior means"
-
 
 def latent_prior(config: dict, path) -> MixturePrior | None:
     """The mixture a model file's config carries under 'latent_prior', checked; None when it

@@ -50,8 +50,9 @@ GANS = ("gan", "dcgan")
 # generator at 2k steps, as it still remembers the first thousand steps). Both are what the
 # literature uses for long runs on few images; see README's "Embedded models" for the runs.
 # average_generator: ship the exponential moving average of the generator's weights (Karras
-# et al.; bias-corrected, average_decay), not the last step's, with BatchNorm statistics measured afresh for them at export
-# (standing statistics: the live generator's running ones belong to other weights).
+# et al.; bias-corrected, see average_decay), not the last step's, with BatchNorm statistics
+# measured afresh for them at export (standing statistics: the live generator's running ones
+# belong to other weights).
 # augment: D sees real and generated batches through the same random translation and
 # cutout (augment.py, "DiffAugment").
 
