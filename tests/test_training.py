@@ -264,3 +264,17 @@ def test_the_prior_option(tmp_path):
         _train("gan", tmp_path, prior_components=3)
     with pytest.raises(ValueError, match=r"prior_components: expected an integer >= 0 .*got -1"):
         _train("vae", tmp_path, prior_components=-1)
+
+
+def test_cli_prior_components(tmp_path):
+    import subprocess
+
+    out = tmp_path / "v.onnx"
+    result = subprocess.run(["aigc", "train", "vae", "--steps", "2", "--batch-size", "8", "--prior-components", "2",
+                             "--quiet", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    config = json.loads({p.key: p.value for p in onnx.load(out).metadata_props}["aigc.config"])
+    assert len(config["latent_prior"]["weights"]) == 2
+    result = subprocess.run(["aigc", "train", "gan", "--steps", "1", "--prior-components", "2", "--out",
+                             str(tmp_path / "g.onnx")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "prior_components: an option of the vae, not of a gan" in result.stderr
