@@ -6,6 +6,7 @@ the user's prompt only; the prefix takes its room in the context; a bad prefix i
 
 import json
 
+import onnx
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -14,8 +15,6 @@ from aigc_engine import SamplingParams, TextGenerator  # noqa: E402
 from aigc_engine.errors import ModelFileError  # noqa: E402
 from onnx_models import set_config  # noqa: E402
 from text_fixtures import export_tiny, torch_greedy  # noqa: E402
-
-import onnx  # noqa: E402
 
 torch.set_num_threads(1)
 CASES = [("gpt", "native"), ("gpt", "onnxruntime"), ("lstm", "native"), ("lstm", "onnxruntime")]

@@ -3,6 +3,7 @@
 # runs in onnxruntime; seeding makes runs repeatable; checkpoints resume exactly; bad
 # sources fail with a clear error. Step counts are tiny: these test plumbing, not quality.
 import json
+import subprocess
 
 import numpy as np
 import pytest
@@ -116,7 +117,6 @@ def test_a_gan_ships_the_average_of_its_generator(tmp_path, family):
         expected = (decay * w1[name] + w2[name]) / (1 + decay)
         torch.testing.assert_close(state["generator_average"][name], expected, rtol=1e-6, atol=1e-6)
         assert not torch.equal(w2[name], initial[name]) and not torch.equal(w2[name], w1[name])
-    live = w2
 
     # The file holds the average with BatchNorm statistics measured for it, not the live weights.
     model = aigc_export.build_model(family, state["config"])
@@ -267,8 +267,6 @@ def test_the_prior_option(tmp_path):
 
 
 def test_cli_prior_components(tmp_path):
-    import subprocess
-
     out = tmp_path / "v.onnx"
     result = subprocess.run(["aigc", "train", "vae", "--steps", "2", "--batch-size", "8", "--prior-components", "2",
                              "--quiet", "--out", str(out)], capture_output=True, text=True, timeout=300)
