@@ -15,8 +15,6 @@
 namespace aigc {
 namespace AIGC_ISA_NAMESPACE {
 
-constexpr int kAmxRows = static_cast<int>(kAmxTileRows);
-
 // ldtilecfg's 64 bytes. A constant in memory: built on the stack, GCC 12 dropped the stores
 // (it does not see ldtilecfg read them), and the first tile instruction raised SIGILL on
 // unconfigured tiles.
@@ -26,7 +24,8 @@ struct alignas(64) AmxTileConfig {
   uint8_t rows[16];
 };
 inline constexpr AmxTileConfig kAmxTiles = {
-    1, 0, {}, {64, 64, 64, 64, 64, 64}, {kAmxRows, kAmxRows, kAmxRows, kAmxRows, kAmxRows, kAmxRows}};
+    1, 0, {}, {64, 64, 64, 64, 64, 64},
+    {kAmxTileRows, kAmxTileRows, kAmxTileRows, kAmxTileRows, kAmxTileRows, kAmxTileRows}};
 
 __attribute__((target("amx-tile"))) inline void amx_begin() { _tile_loadconfig(&kAmxTiles); }
 __attribute__((target("amx-tile"))) inline void amx_end() { _tile_release(); }

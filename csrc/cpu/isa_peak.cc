@@ -68,9 +68,9 @@ __attribute__((target("avx512vnni"))) double dpbusd_loop(int64_t iterations) {
 constexpr int kAmxChains = 4;
 
 __attribute__((target("amx-tile,amx-int8"))) double tdpbusd_loop(int64_t iterations) {
-  alignas(64) uint8_t a[kAmxRows * 64];
-  alignas(64) int8_t b[kAmxRows * 64];
-  for (int i = 0; i < kAmxRows * 64; ++i) {
+  alignas(64) uint8_t a[kAmxTileRows * 64];
+  alignas(64) int8_t b[kAmxTileRows * 64];
+  for (int64_t i = 0; i < kAmxTileRows * 64; ++i) {
     a[i] = 3;
     b[i] = -5;
   }
@@ -87,7 +87,7 @@ __attribute__((target("amx-tile,amx-int8"))) double tdpbusd_loop(int64_t iterati
     _tile_dpbusd(2, 4, 5);
     _tile_dpbusd(3, 4, 5);
   }
-  alignas(64) int32_t out[kAmxChains][kAmxRows * 16];
+  alignas(64) int32_t out[kAmxChains][kAmxTileRows * 16];
   _tile_stored(0, out[0], 64);
   _tile_stored(1, out[1], 64);
   _tile_stored(2, out[2], 64);
@@ -149,7 +149,7 @@ int64_t isa_peak_ops_per_iteration(PeakInstruction instruction) {
 #if defined(__AVX512F__)
     case PeakInstruction::kFma: return kChains * 16 * 2;
     case PeakInstruction::kDpbusd: return kChains * 64 * 2;
-    case PeakInstruction::kTdpbusd: return kAmxChains * kAmxRows * 16 * 64 * 2;
+    case PeakInstruction::kTdpbusd: return kAmxChains * kAmxTileRows * 16 * 64 * 2;
 #elif defined(__AVX2__)
     case PeakInstruction::kFma: return kChains * 8 * 2;
     case PeakInstruction::kMaddwd: return kChains * 16 * 2;

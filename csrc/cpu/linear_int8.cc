@@ -98,12 +98,12 @@ __attribute__((target("amx-tile,amx-int8"))) void block_amx(const LinearInt8Para
     _tile_loadd(5, panel + (g * kPanel + 48) * 4, kPanel * 4);
     _tile_dpbusd(3, 4, 5);
   }
-  alignas(64) int32_t out[kAmxRows * kPanel];
+  alignas(64) int32_t out[kAmxTileRows * kPanel];
   _tile_stored(0, out, kPanel * 4);
   _tile_stored(1, out + 16, kPanel * 4);
   _tile_stored(2, out + 32, kPanel * 4);
   _tile_stored(3, out + 48, kPanel * 4);
-  store_block(p, out, kAmxRows, row0, col0);
+  store_block(p, out, kAmxTileRows, row0, col0);
 }
 
 #elif defined(__AVX2__)
@@ -255,7 +255,7 @@ void panels(const LinearInt8Params& p, int64_t first, int64_t last) {
     const int8_t* w = p.panels + panel * panel_bytes;
     const bool prefetch = panel + 1 < last && tiled == 0 && p.m > 1;
     const char* next = reinterpret_cast<const char*>(w + panel_bytes);
-    for (int64_t row = 0; row < tiled; row += kAmxRows) block_amx(p, w, row, panel * kPanel);
+    for (int64_t row = 0; row < tiled; row += kAmxTileRows) block_amx(p, w, row, panel * kPanel);
     for_each_row_block<kRows>(p.m - tiled, [&](auto rows, int64_t row) {
       constexpr int R = decltype(rows)::value;
       if (!p.vnni) return block_portable<R>(p, w, tiled + row, panel * kPanel);
