@@ -53,7 +53,8 @@ def set_prompt_prefix(path: str | os.PathLike, prefix: str = DEFAULT_PROMPT_PREF
     """Give the text model file at `path` the prompt prefix `aigc train` now writes (for a file
     exported before it did), then measure its parse rate again, which depends on it (as
     stamp_quality). Returns the provenance written."""
-    if read_metadata(path)[META_FAMILY] not in TEXT_FAMILIES:
-        raise ValueError(f"{path}: a prompt prefix is a text model's; this is a {read_metadata(path)[META_FAMILY]}")
+    family = read_metadata(path)[META_FAMILY]
+    if family not in TEXT_FAMILIES:
+        raise ValueError(f"{path}: a prompt prefix is a text model's; this is a {family}")
     set_config(path, {"prompt_prefix": prefix})
     return stamp_quality(path, parse_samples=parse_samples)
