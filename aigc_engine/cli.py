@@ -280,21 +280,26 @@ def _cmd_train(args: argparse.Namespace) -> None:
         summary = aigc_export.launch(
             args.nproc, aigc_export.train_image_model, family=args.family,
             data=args.data[0] if args.data else "mnist", out=args.out, seed=args.seed,
-            image_size=args.image_size, channels=args.channels, checkpoint_dir=args.checkpoint_dir,
-            resume=args.resume, progress=not args.quiet, **options)
+            image_size=args.image_size, channels=args.channels, config=_config_option(args),
+            checkpoint_dir=args.checkpoint_dir, resume=args.resume, progress=not args.quiet, **options)
     if summary is not None:  # under torchrun, ranks other than 0 have nothing to report
         print(json.dumps(summary, indent=2, default=str))
 
 
+def _config_option(args: argparse.Namespace) -> dict:
+    if args.config is None:
+        return {}
+    try:
+        config = json.loads(args.config)
+    except json.JSONDecodeError as error:
+        raise AigcError(f"--config: not valid JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise AigcError("--config: expected a JSON object such as '{\"n_layer\": 2}'")
+    return config
+
+
 def _text_options(args: argparse.Namespace) -> dict:
-    config = {}
-    if args.config is not None:
-        try:
-            config = json.loads(args.config)
-        except json.JSONDecodeError as error:
-            raise AigcError(f"--config: not valid JSON ({error})") from None
-        if not isinstance(config, dict):
-            raise AigcError("--config: expected a JSON object such as '{\"n_layer\": 2}'")
+    config = _config_option(args)
     config.update({k: v for k, v in (("n_layer", args.n_layer), ("n_embd", args.n_embd), ("n_head", args.n_head),
                                      ("n_positions", args.context), ("hidden_size", args.hidden_size))
                    if v is not None})
@@ -597,7 +602,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-head", type=int, default=None, help="gpt")
     p.add_argument("--context", type=int, default=None, help="gpt: context length n_positions (default 256)")
     p.add_argument("--hidden-size", type=int, default=None, help="lstm")
-    p.add_argument("--config", default=None, help="gpt/lstm: other model sizes as a JSON object")
+    p.add_argument("--config", default=None,
+                   help="other model settings as a JSON object, e.g. gpt/lstm sizes, or a dcgan's "
+                        "'{\"loss\": \"hinge\", \"d_norm\": \"spectral\"}' (keys: see README)")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--checkpoint-dir", default=None)
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")

@@ -30,6 +30,10 @@ IMAGE_RUNS = {
     "gan": {"config": {"g_hidden": [32, 64], "d_hidden": [64, 32], "latent_dim": 16, "d_dropout": 0.0}},
     "dcgan": {"config": {"g_channels": [16, 8], "d_channels": [8, 16], "latent_dim": 16, "d_dropout": 0.0},
               "image_size": 8},
+    # the shipped DCGAN's recipe: its minibatch standard deviation spans the global batch
+    "dcgan-spectral": {"family": "dcgan", "image_size": 8, "config": {
+        "g_channels": [16, 8], "d_channels": [8, 16], "latent_dim": 16, "d_dropout": 0.0, "d_norm": "spectral",
+        "minibatch_std": True, "loss": "hinge", "adam_betas": [0.0, 0.9]}},
     "vae": {"config": {"enc_channels": [8, 16], "dec_channels": [16, 8], "latent_dim": 16}, "image_size": 8},
 }
 IMAGE_COMMON = {"data": "digits", "steps": 4, "batch_size": 8, "progress": False, "quality_n": 0}
@@ -39,8 +43,8 @@ TEXT_RUNS = {"gpt": {"config": {"n_positions": 16, "n_embd": 16, "n_layer": 1, "
              "lstm": {"config": {"n_embd": 16, "hidden_size": 24, "n_layer": 1}}}
 
 
-def _image_run(family, out):
-    return {"family": family, "out": str(out), **IMAGE_COMMON, **IMAGE_RUNS[family]}
+def _image_run(name, out):
+    return {"family": name, "out": str(out), **IMAGE_COMMON, **IMAGE_RUNS[name]}
 
 
 def _text_run(family, out):
@@ -114,7 +118,7 @@ def parity_runs(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["gan", "dcgan"])
+@pytest.mark.parametrize("family", ["gan", "dcgan", "dcgan-spectral"])
 def test_two_ranks_train_the_gan_one_process_trains(parity_runs, family):
     one, two = (runs[family] for runs in parity_runs)
     assert two["steps"] == one["steps"] == 4 and two["resumed_from"] is None

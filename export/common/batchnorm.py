@@ -5,6 +5,7 @@
 # for gloo on CPU and NCCL alike: sum and count → mean, then the sum of squared deviations
 # → the biased variance that normalises; running statistics get the unbiased one, as in
 # F.batch_norm. The backward all-reduces the gradients of those sums, as SyncBatchNorm does.
+# global_batch_std is the same for a discriminator's minibatch standard deviation.
 from __future__ import annotations
 
 import torch
@@ -66,6 +67,20 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
                 self.running_mean.lerp_(mean, momentum)
                 self.running_var.lerp_(var * count / (count - 1), momentum)
         return y
+
+
+def global_batch_std(x: torch.Tensor) -> torch.Tensor:
+    """The standard deviation over the batch of each feature of x (N, ...), averaged to one
+    number (0-d): unbiased, over every rank's rows when several ranks each hold some. A feature
+    equal in every row (a conv over the blank border of every digit) has variance 0, where the
+    square root's gradient is infinite: hence the 1e-8 (as in StyleGAN)."""
+    several = dist.is_initialized() and dist.get_world_size() > 1
+    summed = all_reduce if several else (lambda t: t)
+    totals = summed(torch.cat([x.sum(0).flatten(), x.new_tensor([x.shape[0]])]))
+    count = totals[-1]
+    mean = totals[:-1].view(x.shape[1:]) / count
+    variance = summed((x - mean).square().sum(0)) / (count - 1)
+    return (variance + 1e-8).sqrt().mean()
 
 
 def convert_batchnorm(module: nn.Module) -> nn.Module:

@@ -13,12 +13,21 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..common.batchnorm import global_batch_std
+
 _IMAGE = {"channels": 1, "height": 28, "width": 28}
+# How a GAN trains (train.py's _gan_step and optimizers): "bce", the non-saturating loss with
+# real_label as D's target for real images (one-sided smoothing), or "hinge" (real_label unused);
+# Adam's betas for both networks.
+_GAN_TRAINING = {"loss": "bce", "real_label": 0.9, "adam_betas": [0.5, 0.999]}
+GAN_LOSSES = ("bce", "hinge")
+D_NORMS = ("batch", "spectral")
 IMAGE_DEFAULT_CONFIGS = {
     "gan": {"latent_dim": 100, **_IMAGE, "g_hidden": [256, 512, 1024], "g_batchnorm": True,
-            "d_hidden": [512, 256], "d_dropout": 0.3, "leaky_slope": 0.2, "real_label": 0.9},
+            "d_hidden": [512, 256], "d_dropout": 0.3, "leaky_slope": 0.2, **_GAN_TRAINING},
     "dcgan": {"latent_dim": 100, **_IMAGE, "g_channels": [128, 64], "d_channels": [64, 128],
-              "d_dropout": 0.3, "leaky_slope": 0.2, "real_label": 0.9, "init_std": 0.02},
+              "d_norm": "batch", "minibatch_std": False, "d_dropout": 0.3, "leaky_slope": 0.2,
+              "init_std": 0.02, **_GAN_TRAINING},
     "vae": {"latent_dim": 8, **_IMAGE, "enc_channels": [32, 64], "dec_channels": [128, 64], "kl_weight": 1.0},
     "classifier": {**_IMAGE, "conv_channels": [16, 32, 64], "feature_dim": 128, "num_classes": 10},
 }
@@ -26,14 +35,19 @@ IMAGE_DEFAULT_CONFIGS = {
 
 def build_image_model(family: str, cfg: dict) -> nn.Module:
     """A fresh model of `family` ("gan", "dcgan", "vae" or "classifier") from a complete config."""
+    if family in ("gan", "dcgan"):
+        _check_gan_training(cfg)
     if family == "gan":
         return GAN(cfg, MLPGenerator(cfg), MLPDiscriminator(cfg))
     if family == "dcgan":
+        if cfg["d_norm"] not in D_NORMS:
+            raise ValueError(f"dcgan d_norm: expected one of {', '.join(D_NORMS)}, got {cfg['d_norm']!r}")
         _check_divisible(cfg, len(cfg["g_channels"]), "dcgan generator")
         _check_divisible(cfg, len(cfg["d_channels"]), "dcgan discriminator")
         model = GAN(cfg, ConvGenerator(cfg, cfg["g_channels"]), ConvDiscriminator(cfg))
-        if cfg["init_std"] is not None:
-            model.apply(lambda m: _dcgan_init(m, cfg["init_std"]))
+        if cfg["init_std"] is not None:  # a spectral-normalised D keeps torch's initialisation
+            initialised = model if cfg["d_norm"] == "batch" else model.generator
+            initialised.apply(lambda m: _dcgan_init(m, cfg["init_std"]))
         return model
     if family == "vae":
         _check_divisible(cfg, len(cfg["dec_channels"]), "vae decoder")
@@ -50,6 +64,14 @@ def _check_divisible(cfg: dict, halvings: int, what: str) -> None:
                 f"{what}: image {key} {cfg[key]} must be a multiple of {factor} "
                 f"({halvings} stride-2 layers); try image_size={max(factor, cfg[key] // factor * factor)}"
             )
+
+
+def _check_gan_training(cfg: dict) -> None:
+    if cfg["loss"] not in GAN_LOSSES:
+        raise ValueError(f"gan loss: expected one of {', '.join(GAN_LOSSES)}, got {cfg['loss']!r}")
+    betas = cfg["adam_betas"]
+    if not (isinstance(betas, (list, tuple)) and len(betas) == 2 and all(0 <= b < 1 for b in betas)):
+        raise ValueError(f"gan adam_betas: expected two numbers in [0, 1) such as [0.5, 0.999], got {betas!r}")
 
 
 def _dcgan_init(module: nn.Module, std: float) -> None:
@@ -131,24 +153,42 @@ class ConvGenerator(nn.Module):
 
 
 class ConvDiscriminator(nn.Module):
-    """images (N, C, H, W) → Conv2d(4, stride 2, pad 1) + LeakyReLU per d_channels
-    (BN on all but the first, dropout after each) → Linear → 1 logit (N,)."""
+    """images (N, C, H, W) → Conv2d(4, stride 2, pad 1) + LeakyReLU per d_channels → Linear
+    → 1 logit (N,).
+
+    d_norm "batch": BN on all but the first conv, dropout after each (DCGAN). "spectral":
+    spectral normalisation of every conv and of the linear, no BN (Miyato et al. 2018), dropout
+    still d_dropout. minibatch_std: the standard deviation of the features over the batch,
+    averaged to one number, joins them as an extra channel before the linear (Karras et al.
+    2018, ProGAN): D can tell a batch of near-copies from real variety, which fights mode
+    collapse. Over several ranks it spans the global batch (global_batch_std).
+    """
 
     def __init__(self, cfg: dict):
         super().__init__()
+        spectral = cfg["d_norm"] == "spectral"
+        normed = nn.utils.parametrizations.spectral_norm if spectral else (lambda layer: layer)
         layers, c_in = [], cfg["channels"]
         for i, c_out in enumerate(cfg["d_channels"]):
-            layers.append(nn.Conv2d(c_in, c_out, 4, 2, 1))
-            if i > 0:
+            layers.append(normed(nn.Conv2d(c_in, c_out, 4, 2, 1)))
+            if i > 0 and not spectral:
                 layers.append(nn.BatchNorm2d(c_out))
-            layers += [nn.LeakyReLU(cfg["leaky_slope"]), nn.Dropout(cfg["d_dropout"])]
+            layers.append(nn.LeakyReLU(cfg["leaky_slope"]))
+            if cfg["d_dropout"]:
+                layers.append(nn.Dropout(cfg["d_dropout"]))
             c_in = c_out
+        self.features = nn.Sequential(*layers)
+        self.minibatch_std = cfg["minibatch_std"]
         k = len(cfg["d_channels"])
-        layers += [nn.Flatten(), nn.Linear(c_in * (cfg["height"] // 2 ** k) * (cfg["width"] // 2 ** k), 1)]
-        self.net = nn.Sequential(*layers)
+        width = (c_in + self.minibatch_std) * (cfg["height"] // 2 ** k) * (cfg["width"] // 2 ** k)
+        self.head = nn.Sequential(nn.Flatten(), normed(nn.Linear(width, 1)))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images).squeeze(1)
+        h = self.features(images)  # (N, C', H', W')
+        if self.minibatch_std:
+            std = global_batch_std(h).expand(h.shape[0], 1, *h.shape[2:])
+            h = torch.cat([h, std], 1)
+        return self.head(h).squeeze(1)
 
 
 class GAN(nn.Module):

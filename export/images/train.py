@@ -31,6 +31,7 @@ from .augment import augment as augment_batch
 from .data import batch_indices, load_images, split_heldout
 from .export import export_classifier, export_trained_image
 from .latent_prior import DEFAULT_PRIOR_COMPONENTS, fit_latent_prior
+from .models import IMAGE_DEFAULT_CONFIGS
 
 # Defaults that give recognisable digits on MNIST 5k in 2–4 minutes on 2 CPU cores
 # (measured, AIGC_NUM_THREADS=2: gan 144 s, dcgan 188 s, vae 142 s; classifier 46 s on 1).
@@ -85,8 +86,8 @@ def train_image_model(
     split_heldout is used. steps and lr default to DEFAULT_STEPS / DEFAULT_LR for the
     family; latent_dim to the family's default (100 for the GANs, 8 for the VAE);
     config: other model hyper-parameters over DEFAULT_CONFIGS[family].
-    GANs: Adam(lr, β=(0.5, 0.999)) for each of generator and discriminator, one step
-    of each per training step. VAE: Adam(lr).
+    GANs: Adam(lr, betas=config["adam_betas"], default (0.5, 0.999)) for each of generator and
+    discriminator, one step of each per training step, the loss config["loss"]. VAE: Adam(lr).
     Checkpoints go to checkpoint_dir/checkpoint.pt, by default the folder next to
     `out` named after it with the suffix .ckpt (model.onnx → model.ckpt/), every
     checkpoint_every steps and at the end. resume=True continues from that checkpoint
@@ -182,12 +183,18 @@ def _restore(found: Path, run: dict, model, optimizers: dict, averaged) -> tuple
     # Load model, optimizers, the generator's average and RNG from the checkpoint;
     # returns (step, loss averages).
     state = load_checkpoint(found)
-    # augment and average_generator are newer than some checkpoints: absent, they were off
+    # augment, average_generator and some config keys are newer than some checkpoints: absent,
+    # they had their defaults
     defaults = {"augment": False, "average_generator": None}
+    state["config"] = {**IMAGE_DEFAULT_CONFIGS[run["family"]], **state["config"]}
     mismatched = sorted(key for key, value in run.items() if state.get(key, defaults.get(key)) != value)
     if mismatched:
         raise ValueError(f"cannot resume from {found}: {', '.join(mismatched)} differ from this run's")
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:  # a checkpoint of an older layout of the same model
+        raise ValueError(f"cannot resume from {found}: its weights do not fit this model "
+                         f"({str(error).splitlines()[0]})") from None
     if averaged is not None:
         averaged.load_state_dict(state["generator_average"])
     for name, optimizer in optimizers.items():
@@ -217,8 +224,9 @@ def _update_average(averaged: torch.nn.Module, live: torch.nn.Module, decay: flo
 def _image_optimizers(model, family: str, lr: float) -> dict:
     if family == "vae":
         return {"vae": torch.optim.Adam(model.parameters(), lr=lr)}
-    return {"g": torch.optim.Adam(model.generator.parameters(), lr=lr, betas=(0.5, 0.999)),
-            "d": torch.optim.Adam(model.discriminator.parameters(), lr=lr, betas=(0.5, 0.999))}
+    betas = tuple(float(b) for b in model.config["adam_betas"])
+    return {"g": torch.optim.Adam(model.generator.parameters(), lr=lr, betas=betas),
+            "d": torch.optim.Adam(model.discriminator.parameters(), lr=lr, betas=betas)}
 
 
 def _training_nets(model, family: str) -> dict:
@@ -230,25 +238,38 @@ def _training_nets(model, family: str) -> dict:
 
 def _gan_step(model, nets: dict, optimizers: dict, batch: torch.Tensor, augment: bool) -> dict:
     # batch: (B, C, H, W), the global batch; this rank trains on its rows, and on its rows of
-    # the B latents every rank draws alike. D: BCE on real (target real_label, one-sided
-    # smoothing) + fake (0). G: the non-saturating loss, BCE of D(G(z)) against 1. With
-    # augment, each of D's three inputs goes through augmentation drawn afresh.
+    # the B latents every rank draws alike. Losses by config["loss"]: "bce", D's BCE on real
+    # (target real_label, one-sided smoothing) + fake (0) and G's non-saturating BCE of D(G(z))
+    # against 1; "hinge", D's mean relu(1 − D(real)) + relu(1 + D(fake)) and G's −D(G(z)).
+    # With augment, each of D's three inputs goes through augmentation drawn afresh.
     real = shard(batch)
-    n = real.shape[0]
     seen = functools.partial(augment_batch, global_batch=len(batch)) if augment else lambda images: images
     fake = nets["g"](shard(torch.randn(len(batch), model.config["latent_dim"])))
-    real_target = torch.full((n,), float(model.config["real_label"]))
-    d_loss = (F.binary_cross_entropy_with_logits(nets["d"](seen(real)), real_target)
-              + F.binary_cross_entropy_with_logits(nets["d"](seen(fake.detach())), torch.zeros(n)))
+    d_loss = _discriminator_loss(model.config, nets["d"](seen(real)), nets["d"](seen(fake.detach())))
     optimizers["d"].zero_grad(set_to_none=True)
     d_loss.backward()
     optimizers["d"].step()
     with no_sync(nets["d"]):  # D's gradients from this pass are discarded before its next step
-        g_loss = F.binary_cross_entropy_with_logits(nets["d"](seen(fake)), torch.ones(n))
+        g_loss = _generator_loss(model.config, nets["d"](seen(fake)))
         optimizers["g"].zero_grad(set_to_none=True)
         g_loss.backward()
     optimizers["g"].step()
     return mean_over_ranks({"d_loss": d_loss, "g_loss": g_loss})
+
+
+def _discriminator_loss(config: dict, on_real: torch.Tensor, on_fake: torch.Tensor) -> torch.Tensor:
+    # on_real, on_fake: D's logits (n,) for this rank's real and generated images
+    if config["loss"] == "hinge":
+        return F.relu(1.0 - on_real).mean() + F.relu(1.0 + on_fake).mean()
+    real_target = torch.full_like(on_real, float(config["real_label"]))
+    return (F.binary_cross_entropy_with_logits(on_real, real_target)
+            + F.binary_cross_entropy_with_logits(on_fake, torch.zeros_like(on_fake)))
+
+
+def _generator_loss(config: dict, on_fake: torch.Tensor) -> torch.Tensor:
+    if config["loss"] == "hinge":
+        return -on_fake.mean()
+    return F.binary_cross_entropy_with_logits(on_fake, torch.ones_like(on_fake))
 
 
 def _vae_step(model, nets: dict, optimizers: dict, batch: torch.Tensor) -> dict:
