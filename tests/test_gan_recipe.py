@@ -82,11 +82,12 @@ def test_the_minibatch_std_lets_the_discriminator_see_the_batch(minibatch_std):
     ({"adam_betas": [0.5]}, r"gan adam_betas: expected two numbers in \[0, 1\)"),
     ({"adam_betas": [0.5, 1.0]}, r"gan adam_betas: expected two numbers in \[0, 1\)"),
     ({"d_norm": "layer"}, "dcgan d_norm: expected one of batch, spectral, got 'layer'"),
+    ({"minibatch_std": 1}, "dcgan minibatch_std: expected true or false, got 1"),
 ])
 def test_bad_settings_are_named(change, message):
     with pytest.raises(ValueError, match=message):
         aigc_export.build_model("dcgan", {**RECIPE, **change})
-    if "d_norm" not in change:
+    if not {"d_norm", "minibatch_std"} & set(change):
         with pytest.raises(ValueError, match=message):
             aigc_export.build_model("gan", change)
 

@@ -42,6 +42,8 @@ def build_image_model(family: str, cfg: dict) -> nn.Module:
     if family == "dcgan":
         if cfg["d_norm"] not in D_NORMS:
             raise ValueError(f"dcgan d_norm: expected one of {', '.join(D_NORMS)}, got {cfg['d_norm']!r}")
+        if not isinstance(cfg["minibatch_std"], bool):
+            raise ValueError(f"dcgan minibatch_std: expected true or false, got {cfg['minibatch_std']!r}")
         _check_divisible(cfg, len(cfg["g_channels"]), "dcgan generator")
         _check_divisible(cfg, len(cfg["d_channels"]), "dcgan discriminator")
         model = GAN(cfg, ConvGenerator(cfg, cfg["g_channels"]), ConvDiscriminator(cfg))
