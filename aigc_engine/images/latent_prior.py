@@ -53,8 +53,10 @@ class MixturePrior:
     def draw(self, n: int, seed: int, first_index: int = 0, truncation: float | None = None,
              device: str = "cpu") -> np.ndarray:
         """float32 (n, d): samples first_index … first_index + n − 1 of `seed`."""
-        noise = ops.sample_latent(n, self.dim, seed, first_index=first_index, truncation=truncation, device=device)
-        selectors = ops.sample_latent(n, self.dim + 1, seed, first_index=first_index, device=device)[:, self.dim]
+        normals = ops.sample_latent(n, self.dim + 1, seed, first_index=first_index, device=device)
+        selectors = normals[:, self.dim]  # never truncated
+        noise = normals[:, :self.dim] if truncation is None else ops.sample_latent(
+            n, self.dim, seed, first_index=first_index, truncation=truncation, device=device)
         k = self.components(selectors)
         z = self.means[k] + np.einsum("nij,nj->ni", self.scale_tril[k], noise.astype(np.float64))
         return z.astype(np.float32)
