@@ -81,6 +81,7 @@ def test_the_minibatch_std_lets_the_discriminator_see_the_batch(minibatch_std):
     ({"loss": "wasserstein"}, "gan loss: expected one of bce, hinge, got 'wasserstein'"),
     ({"adam_betas": [0.5]}, r"gan adam_betas: expected two numbers in \[0, 1\)"),
     ({"adam_betas": [0.5, 1.0]}, r"gan adam_betas: expected two numbers in \[0, 1\)"),
+    ({"adam_betas": ["0.5", 0.9]}, r"gan adam_betas: expected two numbers in \[0, 1\)"),
     ({"d_norm": "layer"}, "dcgan d_norm: expected one of batch, spectral, got 'layer'"),
     ({"minibatch_std": 1}, "dcgan minibatch_std: expected true or false, got 1"),
 ])

@@ -72,7 +72,8 @@ def _check_gan_training(cfg: dict) -> None:
     if cfg["loss"] not in GAN_LOSSES:
         raise ValueError(f"gan loss: expected one of {', '.join(GAN_LOSSES)}, got {cfg['loss']!r}")
     betas = cfg["adam_betas"]
-    if not (isinstance(betas, (list, tuple)) and len(betas) == 2 and all(0 <= b < 1 for b in betas)):
+    if not (isinstance(betas, (list, tuple)) and len(betas) == 2
+            and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
         raise ValueError(f"gan adam_betas: expected two numbers in [0, 1) such as [0.5, 0.999], got {betas!r}")
 
 
