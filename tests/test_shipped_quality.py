@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from aigc_engine import ImageGenerator, TextGenerator
-from aigc_engine.artifacts.registry import embedded_names
+from aigc_engine.artifacts.registry import MODELS_DIR, embedded_names
 from aigc_engine.images.quality import DigitClassifier, evaluate_model
 from aigc_engine.text import quality as text_quality
 
@@ -74,3 +74,9 @@ def test_the_parse_rate_agrees_within_sampling_error(text_model):
     _, parsing = text_quality.parse_rate(text_model, k, seed=10_000)  # samples export did not draw
     spread = math.sqrt(max(p * (1 - p), 1 / n) * (1 / k + 1 / n))
     assert abs(parsing / k - p) <= 4 * spread + 1 / k, (parsing, k, p)
+
+
+def test_the_shipped_models_fit_the_wheel_budget():
+    # every file the wheel carries in aigc_engine/models, together at most 60 MB
+    total = sum(path.stat().st_size for path in MODELS_DIR.iterdir() if path.is_file())
+    assert total <= 60e6, f"the shipped models take {total / 1e6:.1f} MB, over the 60 MB budget"
