@@ -64,13 +64,16 @@ def graph_flops_per_image(path) -> float:
 def torch_system(name: str, threads: int):
     try:
         import torch
-        from aigc_export import build_model
+        from aigc_export import DEFAULT_CONFIGS, build_model
     except ImportError as error:
         print(f"  PyTorch eager: skipped ({error.name} is not installed)")
         return None
     torch.set_num_threads(threads)
     generator = ImageGenerator.load(name)
-    module = build_model(generator.family, generator.artifact.config).export_module.eval()
+    # the network's own keys: a VAE's config also carries its latent prior (latent_prior), a
+    # distribution to draw z from, not a layer (torch draws standard normals: the same work)
+    config = {k: v for k, v in generator.artifact.config.items() if k in DEFAULT_CONFIGS[generator.family]}
+    module = build_model(generator.family, config).export_module.eval()
     seed = torch.Generator().manual_seed(0)
 
     def run(batch: int) -> np.ndarray:
