@@ -5,7 +5,8 @@
 # for gloo on CPU and NCCL alike: sum and count → mean, then the sum of squared deviations
 # → the biased variance that normalises; running statistics get the unbiased one, as in
 # F.batch_norm. The backward all-reduces the gradients of those sums, as SyncBatchNorm does.
-# global_batch_std is the same for a discriminator's minibatch standard deviation.
+# global_moments is that computation; global_batch_std uses it for a discriminator's minibatch
+# standard deviation.
 from __future__ import annotations
 
 import torch
@@ -46,27 +47,39 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (N, C) or (N, C, H, W), this rank's rows
-        if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
+        if not (self.training and _several_ranks()):
             return super().forward(x)
         self._check_input_dim(x)
-        dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
-        local_count = x.new_tensor([x.numel() // x.shape[1]])
-        totals = all_reduce(torch.cat([x.sum(dims), local_count]))  # (C + 1,)
-        count = totals[-1]
-        mean = totals[:-1] / count
-        centred = x - mean.view(shape)
-        var = all_reduce(centred.square().sum(dims)) / count  # (C,), biased
-        y = centred * torch.rsqrt(var.view(shape) + self.eps)
+        mean, centred, squares, count = global_moments(x, [0, *range(2, x.dim())])  # mean: (1, C, 1, ...)
+        var = squares / count  # biased
+        y = centred * torch.rsqrt(var + self.eps)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-                self.running_mean.lerp_(mean, momentum)
-                self.running_var.lerp_(var * count / (count - 1), momentum)
+                self.running_mean.lerp_(mean.flatten(), momentum)
+                self.running_var.lerp_((var * count / (count - 1)).flatten(), momentum)
         return y
+
+
+def _several_ranks() -> bool:
+    return dist.is_initialized() and dist.get_world_size() > 1
+
+
+def global_moments(x: torch.Tensor, dims: list[int]):
+    """x's moments over `dims` and every rank's rows (in one process, its own): the mean (the
+    reduced dims kept, of size 1), x − mean, the sum of squared deviations (shaped as the mean)
+    and the count of elements each covers (a 0-d tensor)."""
+    summed = all_reduce if _several_ranks() else (lambda t: t)
+    sums = x.sum(dims, keepdim=True)
+    totals = summed(torch.cat([sums.flatten(), x.new_tensor([x.numel() // sums.numel()])]))
+    count = totals[-1]
+    mean = totals[:-1].view(sums.shape) / count
+    centred = x - mean
+    return mean, centred, summed(centred.square().sum(dims, keepdim=True)), count
 
 
 def global_batch_std(x: torch.Tensor) -> torch.Tensor:
@@ -74,13 +87,8 @@ def global_batch_std(x: torch.Tensor) -> torch.Tensor:
     number (0-d): unbiased, over every rank's rows when several ranks each hold some. A feature
     equal in every row (a conv over the blank border of every digit) has variance 0, where the
     square root's gradient is infinite: hence the 1e-8 (as in StyleGAN)."""
-    several = dist.is_initialized() and dist.get_world_size() > 1
-    summed = all_reduce if several else (lambda t: t)
-    totals = summed(torch.cat([x.sum(0).flatten(), x.new_tensor([x.shape[0]])]))
-    count = totals[-1]
-    mean = totals[:-1].view(x.shape[1:]) / count
-    variance = summed((x - mean).square().sum(0)) / (count - 1)
-    return (variance + 1e-8).sqrt().mean()
+    _, _, squares, count = global_moments(x, [0])
+    return (squares / (count - 1) + 1e-8).sqrt().mean()
 
 
 def convert_batchnorm(module: nn.Module) -> nn.Module:
