@@ -276,6 +276,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         options = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
                                      ("latent_dim", args.latent_dim), ("augment", args.augment or None),
                                      ("average_generator", args.average_generator),
+                                     ("lr_decay_from", args.lr_decay_from),
                                      ("prior_components", args.prior_components)) if v is not None}
         summary = aigc_export.launch(
             args.nproc, aigc_export.train_image_model, family=args.family,
@@ -588,6 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "translation and cutout")
     p.add_argument("--average-generator", type=float, default=None, metavar="DECAY",
                    help="gan/dcgan: ship the moving average of the generator's weights (e.g. 0.999)")
+    p.add_argument("--lr-decay-from", type=int, default=None, metavar="STEP",
+                   help="gan/dcgan/vae: from this step the learning rate falls linearly, to 0 after the last step")
     p.add_argument("--prior-components", type=int, default=None, metavar="K",
                    help="vae: sample from a K-component Gaussian mixture fitted to the training images' "
                         "posterior means (default 20; 0: standard normal)")

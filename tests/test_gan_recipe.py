@@ -3,7 +3,9 @@
 # standard deviation (the recipe of the shipped DCGAN, README "Embedded models"). Each is
 # checked for what it promises: the loss values against numpy, unit spectral norms, a
 # discriminator that sees the whole batch; bad values are named; the CLI's --config reaches them;
-# a checkpoint written before these keys existed still resumes. DDP parity: test_ddp.py.
+# a checkpoint written before these keys existed still resumes; the learning rate's linear
+# decay over a run's last steps (--lr-decay-from) resumes a run that had not decayed yet.
+# DDP parity: test_ddp.py.
 import json
 import subprocess
 
@@ -13,7 +15,8 @@ import pytest
 torch = pytest.importorskip("torch")
 import aigc_export  # noqa: E402
 from aigc_export.common.batchnorm import global_batch_std  # noqa: E402
-from aigc_export.images.train import _discriminator_loss, _generator_loss  # noqa: E402
+from aigc_export.common.onnx_export import read_provenance  # noqa: E402
+from aigc_export.images.train import _discriminator_loss, _generator_loss, lr_at  # noqa: E402
 
 RECIPE = {"g_channels": [16, 8], "d_channels": [8, 16], "latent_dim": 16, "d_norm": "spectral", "d_dropout": 0.0,
           "minibatch_std": True, "loss": "hinge", "adam_betas": [0.0, 0.9]}
@@ -123,14 +126,51 @@ def test_a_checkpoint_from_before_these_settings_resumes(tmp_path):
         _train(tmp_path / "old", steps=4, config=defaults, resume=True)
 
 
+def test_the_learning_rate_falls_linearly_to_the_last_step():
+    schedule = {"decay_from": 6, "steps": 10}
+    assert [lr_at(step, 2.0, schedule) for step in range(4, 10)] == [2.0, 2.0, 2.0, 1.5, 1.0, 0.5]
+    assert lr_at(9, 2.0, None) == 2.0
+
+
+def _weights(summary):
+    return aigc_export.load_checkpoint(summary["checkpoint"])["model"]
+
+
+def test_a_run_decays_its_learning_rate_and_resumes_onto_a_decay(tmp_path):
+    decayed = _train(tmp_path / "decayed", steps=4, lr_decay_from=2)
+    state = aigc_export.load_checkpoint(decayed["checkpoint"])
+    assert state["lr_schedule"] == {"decay_from": 2, "steps": 4}
+    assert [state["optimizers"][net]["param_groups"][0]["lr"] for net in ("g", "d")] == [4e-4 / 2] * 2
+    assert read_provenance(tmp_path / "decayed" / "dcgan.onnx")["lr_schedule"] == state["lr_schedule"]
+    constant = _train(tmp_path / "constant", steps=4)
+    assert any(not torch.equal(a, b) for a, b in zip(_weights(decayed).values(), _weights(constant).values()))
+
+    # 2 constant steps, then resumed with the decay from step 2: the run above, exactly
+    _train(tmp_path / "resumed", steps=2)
+    resumed = _train(tmp_path / "resumed", steps=4, lr_decay_from=2, resume=True)
+    assert resumed["resumed_from"] == 2
+    assert all(torch.equal(a, b) for a, b in zip(_weights(decayed).values(), _weights(resumed).values()))
+
+    # a checkpoint that has decayed already cannot go on with another schedule
+    _train(tmp_path / "late", steps=3, lr_decay_from=1)
+    for other in ({}, {"lr_decay_from": 2}):
+        with pytest.raises(ValueError, match="cannot resume from .*learning rate schedule"):
+            _train(tmp_path / "late", steps=4, resume=True, **other)
+    for bad in (4, -1, 1.5, True):
+        with pytest.raises(ValueError, match=f"lr_decay_from: expected a step in \\[0, steps = 4\\), got {bad}"):
+            _train(tmp_path / "bad", steps=4, lr_decay_from=bad)
+
+
 def test_cli_config_reaches_an_image_model(tmp_path):
     out = tmp_path / "d.onnx"
     command = ["aigc", "train", "dcgan", "--data", "digits", "--image-size", "8", "--steps", "2", "--batch-size", "8",
                "--quiet", "--out", str(out)]
-    result = subprocess.run([*command, "--config", json.dumps(RECIPE)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([*command, "--config", json.dumps(RECIPE), "--lr-decay-from", "1"], capture_output=True,
+                            text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     state = aigc_export.load_checkpoint(json.loads(result.stdout)["checkpoint"])
     assert {k: state["config"][k] for k in RECIPE} == RECIPE
+    assert state["lr_schedule"] == {"decay_from": 1, "steps": 2}
     result = subprocess.run([*command, "--config", '{"loss": "wasserstein"}'], capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 1 and "gan loss: expected one of bce, hinge, got 'wasserstein'" in result.stderr

@@ -110,6 +110,8 @@ def export_trained_image(state: dict, out_path: str | os.PathLike, *, quality_n:
     provenance = {"dataset": state["dataset"], "steps": state["step"], "seed": state["seed"],
                   "batch_size": state["batch_size"], "lr": state["lr"],
                   "final_losses": {k: round(v, 4) for k, v in state["losses"].items()}}
+    if state.get("lr_schedule") is not None:  # the rate fell linearly over the run's last steps
+        provenance["lr_schedule"] = state["lr_schedule"]
     if state["family"] != "vae":  # how the GAN trained: whether D saw augmented batches, what G ships
         provenance.update(augment=state.get("augment", False),
                           generator="weight average" if "generator_average" in state else "last step")

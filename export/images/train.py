@@ -78,6 +78,7 @@ def train_image_model(
     quality_n: int = 1000,
     augment: bool = False,
     average_generator: float | None = None,
+    lr_decay_from: int | None = None,
     prior_components: int | None = None,
 ) -> dict:
     """Train `family` ("gan", "dcgan" or "vae") on `data` and export it to `out`.
@@ -97,6 +98,9 @@ def train_image_model(
     augment: a GAN's discriminator sees real and generated batches through the same random
     translation and cutout (augment.py). average_generator: a decay in (0, 1); a GAN then
     ships the exponential moving average of its generator's weights (see GANS above).
+    lr_decay_from: the (0-based) step from which every learning rate falls linearly, to 0
+    after the last step (lr_at); None keeps it constant. A run may resume from a checkpoint
+    of another schedule (or none) that had not started to decay yet.
     prior_components: a VAE's samples draw from a Gaussian mixture of this many components
     fitted to its training images' posterior means at the end (latent_prior.py; default
     DEFAULT_PRIOR_COMPONENTS; 0: standard normal).
@@ -132,18 +136,19 @@ def train_image_model(
                          f"got {prior_components!r}")
     if average_generator is not None and not 0 < average_generator < 1:
         raise ValueError(f"average_generator: expected a decay in (0, 1) such as 0.999, got {average_generator!r}")
+    schedule = _lr_schedule(lr_decay_from, steps)
     run = {"family": family, "config": model.config, "dataset": train.name, "seed": seed,
            "batch_size": batch_size, "lr": lr, "augment": augment, "average_generator": average_generator}
 
     averaged = copy.deepcopy(model.generator).requires_grad_(False) if average_generator is not None else None
     found = find_checkpoint(checkpoint_dir) if resume else None
-    start, ema = _restore(found, run, model, optimizers, averaged) if found is not None else (0, {})
+    start, ema = _restore(found, run, schedule, model, optimizers, averaged) if found is not None else (0, {})
     resumed_from = start if found is not None else None
 
     def checkpoint(step: int, latent_prior: dict | None = None) -> Path:
         return save_checkpoint({
             **run, "model": model.state_dict(), "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-            "step": step, "losses": ema, "rng": torch.get_rng_state(),
+            "step": step, "losses": ema, "rng": torch.get_rng_state(), "lr_schedule": schedule,
             **({"generator_average": averaged.state_dict()} if averaged is not None else {}),
             **({"latent_prior": latent_prior} if latent_prior is not None else {}),
         }, checkpoint_dir)
@@ -157,6 +162,9 @@ def train_image_model(
     bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"train {family}",
                disable=not (progress and main))
     for step in bar:
+        for optimizer in optimizers.values():
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, lr, schedule)
         losses = train_step(model, nets, optimizers, images[batch_indices(len(images), batch_size, seed, step)])
         if averaged is not None:
             _update_average(averaged, model.generator, average_decay(average_generator, step))
@@ -179,10 +187,15 @@ def train_image_model(
             "quality": provenance["quality"], "resumed_from": resumed_from}
 
 
-def _restore(found: Path, run: dict, model, optimizers: dict, averaged) -> tuple[int, dict]:
+def _restore(found: Path, run: dict, schedule: dict | None, model, optimizers: dict,
+             averaged) -> tuple[int, dict]:
     # Load model, optimizers, the generator's average and RNG from the checkpoint;
     # returns (step, loss averages).
     state = load_checkpoint(found)
+    if not _schedules_agree(state.get("lr_schedule"), schedule, state["step"]):
+        raise ValueError(f"cannot resume from {found}: it trained {state['step']} steps with the learning "
+                         f"rate schedule {state.get('lr_schedule')}, which differs from this run's {schedule} "
+                         f"before that step")
     # augment, average_generator and some config keys are newer than some checkpoints: absent,
     # they had their defaults
     defaults = {"augment": False, "average_generator": None}
@@ -201,6 +214,32 @@ def _restore(found: Path, run: dict, model, optimizers: dict, averaged) -> tuple
         optimizer.load_state_dict(state["optimizers"][name])
     torch.set_rng_state(state["rng"])
     return state["step"], state["losses"]
+
+
+def _lr_schedule(decay_from: int | None, steps: int) -> dict | None:
+    if decay_from is None:
+        return None
+    if isinstance(decay_from, bool) or not isinstance(decay_from, int) or not 0 <= decay_from < steps:
+        raise ValueError(f"lr_decay_from: expected a step in [0, steps = {steps}), got {decay_from!r}")
+    return {"decay_from": decay_from, "steps": steps}
+
+
+def lr_at(step: int, lr: float, schedule: dict | None) -> float:
+    """The learning rate at (0-based) step: lr until schedule["decay_from"], then falling
+    linearly to lr / n at the last step (n = the decaying steps), 0 after it; constant
+    without a schedule. Decaying the rate at the end of a GAN run lets the generator settle
+    where constant steps keep it circling (measured in README's "Embedded models")."""
+    if schedule is None or step < schedule["decay_from"]:
+        return lr
+    return lr * (schedule["steps"] - step) / (schedule["steps"] - schedule["decay_from"])
+
+
+def _schedules_agree(old: dict | None, new: dict | None, steps_done: int) -> bool:
+    # The checkpoint's steps saw what this run's schedule would have given them: the same
+    # schedule, or a constant rate on both sides up to steps_done.
+    def constant_until(schedule):
+        return float("inf") if schedule is None else schedule["decay_from"]
+    return old == new or steps_done <= min(constant_until(old), constant_until(new))
 
 
 def average_decay(decay: float, step: int) -> float:
