@@ -140,7 +140,8 @@ def test_a_run_decays_its_learning_rate_and_resumes_onto_a_decay(tmp_path):
     decayed = _train(tmp_path / "decayed", steps=4, lr_decay_from=2)
     state = aigc_export.load_checkpoint(decayed["checkpoint"])
     assert state["lr_schedule"] == {"decay_from": 2, "steps": 4}
-    assert [state["optimizers"][net]["param_groups"][0]["lr"] for net in ("g", "d")] == [4e-4 / 2] * 2
+    assert [state["optimizers"][net]["param_groups"][0]["lr"] for net in ("g", "d")] == \
+        [aigc_export.DEFAULT_LR["dcgan"] / 2] * 2
     assert read_provenance(tmp_path / "decayed" / "dcgan.onnx")["lr_schedule"] == state["lr_schedule"]
     constant = _train(tmp_path / "constant", steps=4)
     assert any(not torch.equal(a, b) for a, b in zip(_weights(decayed).values(), _weights(constant).values()))

@@ -162,9 +162,10 @@ def train_image_model(
     bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"train {family}",
                disable=not (progress and main))
     for step in bar:
+        rate = lr_at(step, lr, schedule)
         for optimizer in optimizers.values():
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, lr, schedule)
+                group["lr"] = rate
         losses = train_step(model, nets, optimizers, images[batch_indices(len(images), batch_size, seed, step)])
         if averaged is not None:
             _update_average(averaged, model.generator, average_decay(average_generator, step))
