@@ -7,8 +7,10 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import numpy as np
+import pytest
 
 SCRIPT = textwrap.dedent("""
     import sys
@@ -62,3 +64,49 @@ def test_results_are_identical_whatever_the_thread_count(tmp_path):
         many = run_with_threads(threads, str(tmp_path / f"{threads}.npz"))
         for a, b in zip(one, many, strict=True):
             np.testing.assert_array_equal(a, b, err_msg=f"AIGC_NUM_THREADS={threads}")
+
+
+def test_workers_awake_scopes_nest_unwind_and_keep_results():
+    """`with _C.workers_awake():` (benchmarks/linear.py times projections inside one) keeps
+    the workers spinning only while open, through nesting and exceptions; it ends only on
+    the thread that opened it; and a projection inside gives the same y as outside."""
+    from aigc_engine import _C
+
+    rng = np.random.default_rng(1)
+    layer = _C.Linear(rng.standard_normal((64, 200)).astype(np.float32), None, "int8")
+    x = rng.standard_normal((33, 64)).astype(np.float32)
+    outside, inside = np.empty((33, 200), np.float32), np.empty((33, 200), np.float32)
+    layer.forward(x, outside)
+    assert not _C.workers_lingering()
+    with _C.workers_awake():
+        assert _C.workers_lingering()
+        with _C.workers_awake():
+            layer.forward(x, inside)
+        assert _C.workers_lingering()
+    assert not _C.workers_lingering()
+    np.testing.assert_array_equal(inside, outside)
+
+    with pytest.raises(KeyError), _C.workers_awake():
+        raise KeyError("inside")
+    assert not _C.workers_lingering()
+
+    scope = _C.workers_awake()
+    with scope, pytest.raises(RuntimeError, match="already entered"), scope:
+        pass
+    assert not _C.workers_lingering()
+
+    scope.__enter__()
+    errors = []
+
+    def exit_elsewhere() -> None:
+        try:
+            scope.__exit__(None, None, None)
+        except RuntimeError as error:
+            errors.append(str(error))
+    elsewhere = threading.Thread(target=exit_elsewhere)
+    elsewhere.start()
+    elsewhere.join()
+    assert errors and "another thread" in errors[0], errors
+    assert _C.workers_lingering()
+    scope.__exit__(None, None, None)
+    assert not _C.workers_lingering()

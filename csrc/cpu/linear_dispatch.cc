@@ -29,8 +29,9 @@ void linear_forward(const Linear& layer, const float* x, int64_t m, float* y) {
       p.panels = layer.w_bf16.data();
       return parallel_for(panels, [&](int64_t first, int64_t last) { AIGC_ISA_CALL(isa, linear_bf16_panels, p, first, last); });
     case WeightDtype::kInt8: {
-      // Reused buffers per thread: the decoder calls this every layer of every step.
-      thread_local std::vector<uint8_t> xq;
+      // Reused buffers per thread: the decoder calls this every layer of every step. xq starts
+      // on a cache line, as the panels do: AMX loads its rows as the A tiles' rows.
+      thread_local PanelVector<uint8_t> xq;
       thread_local std::vector<float> x_scale;
       LinearInt8Params q{};
       q.k4 = (layer.k + 3) / 4;

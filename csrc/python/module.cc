@@ -24,6 +24,7 @@ namespace aigc::python {
 void bind_gelu(py::module_& m);    // python/gelu.cc
 void bind_linear(py::module_& m);  // python/linear.cc
 void bind_isa_peak(py::module_& m);  // python/isa_peak.cc
+void bind_thread_pool(py::module_& m);  // python/thread_pool.cc
 void bind_norm(py::module_& m);    // python/norm.cc
 void bind_decoder(py::module_& m);
 void bind_lstm(py::module_& m);        // python/lstm.cc
@@ -122,6 +123,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("num_threads", &aigc::num_threads);
   aigc::python::bind_linear(m);
   aigc::python::bind_isa_peak(m);
+  aigc::python::bind_thread_pool(m);
   aigc::python::bind_norm(m);
   aigc::python::bind_gelu(m);
   aigc::python::bind_decoder(m);

@@ -174,6 +174,7 @@ int num_threads() { return pool().size(); }
 
 LingerScope::LingerScope() { ++linger_depth; }
 LingerScope::~LingerScope() { --linger_depth; }
+bool lingering() { return linger_depth > 0; }
 
 void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain) {
   if (n <= 0) return;

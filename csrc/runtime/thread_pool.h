@@ -23,6 +23,7 @@ class LingerScope {
   LingerScope(const LingerScope&) = delete;
   LingerScope& operator=(const LingerScope&) = delete;
 };
+bool lingering();  // a LingerScope is alive on the calling thread
 void parallel_for(int64_t n, const std::function<void(int64_t begin, int64_t end)>& fn, int64_t grain = 1);
 
 }  // namespace aigc
