@@ -5,7 +5,7 @@
 // more than a hot 768 × 3072 int8 projection at m = 1 itself.
 #include <pybind11/pybind11.h>
 
-#include <optional>
+#include <memory>
 #include <stdexcept>
 #include <thread>
 
@@ -19,10 +19,19 @@ namespace {
 // The scope counts per thread, so it must end on the thread that began it.
 class WorkersAwake {
  public:
+  WorkersAwake() = default;
+  WorkersAwake(const WorkersAwake&) = delete;
+  WorkersAwake& operator=(const WorkersAwake&) = delete;
+  // Collected while still open on another thread: left open rather than closed on the wrong
+  // thread's count.
+  ~WorkersAwake() {
+    if (scope_ && std::this_thread::get_id() != owner_) (void)scope_.release();
+  }
+
   WorkersAwake& enter() {
     if (scope_) throw std::runtime_error("workers_awake: already entered; use a new one to nest");
     owner_ = std::this_thread::get_id();
-    scope_.emplace();
+    scope_ = std::make_unique<LingerScope>();
     return *this;
   }
   void exit() {
@@ -34,7 +43,7 @@ class WorkersAwake {
   }
 
  private:
-  std::optional<LingerScope> scope_;
+  std::unique_ptr<LingerScope> scope_;
   std::thread::id owner_;
 };
 
