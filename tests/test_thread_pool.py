@@ -31,6 +31,11 @@ SCRIPT = textwrap.dedent("""
         out = np.empty((5, 300), np.float32)
         _C.Linear(w, None, dtype).forward(x, out)
         outputs.append(out)
+    # A prompt's worth of int8 rows: quantised in parallel too (work items: rows).
+    rows = rng.standard_normal((200, 96)).astype(np.float32)
+    out = np.empty((200, 300), np.float32)
+    _C.Linear(w, None, "int8").forward(rows, out)
+    outputs.append(out)
     # The sampler (work items: rows), then a NaN in one row of many: a clear error, after
     # which the pool still works.
     logits = rng.standard_normal((40, 1000)).astype(np.float32)

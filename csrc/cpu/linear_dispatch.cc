@@ -9,6 +9,11 @@
 #include "runtime/thread_pool.h"
 
 namespace aigc {
+namespace {
+
+constexpr int64_t kQuantizeGrain = 64;  // rows per task of quantize_rows
+
+}  // namespace
 
 void linear_forward(const Linear& layer, const float* x, int64_t m, float* y) {
   if (m <= 0) return;
@@ -37,7 +42,16 @@ void linear_forward(const Linear& layer, const float* x, int64_t m, float* y) {
       q.k4 = (layer.k + 3) / 4;
       if (static_cast<int64_t>(xq.size()) < m * q.k4 * 4) xq.resize(m * q.k4 * 4);
       if (static_cast<int64_t>(x_scale.size()) < m) x_scale.resize(m);
-      AIGC_ISA_CALL(isa, quantize_rows, x, m, layer.k, q.k4, xq.data(), x_scale.data());
+      // Rows in parallel where there are many (a prompt), else on this thread. Serial, the
+      // pass held the other thread idle: on the AMX Xeon, 768 × 3072 at m = 512 went
+      // 1,119-1,162 → 935-1,094 µs and GPT-2-small's 512-token int8 prompt 4,473-4,842 →
+      // 4,915-5,304 tokens/s (alternating builds).
+      uint8_t* rows_q = xq.data();
+      float* scales = x_scale.data();
+      parallel_for(m, [&](int64_t first, int64_t last) {
+        AIGC_ISA_CALL(isa, quantize_rows, x + first * layer.k, last - first, layer.k, q.k4, rows_q + first * q.k4 * 4,
+                      scales + first);
+      }, kQuantizeGrain);
       q.xq = xq.data();
       q.x_scale = x_scale.data();
       if (isa == Isa::kAvx2) {
