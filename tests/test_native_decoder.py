@@ -64,6 +64,24 @@ def test_imported_gpt2_greedy_and_logits_match_transformers(tmp_path, n_layer, n
     backend.cache.release(blocks)
 
 
+def test_long_prompts_prefilled_together_match_transformers(tmp_path):
+    """Prompts of 40-100 tokens in one batch: their KV-cache writes and attention copies run
+    over the pool from 64 tokens on, in pieces that cut across the prompts; each prompt's
+    greedy tokens still equal transformers'."""
+    model = hf_gpt2(tmp_path / "hf", 2, 4, 64, seed=7)
+    path = aigc_export.import_hf(tmp_path / "hf", tmp_path / "gpt2.onnx")
+    native = TextGenerator.load(str(path), backend="native")
+    ids = native.tokenizer.encode("".join(TEXTS) * 6)
+    prompts = [ids[:100], ids[7:47], ids[3:93]]
+    assert [len(p) for p in prompts] == [100, 40, 90]
+    params = SamplingParams(max_new_tokens=16, temperature=0.0, ignore_eos=True)
+    for prompt, completion in zip(prompts, native.generate(prompts, params), strict=True):
+        with torch.no_grad():
+            expected = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=16, min_new_tokens=16,
+                                      pad_token_id=0)[0, len(prompt):].tolist()
+        assert completion.token_ids == expected
+
+
 shipped = pytest.mark.skipif(not (MODELS_DIR / "pycode-gpt.onnx").is_file(), reason="pycode-gpt is not installed")
 
 
