@@ -36,7 +36,7 @@ void linear_forward(const Linear& layer, const float* x, int64_t m, float* y) {
     case WeightDtype::kInt8: {
       // Reused buffers per thread: the decoder calls this every layer of every step. xq starts
       // on a cache line, as the panels do: AMX loads its rows as the A tiles' rows.
-      thread_local PanelVector<uint8_t> xq;
+      thread_local CacheLineVector<uint8_t> xq;
       thread_local std::vector<float> x_scale;
       LinearInt8Params q{};
       q.k4 = (layer.k + 3) / 4;

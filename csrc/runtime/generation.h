@@ -18,6 +18,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "aigc/linear.h"
 #include "runtime/block_pool.h"
 #include "runtime/gpt.h"
 #include "runtime/lstm.h"
@@ -144,7 +145,7 @@ class Generation {
   std::vector<int64_t> tokens_, positions_;
   std::vector<int32_t> cu_seqlens_, context_lens_, block_table_;
   std::vector<uint8_t> is_prompt_;
-  std::vector<float> logits_, due_logits_;
+  CacheLineVector<float> logits_, due_logits_;
   std::vector<SamplingRow*> rows_;
   std::vector<int64_t> out_tokens_, out_top_ids_;
   std::vector<float> out_logprobs_, out_top_logprobs_;

@@ -109,7 +109,7 @@ void GptModel::check(const StepBatch& b, const KvCache& cache) const {
 void GptModel::reserve(int64_t num_tokens, int64_t num_seqs, bool kv_bf16) {
   const int64_t c = config_.n_embd;
   checked_product({num_tokens, 4, c}, "step: num_tokens * 4 * n_embd");  // the largest buffer
-  auto grow = [](std::vector<float>& buffer, int64_t size) {
+  auto grow = [](auto& buffer, int64_t size) {
     if (static_cast<int64_t>(buffer.size()) < size) buffer.resize(size);
   };
   grow(h_, num_tokens * c);

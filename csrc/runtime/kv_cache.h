@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "aigc/linear.h"
 #include "runtime/block_pool.h"
 
 namespace aigc {
@@ -47,8 +48,8 @@ class KvCache : public BlockPool {
 
   int64_t n_layer_, n_head_, head_dim_;
   KvDtype dtype_;
-  std::vector<float> storage_;          // float32 caches
-  std::vector<uint16_t> storage_bf16_;  // bf16 caches
+  CacheLineVector<float> storage_;          // float32 caches, on cache lines like every step buffer
+  CacheLineVector<uint16_t> storage_bf16_;  // bf16 caches
 };
 
 }  // namespace aigc

@@ -77,7 +77,7 @@ class LstmModel {
   // Step buffers: x the embedded tokens (tokens, n_embd), y a layer's outputs (tokens,
   // hidden), gates (tokens, 4·hidden); per sequence h, c; per time step the rows that run,
   // gathered (h_rows, c_rows), their recurrent projection and their tokens.
-  std::vector<float> x_, y_, gates_, h_, c_, h_rows_, c_rows_, recurrent_, last_;
+  CacheLineVector<float> x_, y_, gates_, h_, c_, h_rows_, c_rows_, recurrent_, last_;
   std::vector<int64_t> token_rows_, active_;
   std::atomic<bool> busy_{false};
 };
