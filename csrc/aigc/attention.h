@@ -15,9 +15,11 @@
 namespace aigc {
 
 struct AttentionPrefillParams {
-  const float* q;        // (tokens, n_heads, head_dim)
-  const void* k;         // (tokens, n_kv_heads, head_dim) float32, or uint16 bf16 when kv_bf16
-  const void* v;         // same as k
+  const float* q;        // (tokens, n_heads, head_dim), a token's row every q_row_stride floats
+  const void* k;         // (tokens, n_kv_heads, head_dim) float32, or uint16 bf16 when kv_bf16,
+  const void* v;         //   a token's row every kv_row_stride elements; v the same as k
+  int64_t q_row_stride;  // >= n_heads * head_dim (packed): the decoder reads q, k and v
+  int64_t kv_row_stride; //   where its qkv projection left them, side by side per token
   bool kv_bf16;
   const int32_t* cu_seqlens;  // (n_seqs + 1,) 0 .. tokens, non-decreasing
   int64_t n_seqs;
@@ -26,7 +28,7 @@ struct AttentionPrefillParams {
   int64_t n_kv_heads;    // divides n_heads
   int64_t head_dim;
   float scale;           // applied to q . k
-  float* out;            // (tokens, n_heads, head_dim)
+  float* out;            // (tokens, n_heads, head_dim), packed
 };
 
 struct AttentionDecodeParams {

@@ -81,9 +81,9 @@ void stage_kv(const AttentionPrefillParams& p, int64_t start, int64_t kv_head, i
   }
   // Rows 8 ahead prefetched as well: the rows fetched during the previous item still left
   // 4% of the prefill in the first load of each row's copy (seq 512).
-  const int64_t bytes = p.kv_bf16 ? 2 : 4, row_stride = p.n_kv_heads * d * bytes;
+  const int64_t bytes = p.kv_bf16 ? 2 : 4, row_stride = p.kv_row_stride * bytes;
   for (int64_t j = ws.staged; j < keys; ++j) {
-    const int64_t index = ((start + j) * p.n_kv_heads + kv_head) * d;
+    const int64_t index = (start + j) * p.kv_row_stride + kv_head * d;
     if (j + 8 < keys) {
       for (int64_t offset = 0; offset < d * bytes; offset += 64) {
         __builtin_prefetch(static_cast<const char*>(p.k) + index * bytes + 8 * row_stride + offset);
@@ -221,8 +221,8 @@ void prefill_tile(const AttentionPrefillParams& p, int64_t start, int64_t q0, in
   ws.zero.assign(dpad, 0.0f);
   const float q_scale = p.scale * 1.44269504088896341f;  // log2(e)
   // Whole kW x kW blocks in registers (one scalar store per element was 4% of the prefill).
-  const float* q = p.q + ((start + q0) * p.n_heads + head) * d;
-  const int64_t q_stride = p.n_heads * d;
+  const float* q = p.q + (start + q0) * p.q_row_stride + head * d;
+  const int64_t q_stride = p.q_row_stride;
   for (int64_t r0 = 0; r0 < nq; r0 += kW) {
     int64_t c0 = 0;
     if (r0 + kW <= nq) {
@@ -307,12 +307,13 @@ void attention_prefill_items(const AttentionPrefillParams& p, const int32_t* til
     if (i + 1 < last) {
       const int64_t next_head = (i + 1) / n_tiles, next_t = (i + 1) % n_tiles;
       const int64_t token = p.cu_seqlens[tile_seq[next_t]] + tile_start[next_t];
-      const int64_t q_index = (token * p.n_heads + next_head) * d;
-      const int64_t kv_index = (token * p.n_kv_heads + next_head / group) * d;
+      const int64_t q_index = token * p.q_row_stride + next_head * d;
+      const int64_t out_index = (token * p.n_heads + next_head) * d;
+      const int64_t kv_index = token * p.kv_row_stride + next_head / group * d;
       next.rows = std::min<int64_t>(kQ, p.cu_seqlens[tile_seq[next_t] + 1] - token);
-      next.arrays[0] = {reinterpret_cast<const char*>(p.q + q_index), p.n_heads * d * 4, d * 4, false};
-      next.arrays[1] = {reinterpret_cast<const char*>(p.out + q_index), p.n_heads * d * 4, d * 4, true};
-      const int64_t kv_stride = p.n_kv_heads * d * kv_bytes;
+      next.arrays[0] = {reinterpret_cast<const char*>(p.q + q_index), p.q_row_stride * 4, d * 4, false};
+      next.arrays[1] = {reinterpret_cast<const char*>(p.out + out_index), p.n_heads * d * 4, d * 4, true};
+      const int64_t kv_stride = p.kv_row_stride * kv_bytes;
       next.arrays[2] = {static_cast<const char*>(p.k) + kv_index * kv_bytes, kv_stride, d * kv_bytes, false};
       next.arrays[3] = {static_cast<const char*>(p.v) + kv_index * kv_bytes, kv_stride, d * kv_bytes, false};
     }

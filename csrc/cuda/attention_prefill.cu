@@ -81,7 +81,7 @@ __global__ void __launch_bounds__(kBlockThreads) prefill_kernel(AttentionPrefill
   const int64_t q0 = (slot - slot_base(p.cu_seqlens, s)) * kTileQueries;
   if (q0 >= length) return;  // the same for the whole block, before any barrier
   const int64_t n_queries = min(static_cast<int64_t>(kTileQueries), length - q0);
-  const int64_t d = p.head_dim, q_stride = p.n_heads * d, kv_stride = p.n_kv_heads * d;
+  const int64_t d = p.head_dim, q_stride = p.q_row_stride, kv_stride = p.kv_row_stride, out_stride = p.n_heads * d;
   const int64_t kv_column = head / (p.n_heads / p.n_kv_heads) * d;
   const T* k = static_cast<const T*>(p.k);
   const T* v = static_cast<const T*>(p.v);
@@ -158,7 +158,7 @@ __global__ void __launch_bounds__(kBlockThreads) prefill_kernel(AttentionPrefill
     const int64_t query = q0 + warp * kRowsPerWarp + r;
     if (query >= length) continue;
     const float inv = 1.0f / l[r];  // l >= 1: the largest score's weight is 1
-    float* out = p.out + (start + query) * q_stride + head * d;
+    float* out = p.out + (start + query) * out_stride + head * d;
 #pragma unroll
     for (int i = 0; i < kDims; ++i) {
       const int64_t c = i * kWarp + lane;

@@ -224,6 +224,7 @@ void CudaGptModel::attend(const StepBatch& b, CudaKvCache& cache, int64_t layer,
     p.tokens = b.num_tokens - first;
     p.n_heads = p.n_kv_heads = heads;
     p.head_dim = d;
+    p.q_row_stride = p.kv_row_stride = c;
     p.scale = scale;
     p.out = attn_.get() + first * c;
     attention_prefill(p, stream_);

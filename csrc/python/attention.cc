@@ -69,6 +69,8 @@ aigc::AttentionPrefillParams prefill_params(py::array q, py::array k, py::array 
   const std::vector<py::ssize_t> v_shape{p.tokens, p.n_kv_heads, p.head_dim};
   p.v = p.kv_bf16 ? kv_data<uint16_t>(v, "v", dims, v_shape) : kv_data<float>(v, "v", dims, v_shape);
   check_heads(p.n_heads, p.n_kv_heads, p.head_dim);
+  p.q_row_stride = p.n_heads * p.head_dim;
+  p.kv_row_stride = p.n_kv_heads * p.head_dim;
   p.cu_seqlens = checked_data<int32_t>(cu_seqlens, "cu_seqlens", "int32", {"n_seqs + 1"}, {-1}, false);
   if (cu_seqlens.shape(0) < 1) throw py::value_error("cu_seqlens: expected n_seqs + 1 >= 1 entries, got 0");
   p.n_seqs = cu_seqlens.shape(0) - 1;

@@ -24,7 +24,7 @@ std::vector<float> copy_weight(const WeightLookup& weight, const std::string& na
   return std::vector<float>(data, data + count);
 }
 
-// Tokens per task of the per-token copies (write_cache, attend's split): a prompt's are
+// Tokens per task of the per-token copies into the KV cache (write_cache): a prompt's are
 // spread over the pool, a decode step's stay on the calling thread. On one thread a 512-token
 // prompt's copies took 8 % of perf's samples while the other core waited; spread, GPT-2-small
 // int8 prompts went 5,030-5,107 → 5,387-5,915 tokens/s (1 × 512) and 5,366-5,898 →
@@ -116,15 +116,11 @@ void GptModel::reserve(int64_t num_tokens, int64_t num_seqs, bool kv_bf16) {
   grow(a_, num_tokens * c);
   grow(qkv_, num_tokens * 3 * c);
   grow(attn_, num_tokens * c);
-  grow(q_, num_tokens * c);
-  // The prompts' keys and values (float32), or every token's rounded to bf16 for a bf16
-  // cache (write_cache).
+  grow(q_, num_seqs * c);
+  // Every token's keys and values rounded to bf16 for a bf16 cache (write_cache).
   if (kv_bf16) {
-    if (static_cast<int64_t>(k16_.size()) < num_tokens * c) k16_.resize(num_tokens * c);
-    if (static_cast<int64_t>(v16_.size()) < num_tokens * c) v16_.resize(num_tokens * c);
-  } else {
-    grow(k_, num_tokens * c);
-    grow(v_, num_tokens * c);
+    grow(k16_, num_tokens * c);
+    grow(v16_, num_tokens * c);
   }
   if (static_cast<int64_t>(prompt_cu_.size()) < num_seqs + 1) prompt_cu_.resize(num_seqs + 1);
   grow(proj_, num_tokens * c);
@@ -189,15 +185,10 @@ void GptModel::attend(const StepBatch& b, KvCache& cache, int64_t layer) {
   const bool bf16 = cache.bf16();
   int64_t decoding = 0;
   while (decoding < b.num_seqs && !b.is_prompt[decoding]) ++decoding;
-  // The kernels want q (and, for prompts, k and v) as (tokens, heads, head_dim) arrays;
-  // qkv holds them side by side per token.
-  auto split = [&](int64_t part, int64_t first, int64_t last, float* out) {
-    parallel_for(last - first, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) std::memcpy(out + i * c, qkv_.data() + (first + i) * 3 * c + part * c, c * sizeof(float));
-    }, kCopyGrain);
-  };
   if (decoding > 0) {
-    split(0, 0, decoding, q_.data());
+    // The decode kernel wants q as a (batch, heads, head_dim) array; qkv holds q, k and v
+    // side by side per token.
+    for (int64_t i = 0; i < decoding; ++i) std::memcpy(q_.data() + i * c, qkv_.data() + i * 3 * c, c * sizeof(float));
     AttentionDecodeParams p{};
     p.q = q_.data();
     p.k_cache = cache.keys(layer);
@@ -217,20 +208,22 @@ void GptModel::attend(const StepBatch& b, KvCache& cache, int64_t layer) {
   }
   if (decoding < b.num_seqs) {
     const int64_t first = b.cu_seqlens[decoding], tokens = b.num_tokens - first;
-    split(0, first, b.num_tokens, q_.data());
+    // q, k and v read in place from qkv (copying them out was ~7% of an int8 prompt).
+    const float* qkv = qkv_.data() + first * 3 * c;
     AttentionPrefillParams p{};
+    p.q = qkv;
+    p.q_row_stride = 3 * c;
     if (bf16) {  // rounded by write_cache
       p.k = k16_.data() + first * c;
       p.v = v16_.data() + first * c;
+      p.kv_row_stride = c;
     } else {
-      split(1, first, b.num_tokens, k_.data());
-      split(2, first, b.num_tokens, v_.data());
-      p.k = k_.data();
-      p.v = v_.data();
+      p.k = qkv + c;
+      p.v = qkv + 2 * c;
+      p.kv_row_stride = 3 * c;
     }
     p.kv_bf16 = bf16;
     for (int64_t s = decoding; s <= b.num_seqs; ++s) prompt_cu_[s - decoding] = b.cu_seqlens[s] - static_cast<int32_t>(first);
-    p.q = q_.data();
     p.cu_seqlens = prompt_cu_.data();
     p.n_seqs = b.num_seqs - decoding;
     p.tokens = tokens;

@@ -67,8 +67,9 @@ class GptModel {
   std::vector<float> wte_, wpe_, ln_f_weight_, ln_f_bias_;
   std::vector<Layer> layers_;
   Linear lm_head_;
-  // Step buffers: h residual stream, a normalised input, qkv, attention in/out, MLP.
-  CacheLineVector<float> h_, a_, qkv_, q_, k_, v_, attn_, proj_, fc_, last_;
+  // Step buffers: h residual stream, a normalised input, qkv, the decoding rows' q,
+  // attention out, MLP.
+  CacheLineVector<float> h_, a_, qkv_, q_, attn_, proj_, fc_, last_;
   CacheLineVector<uint16_t> k16_, v16_;  // the prompts' keys and values for a bf16 cache
   std::vector<int32_t> prompt_cu_;
   std::atomic<bool> busy_{false};
