@@ -24,11 +24,11 @@ std::vector<float> copy_weight(const WeightLookup& weight, const std::string& na
   return std::vector<float>(data, data + count);
 }
 
-// Tokens per task of the per-token copies into the KV cache (write_cache): a prompt's are
-// spread over the pool, a decode step's stay on the calling thread. On one thread a 512-token
-// prompt's copies took 8 % of perf's samples while the other core waited; spread, GPT-2-small
-// int8 prompts went 5,030-5,107 → 5,387-5,915 tokens/s (1 × 512) and 5,366-5,898 →
-// 6,077-6,325 (4 × 256) on the AMX Xeon, alternating builds.
+// Tokens per task of the per-token copies (write_cache, the decoding rows' q): a prompt's
+// are spread over the pool, a decode step's (under 64 rows) stay on the calling thread. On
+// one thread a 512-token prompt's copies took 8 % of perf's samples while the other core
+// waited; spread, GPT-2-small int8 prompts went 5,030-5,107 → 5,387-5,915 tokens/s (1 × 512)
+// and 5,366-5,898 → 6,077-6,325 (4 × 256) on the AMX Xeon, alternating builds.
 constexpr int64_t kCopyGrain = 64;
 
 Linear linear_weight(const WeightLookup& weight, const std::string& prefix, int64_t k, int64_t n, WeightDtype dtype) {
@@ -188,7 +188,9 @@ void GptModel::attend(const StepBatch& b, KvCache& cache, int64_t layer) {
   if (decoding > 0) {
     // The decode kernel wants q as a (batch, heads, head_dim) array; qkv holds q, k and v
     // side by side per token.
-    for (int64_t i = 0; i < decoding; ++i) std::memcpy(q_.data() + i * c, qkv_.data() + i * 3 * c, c * sizeof(float));
+    parallel_for(decoding, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) std::memcpy(q_.data() + i * c, qkv_.data() + i * 3 * c, c * sizeof(float));
+    }, kCopyGrain);
     AttentionDecodeParams p{};
     p.q = q_.data();
     p.k_cache = cache.keys(layer);
