@@ -65,9 +65,9 @@ def test_imported_gpt2_greedy_and_logits_match_transformers(tmp_path, n_layer, n
 
 
 def test_long_prompts_prefilled_together_match_transformers(tmp_path):
-    """Prompts of 40-100 tokens in one batch: their KV-cache writes and attention copies run
-    over the pool from 64 tokens on, in pieces that cut across the prompts; each prompt's
-    greedy tokens still equal transformers'."""
+    """Prompts of 40-100 tokens in one batch: their KV-cache writes run over the pool from 64
+    tokens on, in pieces that cut across the prompts, and their attention reads q, k and v in
+    place from the qkv projection; each prompt's greedy tokens still equal transformers'."""
     model = hf_gpt2(tmp_path / "hf", 2, 4, 64, seed=7)
     path = aigc_export.import_hf(tmp_path / "hf", tmp_path / "gpt2.onnx")
     native = TextGenerator.load(str(path), backend="native")

@@ -13,19 +13,19 @@ namespace aigc {
 namespace {
 
 constexpr int64_t kQuantizeGrain = 64;  // rows per task of quantize_rows
-// A projection's tasks: a multiple of the pool's threads, up to 4 per thread, of at least
-// kTaskPanels panels where there are enough. A task's first panel comes from memory with
-// nothing ahead to prefetch it (each panel's blocks prefetch the task's next one); cut into
-// 8 tasks, GPT-2-small's 12-panel projections (768 columns) ran mostly such panels. With
-// 2 tasks of 6, batch 32, alternating builds on the AMX Xeon: float32 528-538 → 566-581
-// tokens/s, bf16 645 → 682, int8 1,429-1,444 → 1,464-1,488; with another process taking
-// 2 ms of every 10 on one core, float32 430-435 → 467 (fewer tasks to take over, but each
-// runs warm).
-constexpr int64_t kTaskPanels = 6, kMaxTasksPerThread = 4;
+// A projection's tasks: per thread, as many as give each at least kTaskPanels panels, and
+// at least one (the pool itself takes up to 4 per thread). A task's first panel comes from
+// memory with nothing ahead to prefetch it (each panel's blocks prefetch the task's next
+// one); cut into 8 tasks, GPT-2-small's 12-panel projections (768 columns) ran mostly such
+// panels. With 2 tasks of 6, batch 32, alternating builds on the AMX Xeon: float32 528-538
+// → 566-581 tokens/s, bf16 645 → 682, int8 1,429-1,444 → 1,464-1,488; with another process
+// taking 2 ms of every 10 on one core, float32 430-435 → 467 (fewer tasks to take over, but
+// each runs warm).
+constexpr int64_t kTaskPanels = 6;
 
 int64_t panel_grain(int64_t panels) {
   const int64_t threads = num_threads();
-  const int64_t per_thread = std::clamp<int64_t>(panels / (threads * kTaskPanels), 1, kMaxTasksPerThread);
+  const int64_t per_thread = std::max<int64_t>(panels / (threads * kTaskPanels), 1);
   return (panels + threads * per_thread - 1) / (threads * per_thread);
 }
 

@@ -70,7 +70,7 @@ class GptModel {
   // Step buffers: h residual stream, a normalised input, qkv, the decoding rows' q,
   // attention out, MLP.
   CacheLineVector<float> h_, a_, qkv_, q_, attn_, proj_, fc_, last_;
-  CacheLineVector<uint16_t> k16_, v16_;  // the prompts' keys and values for a bf16 cache
+  CacheLineVector<uint16_t> k16_, v16_;  // every token's keys and values, rounded, for a bf16 cache
   std::vector<int32_t> prompt_cu_;
   std::atomic<bool> busy_{false};
 };
